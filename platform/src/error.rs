@@ -1,0 +1,297 @@
+//! One error type for every service, mapped to `tonic::Status` with `google.rpc` details.
+//!
+//! Callers see a clear code and message, `BadRequest` field violations for bad input, an
+//! `ErrorInfo` reason they can branch on, and `RetryInfo` when waiting helps. Unexpected errors
+//! are logged with their cause chain and reach the caller only as "internal error".
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Domain used in `ErrorInfo`; the reason codes are documented per RPC in the protos.
+pub const ERROR_DOMAIN: &str = "ticketing.dev";
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's path in the request, e.g. `organization.slug`.
+    pub field: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input. Nothing was changed.
+    #[error("invalid argument: {}", summary(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{resource} not found")]
+    NotFound { resource: &'static str },
+    #[error("{message}")]
+    AlreadyExists { reason: &'static str, message: String },
+    /// The request is valid but the resource is in the wrong state for it.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+        metadata: HashMap<String, String>,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A limit was hit; `retry_after` tells when trying again can succeed.
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A dependency (database, cache, peer service) is down. Safe to retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; details go to the log, not to the caller.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn summary(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition {
+            reason,
+            message: message.into(),
+            metadata: HashMap::new(),
+        }
+    }
+
+    pub fn already_exists(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::AlreadyExists {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::Unauthenticated(message.into())
+    }
+
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::PermissionDenied(message.into())
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(anyhow::anyhow!(message.into()))
+    }
+
+    /// Whether the same call may succeed if simply tried again (clients use this for retries).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument(violations) => {
+                let message = format!("invalid argument: {}", summary(&violations));
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::NotFound { resource } => Status::with_error_details(
+                Code::NotFound,
+                format!("{resource} not found"),
+                ErrorDetails::with_error_info(
+                    "NOT_FOUND",
+                    ERROR_DOMAIN,
+                    [("resource".to_string(), resource.to_string())],
+                ),
+            ),
+            ApiError::AlreadyExists { reason, message } => Status::with_error_details(
+                Code::AlreadyExists,
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+            ),
+            ApiError::FailedPrecondition {
+                reason,
+                message,
+                metadata,
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+            ),
+            ApiError::Unauthenticated(message) => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                ErrorDetails::with_error_info("UNAUTHENTICATED", ERROR_DOMAIN, HashMap::new()),
+            ),
+            ApiError::PermissionDenied(message) => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                ErrorDetails::with_error_info("PERMISSION_DENIED", ERROR_DOMAIN, HashMap::new()),
+            ),
+            ApiError::ResourceExhausted {
+                reason,
+                message,
+                retry_after,
+            } => {
+                let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(retry_after);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::Unavailable(message) => {
+                tracing::warn!(%message, "dependency unavailable");
+                let mut details = ErrorDetails::with_error_info("UNAVAILABLE", ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                Status::with_error_details(Code::Unavailable, message, details)
+            }
+            ApiError::Internal(error) => {
+                tracing::error!(error.cause_chain = ?error, error.message = %error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match &error {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                Self::Unavailable("database connection lost".into())
+            }
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::Unavailable("database conflict, try again".into())
+            }
+            _ => Self::Internal(anyhow::Error::new(error).context("database query failed")),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<bb8::RunError<E>> for ApiError {
+    fn from(error: bb8::RunError<E>) -> Self {
+        match error {
+            bb8::RunError::TimedOut => Self::Unavailable("timed out waiting for a connection".into()),
+            bb8::RunError::User(e) => {
+                tracing::warn!(error = %e, "connection failed");
+                Self::Unavailable("a backing store is unreachable".into())
+            }
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(error: redis::RedisError) -> Self {
+        if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+            Self::Unavailable("cache unreachable".into())
+        } else {
+            Self::Internal(anyhow::Error::new(error).context("redis command failed"))
+        }
+    }
+}
+
+/// Collects every field violation of a request before answering, so a client fixes all at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Records the error of a parse step and returns its value, if any.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field, description);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result(self) -> ApiResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_every_field_violation_as_bad_request() {
+        let mut v = Violations::new();
+        v.add("email", "must be an e-mail address");
+        v.add("password", "must be at least 10 characters");
+        let status: Status = v.into_result().expect_err("two violations").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest detail");
+        let fields: Vec<_> = bad.field_violations.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["email", "password"]);
+        assert!(status.message().contains("email: must be an e-mail address"));
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let status: Status = ApiError::internal("password hash column corrupt").into();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn resource_exhausted_says_when_to_retry() {
+        let status: Status = ApiError::ResourceExhausted {
+            reason: "LOGIN_LOCKED",
+            message: "too many attempts".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        }
+        .into();
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("LOGIN_LOCKED")
+        );
+    }
+}

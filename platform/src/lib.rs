@@ -1,0 +1,17 @@
+//! What every service of the ticketing platform shares, and nothing else: configuration,
+//! telemetry, the server bootstrap (health, reflection, admin port, graceful shutdown), PostgreSQL
+//! and Redis pools, errors mapped to `google.rpc` statuses, authentication, pagination and the
+//! clients for other services. No business rules live here.
+
+pub mod auth;
+pub mod cache;
+pub mod clients;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod pagination;
+pub mod server;
+pub mod telemetry;
+pub mod time;
+
+pub use error::{ApiError, ApiResult};

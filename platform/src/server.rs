@@ -1,0 +1,278 @@
+//! One way to serve a service: its tonic service plus `grpc.health.v1` and server reflection (v1
+//! and v1alpha) on the gRPC port, `/healthz`, `/readyz` and `/metrics` on the admin port, health
+//! driven by probes of the hard dependencies, and a graceful shutdown that drains in-flight calls.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use anyhow::Context;
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::{body::Body, server::NamedService, transport::server::TcpIncoming};
+use tonic_health::ServingStatus;
+use tower::Service;
+
+use crate::config::ServerConfig;
+
+/// A named check of a hard dependency; the service is NOT_SERVING while any fails.
+#[derive(Clone)]
+pub struct Probe {
+    pub name: &'static str,
+    check: Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>,
+}
+
+impl Probe {
+    pub fn new<F, Fut>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self {
+            name,
+            check: Arc::new(move || Box::pin(check())),
+        }
+    }
+
+    /// PostgreSQL answers a query within a second.
+    pub fn postgres(pool: crate::db::PgPool) -> Self {
+        Self::new("postgres", move || {
+            let pool = pool.clone();
+            async move { crate::db::ping(&pool, Duration::from_secs(1)).await }
+        })
+    }
+
+    /// Redis answers PING within a second.
+    pub fn redis(cache: crate::cache::Cache) -> Self {
+        Self::new("redis", move || {
+            let cache = cache.clone();
+            async move { cache.ping(Duration::from_secs(1)).await }
+        })
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Failing probes and why.
+    pub failing: Vec<(String, String)>,
+}
+
+/// The process-wide Prometheus recorder (one per process, shared by services started in tests).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+/// Listeners bound before serving, so a test can bind port 0 and learn the address.
+pub struct Host {
+    config: ServerConfig,
+    grpc: TcpListener,
+    admin: TcpListener,
+}
+
+impl Host {
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC address {}", config.grpc_addr))?;
+        let admin = TcpListener::bind(config.admin_addr)
+            .await
+            .with_context(|| format!("binding admin address {}", config.admin_addr))?;
+        Ok(Self { config, grpc, admin })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin_addr)
+    }
+
+    /// Serves `service` until `shutdown` completes, then drains for up to `shutdown_grace`.
+    pub async fn serve<S>(
+        self,
+        service: S,
+        probes: Vec<Probe>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()>
+    where
+        S: Service<http::Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        let metrics = metrics_handle();
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        // Until the first probe round passes, health answers NOT_SERVING (not "unknown service").
+        health_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health_reporter
+            .set_service_status(S::NAME, ServingStatus::NotServing)
+            .await;
+        let (ready_tx, ready_rx) = watch::channel(Readiness::default());
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+
+        let probe_task = tokio::spawn(run_probes(
+            probes,
+            self.config.health_interval,
+            health_reporter.clone(),
+            S::NAME,
+            ready_tx,
+            stop_rx.clone(),
+        ));
+
+        let grpc_addr = self.grpc.local_addr()?;
+        let admin_addr = self.admin.local_addr()?;
+        let admin_app = Router::new()
+            .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(move || std::future::ready(metrics.render())))
+            .with_state(ready_rx);
+        let mut admin_stop = stop_rx.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(self.admin, admin_app)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+
+        tracing::info!(service = S::NAME, %grpc_addr, %admin_addr, "serving");
+        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let mut grpc_stop = stop_rx.clone();
+        let grpc = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grpc_stop.wait_for(|stop| *stop).await;
+            });
+        let mut grpc_task = tokio::spawn(grpc);
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut grpc_task => {
+                let _ = stop_tx.send(true);
+                return result.context("gRPC server task failed")?.context("gRPC server failed");
+            }
+        }
+
+        // Tell load balancers first, then stop accepting and let in-flight calls finish.
+        tracing::info!(service = S::NAME, "shutting down");
+        health_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health_reporter
+            .set_service_status(S::NAME, ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.config.shutdown_grace, &mut grpc_task).await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?self.config.shutdown_grace, "in-flight calls outlived the grace period");
+            grpc_task.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+        probe_task.abort();
+        let _ = stop_rx.changed().await;
+        tracing::info!(service = S::NAME, "stopped");
+        Ok(())
+    }
+}
+
+async fn readyz(State(ready): State<watch::Receiver<Readiness>>) -> impl IntoResponse {
+    let readiness = ready.borrow().clone();
+    let code = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(readiness))
+}
+
+async fn run_probes(
+    probes: Vec<Probe>,
+    interval: Duration,
+    reporter: tonic_health::server::HealthReporter,
+    service_name: &'static str,
+    ready_tx: watch::Sender<Readiness>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last: Option<bool> = None;
+    loop {
+        let mut failing = Vec::new();
+        for probe in &probes {
+            if let Err(error) = (probe.check)().await {
+                failing.push((probe.name.to_string(), format!("{error:#}")));
+            }
+        }
+        let ready = failing.is_empty();
+        if last != Some(ready) {
+            if ready {
+                tracing::info!(service = service_name, "dependencies healthy: SERVING");
+            } else {
+                tracing::warn!(service = service_name, ?failing, "dependency down: NOT_SERVING");
+            }
+        }
+        last = Some(ready);
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status(service_name, status).await;
+        let _ = ready_tx.send(Readiness { ready, failing });
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,1091 @@
+//! The `IdentityService` implementation: validate input, authenticate, authorize against fresh
+//! database state, call the store, map to the wire.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use subtle::ConstantTimeEq;
+use ticketing_platform::{
+    ApiError, ApiResult,
+    auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, Scope, SubjectKind, TokenVerifier},
+    db::PgPool,
+    error::Violations,
+    pagination::{self, Cursor},
+    time::{from_timestamp, to_timestamp, to_timestamp_opt},
+};
+use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_server::IdentityService};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    config::TokenConfig,
+    domain,
+    keys::KeyStore,
+    lockout::{Attempt, LoginConfig, LoginGuard},
+    password::PasswordHasher,
+    store::{self, Actor, ApiKeyRow, MemberRow, OrgRow, RefreshRow, Spend, UserRow},
+};
+
+/// Most active API keys one organization may have.
+const MAX_ACTIVE_API_KEYS: usize = 100;
+/// Longer passwords are refused before hashing, so nobody makes us hash megabytes.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub keys: Arc<KeyStore>,
+    pub verifier: TokenVerifier,
+    pub hasher: PasswordHasher,
+    pub guard: LoginGuard,
+    pub tokens: TokenConfig,
+    pub login: LoginConfig,
+}
+
+#[derive(Clone)]
+pub struct IdentityApi {
+    state: Arc<AppState>,
+}
+
+impl IdentityApi {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    /// The calling user, read fresh from the database.
+    async fn actor<T>(&self, request: &Request<T>) -> ApiResult<Actor> {
+        let principal = self.state.verifier.authenticate(request.metadata()).await?;
+        let user_id = principal.user_id()?;
+        let mut conn = self.state.pool.get().await?;
+        store::load_actor(&mut conn, user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))
+    }
+
+    fn client_address<T>(&self, request: &Request<T>) -> Option<String> {
+        if self.state.login.trust_forwarded_for
+            && let Some(forwarded) = request
+                .metadata()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            && let Some(first) = forwarded
+                .split(',')
+                .next()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        {
+            return Some(first.to_string());
+        }
+        request.remote_addr().map(|addr| addr.ip().to_string())
+    }
+
+    fn claims_for(&self, actor: &Actor) -> AccessClaims {
+        let now = Utc::now().timestamp();
+        let ttl = i64::try_from(self.state.tokens.access_token_ttl.as_secs()).unwrap_or(900);
+        AccessClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: actor.user.id.to_string(),
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: Uuid::now_v7().to_string(),
+            kind: SubjectKind::User,
+            roles: actor.roles.clone(),
+            orgs: actor
+                .memberships
+                .iter()
+                .map(|m| OrgClaim {
+                    id: m.organization_id,
+                    role: m.role,
+                })
+                .collect(),
+            scopes: vec![],
+            org: None,
+        }
+    }
+
+    fn new_refresh_row(&self, user_id: Uuid, family_id: Uuid) -> (String, RefreshRow) {
+        let (token, hash) = domain::new_refresh_token();
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(self.state.tokens.refresh_token_ttl)
+            .unwrap_or(chrono::Duration::days(30));
+        let row = RefreshRow {
+            id: Uuid::now_v7(),
+            family_id,
+            user_id,
+            token_hash: hash,
+            created_at: now,
+            expires_at: now + ttl,
+            used_at: None,
+            revoked_at: None,
+        };
+        (token, row)
+    }
+
+    async fn token_response(
+        &self,
+        actor: &Actor,
+        refresh_token: String,
+        refresh: &RefreshRow,
+    ) -> ApiResult<pb::TokenResponse> {
+        let access_token = self.state.keys.sign(&self.claims_for(actor)).await?;
+        Ok(pb::TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: i64::try_from(self.state.tokens.access_token_ttl.as_secs()).unwrap_or(0),
+            refresh_token,
+            refresh_token_expires_at: Some(to_timestamp(refresh.expires_at)),
+        })
+    }
+
+    async fn load_org(&self, conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> ApiResult<OrgRow> {
+        store::find_org(conn, id).await?.ok_or(ApiError::NotFound {
+            resource: "organization",
+        })
+    }
+
+    // === authentication ===
+
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> ApiResult<pb::RegisterResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let email = v.check("email", domain::normalize_email(&r.email));
+        v.check(
+            "password",
+            domain::check_password(&r.password, email.as_deref().unwrap_or("")),
+        );
+        let display_name = v.check("display_name", domain::check_display_name(&r.display_name));
+        v.into_result()?;
+        let (Some(email), Some(display_name)) = (email, display_name) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let password_hash = self.state.hasher.hash(r.password).await?;
+        let now = Utc::now();
+        let user = UserRow {
+            id: Uuid::now_v7(),
+            email,
+            password_hash,
+            display_name,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut conn = self.state.pool.get().await?;
+        store::insert_user(&mut conn, &user, &[]).await?;
+        metrics::counter!("identity_registrations_total").increment(1);
+        tracing::info!(user_id = %user.id, "user registered");
+        let actor = Actor {
+            user,
+            roles: vec![Role::Customer],
+            memberships: vec![],
+        };
+        Ok(pb::RegisterResponse {
+            user: Some(user_proto(&actor)),
+        })
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> ApiResult<pb::TokenResponse> {
+        let address = self.client_address(&request);
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let email = v.check("email", domain::normalize_email(&r.email));
+        if r.password.is_empty() {
+            v.add("password", "is required");
+        } else if r.password.len() > MAX_PASSWORD_BYTES {
+            v.add("password", "is too long");
+        }
+        v.into_result()?;
+        let email = email.unwrap_or_default();
+        let attempt = Attempt {
+            email: &email,
+            address: address.as_deref(),
+        };
+        self.state.guard.check(&attempt).await?;
+
+        let user = {
+            let mut conn = self.state.pool.get().await?;
+            store::find_user_by_email(&mut conn, &email).await?
+        };
+        let valid = self
+            .state
+            .hasher
+            .verify(r.password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let user = match user {
+            Some(user) if valid => user,
+            _ => {
+                metrics::counter!("identity_logins_total", "result" => "failed").increment(1);
+                self.state.guard.record_failure(&attempt).await?;
+                // One message for unknown account and wrong password: no account enumeration.
+                return Err(ApiError::unauthenticated("invalid e-mail or password"));
+            }
+        };
+        self.state.guard.record_success(&email).await?;
+        let mut conn = self.state.pool.get().await?;
+        let actor = store::load_actor(&mut conn, user.id)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("invalid e-mail or password"))?;
+        let (token, row) = self.new_refresh_row(user.id, Uuid::now_v7());
+        store::insert_refresh(&mut conn, &row).await?;
+        metrics::counter!("identity_logins_total", "result" => "succeeded").increment(1);
+        self.token_response(&actor, token, &row).await
+    }
+
+    async fn refresh_token(&self, request: Request<pb::RefreshTokenRequest>) -> ApiResult<pb::TokenResponse> {
+        let presented = request.into_inner().refresh_token;
+        check_refresh_shape(&presented)?;
+        let hash = domain::sha256(presented.as_bytes());
+        // family and user are filled in from the spent token inside the transaction.
+        let (token, replacement) = self.new_refresh_row(Uuid::nil(), Uuid::nil());
+        let mut conn = self.state.pool.get().await?;
+        match store::spend_refresh(&mut conn, &hash, replacement.clone()).await? {
+            Spend::Rotated { user_id } => {
+                let actor = store::load_actor(&mut conn, user_id)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
+                self.token_response(&actor, token, &replacement).await
+            }
+            Spend::Reused => {
+                metrics::counter!("identity_refresh_reuse_total").increment(1);
+                tracing::warn!("refresh token reuse: session family revoked");
+                Err(ApiError::unauthenticated(
+                    "refresh token was already used; the session has been revoked, log in again",
+                ))
+            }
+            Spend::Expired | Spend::Unknown => {
+                Err(ApiError::unauthenticated("refresh token is invalid or expired"))
+            }
+        }
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> ApiResult<pb::LogoutResponse> {
+        let presented = request.into_inner().refresh_token;
+        check_refresh_shape(&presented)?;
+        let mut conn = self.state.pool.get().await?;
+        store::revoke_family_of(&mut conn, &domain::sha256(presented.as_bytes())).await?;
+        Ok(pb::LogoutResponse {})
+    }
+
+    async fn get_jwks(&self) -> ApiResult<pb::Jwks> {
+        let keys = self.state.keys.published().await?;
+        Ok(pb::Jwks {
+            keys: keys
+                .into_iter()
+                .map(|k| pb::Jwk {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    x: k.x,
+                    kid: k.kid,
+                    alg: "EdDSA".into(),
+                    r#use: "sig".into(),
+                })
+                .collect(),
+        })
+    }
+
+    // === users ===
+
+    async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> ApiResult<pb::User> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let user = r.user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
+        let paths = mask_paths(r.update_mask, &["display_name"])?;
+        let mut v = Violations::new();
+        let name = v.check(
+            "user.display_name",
+            domain::check_display_name(&user.display_name),
+        );
+        v.into_result()?;
+        let mut conn = self.state.pool.get().await?;
+        if paths.iter().any(|p| p == "display_name")
+            && let Some(name) = name
+        {
+            store::set_display_name(&mut conn, actor.user.id, &name).await?;
+        }
+        let actor = store::load_actor(&mut conn, actor.user.id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "user" })?;
+        Ok(user_proto(&actor))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> ApiResult<pb::ChangePasswordResponse> {
+        let address = self.client_address(&request);
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.current_password.is_empty() || r.current_password.len() > MAX_PASSWORD_BYTES {
+            v.add("current_password", "is required");
+        }
+        v.check(
+            "new_password",
+            domain::check_password(&r.new_password, &actor.user.email),
+        );
+        v.into_result()?;
+        let attempt = Attempt {
+            email: &actor.user.email,
+            address: address.as_deref(),
+        };
+        self.state.guard.check(&attempt).await?;
+        if !self
+            .state
+            .hasher
+            .verify(r.current_password, Some(actor.user.password_hash.clone()))
+            .await?
+        {
+            self.state.guard.record_failure(&attempt).await?;
+            return Err(ApiError::permission_denied("the current password is wrong"));
+        }
+        let hash = self.state.hasher.hash(r.new_password).await?;
+        let mut conn = self.state.pool.get().await?;
+        store::set_password(&mut conn, actor.user.id, &hash).await?;
+        Ok(pb::ChangePasswordResponse {})
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> ApiResult<pb::User> {
+        let actor = self.actor(&request).await?;
+        let id = parse_id("user_id", &request.get_ref().user_id)?;
+        if id != actor.user.id && !actor.is_admin() {
+            return Err(ApiError::permission_denied("only admins may read other users"));
+        }
+        let mut conn = self.state.pool.get().await?;
+        let user = store::load_actor(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "user" })?;
+        Ok(user_proto(&user))
+    }
+
+    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> ApiResult<pb::ListUsersResponse> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let cursor = Cursor::decode(&r.page_token)?;
+        let role = match r.role {
+            0 => None,
+            n => Some(role_from_proto("role", n)?),
+        };
+        if r.email_prefix.len() > 254 {
+            return Err(ApiError::invalid(
+                "email_prefix",
+                "must be at most 254 characters",
+            ));
+        }
+        if !actor.is_admin() {
+            return Err(ApiError::permission_denied("only admins may list users"));
+        }
+        let mut conn = self.state.pool.get().await?;
+        let rows = store::list_users(
+            &mut conn,
+            cursor,
+            size + 1,
+            &r.email_prefix.trim().to_lowercase(),
+            role,
+        )
+        .await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |u| Cursor {
+            created_at: u.created_at,
+            id: u.id,
+        });
+        let mut users = Vec::with_capacity(rows.len());
+        for user in rows {
+            let roles = store::roles_of(&mut conn, user.id).await?;
+            let memberships = store::memberships_of(&mut conn, user.id).await?;
+            users.push(user_proto(&Actor {
+                user,
+                roles,
+                memberships,
+            }));
+        }
+        Ok(pb::ListUsersResponse {
+            users,
+            next_page_token,
+        })
+    }
+
+    async fn change_role(&self, actor: Actor, user_id: &str, role: i32, grant: bool) -> ApiResult<pb::User> {
+        let id = parse_id("user_id", user_id)?;
+        let role = role_from_proto("role", role)?;
+        if !actor.is_admin() {
+            return Err(ApiError::permission_denied("only admins may change roles"));
+        }
+        if !grant && role == Role::Customer {
+            return Err(ApiError::invalid("role", "every user keeps the customer role"));
+        }
+        if !grant && role == Role::Admin && id == actor.user.id {
+            return Err(ApiError::precondition(
+                "SELF_DEMOTION",
+                "admins cannot revoke their own admin role",
+            ));
+        }
+        let mut conn = self.state.pool.get().await?;
+        store::find_user(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "user" })?;
+        if grant {
+            store::grant_role(&mut conn, id, role).await?;
+        } else {
+            store::revoke_role(&mut conn, id, role).await?;
+        }
+        tracing::info!(target_user = %id, role = role.as_str(), grant, by = %actor.user.id, "role changed");
+        let user = store::load_actor(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "user" })?;
+        Ok(user_proto(&user))
+    }
+
+    // === organizations ===
+
+    async fn create_organization(
+        &self,
+        request: Request<pb::CreateOrganizationRequest>,
+    ) -> ApiResult<pb::Organization> {
+        let actor = self.actor(&request).await?;
+        let org = request
+            .into_inner()
+            .organization
+            .ok_or_else(|| ApiError::invalid("organization", "is required"))?;
+        let mut v = Violations::new();
+        v.check("organization.slug", domain::check_slug(&org.slug));
+        let name = v.check(
+            "organization.display_name",
+            domain::check_required_name(&org.display_name),
+        );
+        v.into_result()?;
+        if !(actor.has_role(Role::Organizer) || actor.is_admin()) {
+            return Err(ApiError::permission_denied(
+                "only organizers and admins may create organizations",
+            ));
+        }
+        let now = Utc::now();
+        let row = OrgRow {
+            id: Uuid::now_v7(),
+            slug: org.slug,
+            display_name: name.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut conn = self.state.pool.get().await?;
+        store::insert_org(&mut conn, &row, actor.user.id).await?;
+        Ok(org_proto(&row))
+    }
+
+    /// NOT_FOUND for a missing organization; PERMISSION_DENIED for non-members (admins pass).
+    async fn org_for_member(&self, actor: &Actor, id: Uuid, owner_only: bool) -> ApiResult<OrgRow> {
+        let mut conn = self.state.pool.get().await?;
+        let org = self.load_org(&mut conn, id).await?;
+        let role = actor.org_role(id);
+        let allowed = actor.is_admin()
+            || if owner_only {
+                role == Some(OrgRole::Owner)
+            } else {
+                role.is_some()
+            };
+        if !allowed {
+            let what = if owner_only { "owners" } else { "members" };
+            return Err(ApiError::permission_denied(format!(
+                "only the organization's {what} and admins may do this"
+            )));
+        }
+        Ok(org)
+    }
+
+    /// API keys are managed by admins and by members of the organization who are organizers.
+    async fn org_for_key_manager(&self, actor: &Actor, id: Uuid) -> ApiResult<OrgRow> {
+        let mut conn = self.state.pool.get().await?;
+        let org = self.load_org(&mut conn, id).await?;
+        if !(actor.is_admin() || (actor.org_role(id).is_some() && actor.has_role(Role::Organizer))) {
+            return Err(ApiError::permission_denied(
+                "only the organization's organizers and admins manage API keys",
+            ));
+        }
+        Ok(org)
+    }
+
+    async fn update_organization(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> ApiResult<pb::Organization> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let org = r
+            .organization
+            .ok_or_else(|| ApiError::invalid("organization", "is required"))?;
+        let id = parse_id("organization.id", &org.id)?;
+        let paths = mask_paths(r.update_mask, &["display_name"])?;
+        let mut v = Violations::new();
+        let name = v.check(
+            "organization.display_name",
+            domain::check_required_name(&org.display_name),
+        );
+        v.into_result()?;
+        self.org_for_member(&actor, id, true).await?;
+        let mut conn = self.state.pool.get().await?;
+        if paths.iter().any(|p| p == "display_name")
+            && let Some(name) = name
+        {
+            store::set_org_name(&mut conn, id, &name).await?;
+        }
+        Ok(org_proto(&self.load_org(&mut conn, id).await?))
+    }
+
+    async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> ApiResult<pb::Member> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let role = match r.role {
+            0 => OrgRole::Member,
+            n => member_role_from_proto("role", n)?,
+        };
+        let mut conn = self.state.pool.get().await?;
+        let user_id = match r.member {
+            Some(pb::add_member_request::Member::UserId(id)) => parse_id("user_id", &id)?,
+            Some(pb::add_member_request::Member::Email(email)) => {
+                let email = domain::normalize_email(&email).map_err(|e| ApiError::invalid("email", e))?;
+                self.org_for_member(&actor, org, true).await?;
+                store::find_user_by_email(&mut conn, &email)
+                    .await?
+                    .ok_or(ApiError::NotFound { resource: "user" })?
+                    .id
+            }
+            None => return Err(ApiError::invalid("user_id", "user_id or email is required")),
+        };
+        self.org_for_member(&actor, org, true).await?;
+        store::find_user(&mut conn, user_id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "user" })?;
+        store::upsert_member(&mut conn, org, user_id, role).await?;
+        let member = store::find_member(&mut conn, org, user_id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "member" })?;
+        Ok(member_proto(&member))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> ApiResult<pb::RemoveMemberResponse> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let user = parse_id("user_id", &r.user_id)?;
+        // Members may leave on their own; removing others takes an owner.
+        self.org_for_member(&actor, org, user != actor.user.id).await?;
+        let mut conn = self.state.pool.get().await?;
+        if !store::remove_member(&mut conn, org, user).await? {
+            return Err(ApiError::NotFound { resource: "member" });
+        }
+        Ok(pb::RemoveMemberResponse {})
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> ApiResult<pb::ListMembersResponse> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let size = pagination::page_size(r.page_size)?;
+        let cursor = Cursor::decode(&r.page_token)?;
+        self.org_for_member(&actor, org, false).await?;
+        let mut conn = self.state.pool.get().await?;
+        let rows = store::list_members(&mut conn, org, cursor, size + 1).await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |m| Cursor {
+            created_at: m.joined_at,
+            id: m.user_id,
+        });
+        Ok(pb::ListMembersResponse {
+            members: rows.iter().map(member_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    // === API keys ===
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> ApiResult<pb::CreateApiKeyResponse> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let org = v.check(
+            "organization_id",
+            parse_id("organization_id", &r.organization_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        let name = v.check("name", domain::check_required_name(&r.name));
+        let mut scopes = Vec::new();
+        if r.scopes.is_empty() {
+            v.add("scopes", "at least one scope is required");
+        }
+        for (i, raw) in r.scopes.iter().enumerate() {
+            match scope_from_proto(*raw) {
+                Some(scope) if !scopes.contains(&scope) => scopes.push(scope),
+                Some(_) => {}
+                None => v.add(format!("scopes[{i}]"), "is not a known scope"),
+            }
+        }
+        let expires_at = match &r.expires_at {
+            Some(ts) => match from_timestamp("expires_at", ts) {
+                Ok(at) if at > Utc::now() => Some(at),
+                Ok(_) => {
+                    v.add("expires_at", "must be in the future");
+                    None
+                }
+                Err(_) => {
+                    v.add("expires_at", "is not a valid time");
+                    None
+                }
+            },
+            None => None,
+        };
+        v.into_result()?;
+        let (Some(org), Some(name)) = (org, name) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        self.org_for_key_manager(&actor, org).await?;
+        let mut conn = self.state.pool.get().await?;
+        let active = store::list_api_keys(
+            &mut conn,
+            org,
+            false,
+            None,
+            i64::try_from(MAX_ACTIVE_API_KEYS).unwrap_or(100),
+        )
+        .await?;
+        if active.len() >= MAX_ACTIVE_API_KEYS {
+            return Err(ApiError::ResourceExhausted {
+                reason: "API_KEY_LIMIT",
+                message: format!(
+                    "an organization may have at most {MAX_ACTIVE_API_KEYS} active API keys; revoke one first"
+                ),
+                retry_after: None,
+            });
+        }
+        let key = domain::new_api_key();
+        scopes.sort();
+        let row = ApiKeyRow {
+            id: Uuid::now_v7(),
+            organization_id: org,
+            name,
+            prefix: key.prefix,
+            secret_hash: key.hash,
+            scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+            created_by: actor.user.id,
+            created_at: Utc::now(),
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        store::insert_api_key(&mut conn, &row).await?;
+        tracing::info!(api_key_id = %row.id, organization_id = %org, "API key created");
+        Ok(pb::CreateApiKeyResponse {
+            api_key: Some(api_key_proto(&row)),
+            secret: key.secret,
+        })
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> ApiResult<pb::ListApiKeysResponse> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let size = pagination::page_size(r.page_size)?;
+        let cursor = Cursor::decode(&r.page_token)?;
+        self.org_for_key_manager(&actor, org).await?;
+        let mut conn = self.state.pool.get().await?;
+        let rows = store::list_api_keys(&mut conn, org, r.include_revoked, cursor, size + 1).await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |k| Cursor {
+            created_at: k.created_at,
+            id: k.id,
+        });
+        Ok(pb::ListApiKeysResponse {
+            api_keys: rows.iter().map(api_key_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> ApiResult<pb::ApiKey> {
+        let actor = self.actor(&request).await?;
+        let r = request.into_inner();
+        let org = parse_id("organization_id", &r.organization_id)?;
+        let id = parse_id("api_key_id", &r.api_key_id)?;
+        self.org_for_key_manager(&actor, org).await?;
+        let mut conn = self.state.pool.get().await?;
+        store::find_api_key(&mut conn, org, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "API key" })?;
+        store::revoke_api_key(&mut conn, id).await?;
+        let row = store::find_api_key(&mut conn, org, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "API key" })?;
+        tracing::info!(api_key_id = %id, by = %actor.user.id, "API key revoked");
+        Ok(api_key_proto(&row))
+    }
+
+    async fn verify_api_key(
+        &self,
+        request: Request<pb::VerifyApiKeyRequest>,
+    ) -> ApiResult<pb::VerifyApiKeyResponse> {
+        let secret = request.into_inner().secret;
+        if secret.is_empty() {
+            return Err(ApiError::invalid("secret", "is required"));
+        }
+        let invalid = || ApiError::unauthenticated("API key is invalid, expired or revoked");
+        let prefix = domain::api_key_prefix(&secret).ok_or_else(invalid)?;
+        let mut conn = self.state.pool.get().await?;
+        let row = store::find_api_key_by_prefix(&mut conn, prefix)
+            .await?
+            .ok_or_else(invalid)?;
+        let presented = domain::sha256(secret.as_bytes());
+        let matches: bool = presented.ct_eq(&row.secret_hash).into();
+        let now = Utc::now();
+        if !matches || row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
+            return Err(invalid());
+        }
+        store::touch_api_key(&mut conn, row.id).await?;
+        let ttl = self.state.tokens.api_key_token_ttl;
+        let mut exp = now.timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(300);
+        if let Some(expires_at) = row.expires_at {
+            exp = exp.min(expires_at.timestamp());
+        }
+        let claims = AccessClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: row.id.to_string(),
+            exp,
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            jti: Uuid::now_v7().to_string(),
+            kind: SubjectKind::ApiKey,
+            roles: vec![],
+            orgs: vec![],
+            scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            org: Some(row.organization_id),
+        };
+        let access_token = self.state.keys.sign(&claims).await?;
+        Ok(pb::VerifyApiKeyResponse {
+            api_key: Some(api_key_proto(&row)),
+            access_token,
+            expires_in: exp - now.timestamp(),
+        })
+    }
+}
+
+// === wire mapping ===
+
+fn parse_id(field: &str, raw: &str) -> ApiResult<Uuid> {
+    if raw.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid(field, "must be a UUID"))
+}
+
+fn check_refresh_shape(token: &str) -> ApiResult<()> {
+    if token.is_empty() {
+        return Err(ApiError::invalid("refresh_token", "is required"));
+    }
+    if token.len() > 100 || !token.starts_with("rt_") {
+        return Err(ApiError::unauthenticated("refresh token is invalid or expired"));
+    }
+    Ok(())
+}
+
+/// The paths of an update mask, each checked against `allowed`; an empty mask means all of them.
+fn mask_paths(mask: Option<prost_types::FieldMask>, allowed: &[&str]) -> ApiResult<Vec<String>> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Ok(allowed.iter().map(|p| p.to_string()).collect());
+    }
+    let mut v = Violations::new();
+    for path in &paths {
+        if !allowed.contains(&path.as_str()) {
+            v.add(
+                "update_mask",
+                format!("`{path}` cannot be updated; allowed: {}", allowed.join(", ")),
+            );
+        }
+    }
+    v.into_result()?;
+    Ok(paths)
+}
+
+fn role_to_proto(role: Role) -> i32 {
+    (match role {
+        Role::Customer => pb::Role::Customer,
+        Role::Organizer => pb::Role::Organizer,
+        Role::Admin => pb::Role::Admin,
+    }) as i32
+}
+
+fn role_from_proto(field: &str, raw: i32) -> ApiResult<Role> {
+    match pb::Role::try_from(raw) {
+        Ok(pb::Role::Customer) => Ok(Role::Customer),
+        Ok(pb::Role::Organizer) => Ok(Role::Organizer),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        _ => Err(ApiError::invalid(
+            field,
+            "must be ROLE_CUSTOMER, ROLE_ORGANIZER or ROLE_ADMIN",
+        )),
+    }
+}
+
+fn member_role_to_proto(role: OrgRole) -> i32 {
+    (match role {
+        OrgRole::Member => pb::MemberRole::Member,
+        OrgRole::Owner => pb::MemberRole::Owner,
+    }) as i32
+}
+
+fn member_role_from_proto(field: &str, raw: i32) -> ApiResult<OrgRole> {
+    match pb::MemberRole::try_from(raw) {
+        Ok(pb::MemberRole::Member) => Ok(OrgRole::Member),
+        Ok(pb::MemberRole::Owner) => Ok(OrgRole::Owner),
+        _ => Err(ApiError::invalid(
+            field,
+            "must be MEMBER_ROLE_MEMBER or MEMBER_ROLE_OWNER",
+        )),
+    }
+}
+
+fn scope_from_proto(raw: i32) -> Option<Scope> {
+    match pb::ApiKeyScope::try_from(raw).ok()? {
+        pb::ApiKeyScope::Unspecified => None,
+        pb::ApiKeyScope::EventsRead => Some(Scope::EventsRead),
+        pb::ApiKeyScope::EventsWrite => Some(Scope::EventsWrite),
+        pb::ApiKeyScope::OrdersRead => Some(Scope::OrdersRead),
+        pb::ApiKeyScope::OrdersWrite => Some(Scope::OrdersWrite),
+        pb::ApiKeyScope::Checkin => Some(Scope::CheckIn),
+        pb::ApiKeyScope::ReportsRead => Some(Scope::ReportsRead),
+    }
+}
+
+fn scope_to_proto(scope: Scope) -> i32 {
+    (match scope {
+        Scope::EventsRead => pb::ApiKeyScope::EventsRead,
+        Scope::EventsWrite => pb::ApiKeyScope::EventsWrite,
+        Scope::OrdersRead => pb::ApiKeyScope::OrdersRead,
+        Scope::OrdersWrite => pb::ApiKeyScope::OrdersWrite,
+        Scope::CheckIn => pb::ApiKeyScope::Checkin,
+        Scope::ReportsRead => pb::ApiKeyScope::ReportsRead,
+    }) as i32
+}
+
+fn user_proto(actor: &Actor) -> pb::User {
+    pb::User {
+        id: actor.user.id.to_string(),
+        email: actor.user.email.clone(),
+        display_name: actor.user.display_name.clone(),
+        roles: actor.roles.iter().map(|r| role_to_proto(*r)).collect(),
+        memberships: actor
+            .memberships
+            .iter()
+            .map(|m| pb::Membership {
+                organization_id: m.organization_id.to_string(),
+                organization_slug: m.slug.clone(),
+                role: member_role_to_proto(m.role),
+            })
+            .collect(),
+        created_at: Some(to_timestamp(actor.user.created_at)),
+        updated_at: Some(to_timestamp(actor.user.updated_at)),
+    }
+}
+
+fn org_proto(org: &OrgRow) -> pb::Organization {
+    pb::Organization {
+        id: org.id.to_string(),
+        slug: org.slug.clone(),
+        display_name: org.display_name.clone(),
+        created_at: Some(to_timestamp(org.created_at)),
+        updated_at: Some(to_timestamp(org.updated_at)),
+    }
+}
+
+fn member_proto(m: &MemberRow) -> pb::Member {
+    pb::Member {
+        organization_id: m.organization_id.to_string(),
+        user_id: m.user_id.to_string(),
+        email: m.email.clone(),
+        display_name: m.display_name.clone(),
+        role: OrgRole::parse(&m.role).map(member_role_to_proto).unwrap_or(0),
+        joined_at: Some(to_timestamp(m.joined_at)),
+    }
+}
+
+fn api_key_proto(k: &ApiKeyRow) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        organization_id: k.organization_id.to_string(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        scopes: k
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            .map(scope_to_proto)
+            .collect(),
+        created_by: k.created_by.to_string(),
+        created_at: Some(to_timestamp(k.created_at)),
+        expires_at: to_timestamp_opt(k.expires_at),
+        revoked_at: to_timestamp_opt(k.revoked_at),
+        last_used_at: to_timestamp_opt(k.last_used_at),
+    }
+}
+
+// === the gRPC trait: each method delegates and turns ApiError into a google.rpc Status ===
+
+#[tonic::async_trait]
+impl IdentityService for IdentityApi {
+    async fn register(
+        &self,
+        r: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        Ok(Response::new(IdentityApi::register(self, r).await?))
+    }
+    async fn login(&self, r: Request<pb::LoginRequest>) -> Result<Response<pb::TokenResponse>, Status> {
+        Ok(Response::new(IdentityApi::login(self, r).await?))
+    }
+    async fn refresh_token(
+        &self,
+        r: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Ok(Response::new(IdentityApi::refresh_token(self, r).await?))
+    }
+    async fn logout(&self, r: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        Ok(Response::new(IdentityApi::logout(self, r).await?))
+    }
+    async fn get_jwks(&self, _: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
+        Ok(Response::new(IdentityApi::get_jwks(self).await?))
+    }
+    async fn get_me(&self, r: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
+        Ok(Response::new(user_proto(&self.actor(&r).await?)))
+    }
+    async fn update_me(&self, r: Request<pb::UpdateMeRequest>) -> Result<Response<pb::User>, Status> {
+        Ok(Response::new(IdentityApi::update_me(self, r).await?))
+    }
+    async fn change_password(
+        &self,
+        r: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        Ok(Response::new(IdentityApi::change_password(self, r).await?))
+    }
+    async fn get_user(&self, r: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        Ok(Response::new(IdentityApi::get_user(self, r).await?))
+    }
+    async fn list_users(
+        &self,
+        r: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Ok(Response::new(IdentityApi::list_users(self, r).await?))
+    }
+    async fn grant_role(&self, r: Request<pb::GrantRoleRequest>) -> Result<Response<pb::User>, Status> {
+        let actor = self.actor(&r).await?;
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.change_role(actor, &r.user_id, r.role, true).await?,
+        ))
+    }
+    async fn revoke_role(&self, r: Request<pb::RevokeRoleRequest>) -> Result<Response<pb::User>, Status> {
+        let actor = self.actor(&r).await?;
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.change_role(actor, &r.user_id, r.role, false).await?,
+        ))
+    }
+    async fn create_organization(
+        &self,
+        r: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        Ok(Response::new(IdentityApi::create_organization(self, r).await?))
+    }
+    async fn get_organization(
+        &self,
+        r: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        let actor = self.actor(&r).await?;
+        let id = parse_id("organization_id", &r.get_ref().organization_id)?;
+        Ok(Response::new(org_proto(
+            &self.org_for_member(&actor, id, false).await?,
+        )))
+    }
+    async fn list_organizations(
+        &self,
+        r: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let actor = self.actor(&r).await?;
+        let r = r.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let cursor = Cursor::decode(&r.page_token)?;
+        let member = (!actor.is_admin()).then_some(actor.user.id);
+        let mut conn = self.state.pool.get().await.map_err(ApiError::from)?;
+        let rows = store::list_orgs(&mut conn, member, cursor, size + 1).await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |o| Cursor {
+            created_at: o.created_at,
+            id: o.id,
+        });
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: rows.iter().map(org_proto).collect(),
+            next_page_token,
+        }))
+    }
+    async fn update_organization(
+        &self,
+        r: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        Ok(Response::new(IdentityApi::update_organization(self, r).await?))
+    }
+    async fn add_member(&self, r: Request<pb::AddMemberRequest>) -> Result<Response<pb::Member>, Status> {
+        Ok(Response::new(IdentityApi::add_member(self, r).await?))
+    }
+    async fn remove_member(
+        &self,
+        r: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        Ok(Response::new(IdentityApi::remove_member(self, r).await?))
+    }
+    async fn list_members(
+        &self,
+        r: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        Ok(Response::new(IdentityApi::list_members(self, r).await?))
+    }
+    async fn create_api_key(
+        &self,
+        r: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        Ok(Response::new(IdentityApi::create_api_key(self, r).await?))
+    }
+    async fn list_api_keys(
+        &self,
+        r: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        Ok(Response::new(IdentityApi::list_api_keys(self, r).await?))
+    }
+    async fn revoke_api_key(
+        &self,
+        r: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        Ok(Response::new(IdentityApi::revoke_api_key(self, r).await?))
+    }
+    async fn verify_api_key(
+        &self,
+        r: Request<pb::VerifyApiKeyRequest>,
+    ) -> Result<Response<pb::VerifyApiKeyResponse>, Status> {
+        Ok(Response::new(IdentityApi::verify_api_key(self, r).await?))
+    }
+    async fn rotate_signing_key(
+        &self,
+        r: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let actor = self.actor(&r).await?;
+        if !actor.is_admin() {
+            return Err(ApiError::permission_denied("only admins may rotate signing keys").into());
+        }
+        let kid = self.state.keys.rotate().await?;
+        // Our own verifier must learn the new key before the next token it signs arrives.
+        self.state.verifier.refresh(true).await?;
+        Ok(Response::new(pb::RotateSigningKeyResponse { kid }))
+    }
+}

@@ -1,0 +1,127 @@
+//! svc-identity's configuration (see `ticketing_platform::config` for how it is read).
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use ticketing_platform::config::{
+    ConfigError, DatabaseConfig, LogConfig, RedisConfig, ServerConfig, Validate, duration_secs,
+    serialize_optional_secret, serialize_secret,
+};
+
+use crate::{lockout::LoginConfig, password::PasswordParams};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub log: LogConfig,
+    pub tokens: TokenConfig,
+    pub login: LoginConfig,
+    pub password: PasswordParams,
+    /// Makes sure this account exists and is an admin at start (first deployment).
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenConfig {
+    #[serde(with = "duration_secs")]
+    pub access_token_ttl: Duration,
+    #[serde(with = "duration_secs")]
+    pub refresh_token_ttl: Duration,
+    /// Lifetime of the access token VerifyApiKey hands out; short, so revocation bites fast.
+    #[serde(with = "duration_secs")]
+    pub api_key_token_ttl: Duration,
+    /// A signing key older than this is replaced at the next check.
+    #[serde(with = "duration_secs")]
+    pub key_rotation_interval: Duration,
+    /// An Ed25519 PKCS#8 PEM key to sign with instead of generated, stored keys.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_optional_secret"
+    )]
+    pub signing_key_pem: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapAdmin {
+    pub email: String,
+    #[serde(serialize_with = "serialize_secret")]
+    pub password: SecretString,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::with_ports(50051, 9101),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/identity"),
+            redis: RedisConfig::new("redis://127.0.0.1:6379", "identity"),
+            log: LogConfig::default(),
+            tokens: TokenConfig {
+                access_token_ttl: Duration::from_secs(15 * 60),
+                refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+                api_key_token_ttl: Duration::from_secs(5 * 60),
+                key_rotation_interval: Duration::from_secs(30 * 24 * 3600),
+                signing_key_pem: None,
+            },
+            login: LoginConfig::default(),
+            password: PasswordParams::default(),
+            bootstrap_admin: None,
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ticketing_platform::config::validate_server(&self.server)?;
+        self.database.validate("database")?;
+        self.redis.validate("redis")?;
+        let t = &self.tokens;
+        if t.access_token_ttl < Duration::from_secs(30) || t.access_token_ttl > Duration::from_secs(24 * 3600)
+        {
+            return Err(ConfigError::invalid(
+                "tokens.access_token_ttl",
+                "must be 30 s to 24 h",
+            ));
+        }
+        if t.refresh_token_ttl <= t.access_token_ttl {
+            return Err(ConfigError::invalid(
+                "tokens.refresh_token_ttl",
+                "must exceed the access token TTL",
+            ));
+        }
+        if t.api_key_token_ttl < Duration::from_secs(10) || t.api_key_token_ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "tokens.api_key_token_ttl",
+                "must be 10 s to 1 h",
+            ));
+        }
+        if t.key_rotation_interval < Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "tokens.key_rotation_interval",
+                "must be at least 1 h",
+            ));
+        }
+        let p = &self.password;
+        if p.memory_kib < 8 * 1024 || p.iterations == 0 || p.parallelism == 0 {
+            return Err(ConfigError::invalid(
+                "password",
+                "argon2 needs memory_kib >= 8192, iterations >= 1, parallelism >= 1",
+            ));
+        }
+        let l = &self.login;
+        if l.account_threshold == 0 || l.address_threshold == 0 || l.base_lockout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "login",
+                "thresholds and base_lockout_secs must be at least 1",
+            ));
+        }
+        if let Some(admin) = &self.bootstrap_admin {
+            crate::domain::normalize_email(&admin.email)
+                .map_err(|reason| ConfigError::invalid("bootstrap_admin.email", reason))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+use std::time::Duration;
+
+use ticketing_proto::ticketing::identity::v1 as pb;
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+use crate::helpers::{PASSWORD, authed, spawn_app, spawn_with, test_config, violated_fields};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_normalises_the_email_and_makes_a_customer() {
+    let app = spawn_app().await;
+    let user = app.register("  Ada.Lovelace@Example.COM ").await;
+    assert_eq!(user.email, "ada.lovelace@example.com");
+    assert_eq!(user.roles, [pb::Role::Customer as i32]);
+
+    let tokens = app.login("ada.lovelace@EXAMPLE.com").await;
+    assert_eq!(tokens.token_type, "Bearer");
+    assert!(tokens.expires_in > 0);
+    let me = app
+        .client()
+        .await
+        .get_me(authed(&tokens.access_token, pb::GetMeRequest {}))
+        .await
+        .expect("me");
+    assert_eq!(me.into_inner().id, user.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_registrations_name_every_bad_field_and_store_nothing() {
+    let app = spawn_app().await;
+    let mut client = app.client().await;
+    let status = client
+        .register(pb::RegisterRequest {
+            email: "not-an-email".into(),
+            password: "short".into(),
+            display_name: "x\u{7}".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["email", "password", "display_name"]);
+
+    for (email, password) in [
+        ("", PASSWORD),
+        ("ok@example.com", ""),
+        ("ok@example.com", "password1234"),
+        ("ok@example.com", &"p".repeat(200)),
+    ] {
+        let status = client
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                display_name: String::new(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{email:?} {password:?}");
+    }
+    assert_eq!(app.user_count().await, 0, "bad input changed stored state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_email_have_exactly_one_winner() {
+    let app = spawn_app().await;
+    let channel = app.channel().await;
+    let attempts = (0..16).map(|i| {
+        let mut client = pb::identity_service_client::IdentityServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            // Differently spelled, equal once normalised.
+            let email = if i % 2 == 0 {
+                "race@example.com"
+            } else {
+                " RACE@example.com"
+            };
+            client
+                .register(pb::RegisterRequest {
+                    email: email.into(),
+                    password: PASSWORD.into(),
+                    display_name: String::new(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let wins = results.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Err(Code::AlreadyExists))))
+        .count();
+    assert_eq!((wins, taken), (1, 15), "{results:?}");
+    assert_eq!(app.user_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_and_an_unknown_account_look_the_same() {
+    let app = spawn_app().await;
+    app.register("known@example.com").await;
+    let mut client = app.client().await;
+    let wrong = client
+        .login(pb::LoginRequest {
+            email: "known@example.com".into(),
+            password: "wrong password!".into(),
+        })
+        .await
+        .expect_err("refused");
+    let unknown = client
+        .login(pb::LoginRequest {
+            email: "nobody@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(
+        (wrong.code(), wrong.message()),
+        (unknown.code(), unknown.message())
+    );
+}
+
+fn login_from(address: &str, email: &str, password: &str) -> Request<pb::LoginRequest> {
+    let mut request = Request::new(pb::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().expect("ascii"));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_account_with_retry_info_even_for_the_right_password() {
+    let (mut config, db) = test_config().await;
+    config.login.account_threshold = 3;
+    config.login.base_lockout_secs = 2;
+    let app = spawn_with(config, db).await;
+    app.register("victim@example.com").await;
+    let mut client = app.client().await;
+    for i in 0..3 {
+        let status = client
+            .login(login_from(
+                &format!("10.0.0.{i}"),
+                "victim@example.com",
+                "guess number one",
+            ))
+            .await
+            .expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // Locked now: the right password from a new address is refused without being checked.
+    let locked = client
+        .login(login_from("10.0.0.99", "victim@example.com", PASSWORD))
+        .await
+        .expect_err("locked");
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    let details = locked.get_error_details();
+    let retry = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(2),
+        "{retry:?}"
+    );
+    assert_eq!(
+        details.error_info().map(|e| e.reason.as_str()),
+        Some("LOGIN_LOCKED")
+    );
+
+    // The lock expires on its own, and a success clears the failures.
+    tokio::time::sleep(retry + Duration::from_millis(300)).await;
+    client
+        .login(login_from("10.0.0.99", "victim@example.com", PASSWORD))
+        .await
+        .expect("unlocked");
+    let status = client
+        .login(login_from("10.0.0.99", "victim@example.com", "one more guess"))
+        .await
+        .expect_err("wrong");
+    assert_eq!(
+        status.code(),
+        Code::Unauthenticated,
+        "the counter was reset by the success"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_spraying_many_accounts_is_locked_out() {
+    let (mut config, db) = test_config().await;
+    config.login.address_threshold = 4;
+    let app = spawn_with(config, db).await;
+    app.register("bystander@example.com").await;
+    let mut client = app.client().await;
+    for i in 0..4 {
+        let status = client
+            .login(login_from(
+                "192.0.2.7",
+                &format!("guess{i}@example.com"),
+                "some password",
+            ))
+            .await
+            .expect_err("no account");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = client
+        .login(login_from("192.0.2.7", "bystander@example.com", PASSWORD))
+        .await
+        .expect_err("address locked");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    // Another address is unaffected.
+    client
+        .login(login_from("192.0.2.8", "bystander@example.com", PASSWORD))
+        .await
+        .expect("other address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_updates_follow_the_field_mask() {
+    let app = spawn_app().await;
+    let (_, token) = app.user(&[]).await;
+    let mut client = app.client().await;
+    let user = pb::User {
+        display_name: "  Grace  ".into(),
+        email: "ignored@example.com".into(),
+        ..Default::default()
+    };
+    let updated = client
+        .update_me(authed(
+            &token,
+            pb::UpdateMeRequest {
+                user: Some(user.clone()),
+                update_mask: None,
+            },
+        ))
+        .await
+        .expect("updated")
+        .into_inner();
+    assert_eq!(updated.display_name, "Grace");
+    assert_ne!(updated.email, "ignored@example.com", "email is output-only");
+    let status = client
+        .update_me(authed(
+            &token,
+            pb::UpdateMeRequest {
+                user: Some(user),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["email".into()],
+                }),
+            },
+        ))
+        .await
+        .expect_err("email is not updatable");
+    assert_eq!(violated_fields(&status), ["update_mask"]);
+}

@@ -1,0 +1,182 @@
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+use svc_identity::{Application, config::Config, store};
+use ticketing_platform::{
+    auth::Role,
+    config::{DatabaseConfig, RedisConfig, ServerConfig},
+    db::PgPool,
+};
+use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
+use ticketing_testkit::{TestDatabase, unique};
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Status, transport::Channel};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "a long enough passphrase";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub pool: PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the database goes after the service has stopped.
+    _db: TestDatabase,
+}
+
+/// A test configuration: its own database and key prefix, ports chosen by the OS, cheap hashing.
+pub async fn test_config() -> (Config, TestDatabase) {
+    ticketing_platform::telemetry::init_for_tests();
+    let db = TestDatabase::create("identity").await.expect("test database");
+    let mut config = Config::default();
+    let mut server = ServerConfig::with_ports(0, 0);
+    server.health_interval = Duration::from_millis(200);
+    server.shutdown_grace = Duration::from_secs(2);
+    config.server = server;
+    config.database = DatabaseConfig::new(db.url.clone());
+    config.database.pool_size = 8;
+    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), unique("identity"));
+    // The cheapest argon2id the config accepts: tests check behaviour, the benchmark checks cost.
+    config.password.memory_kib = 8 * 1024;
+    config.password.iterations = 1;
+    config.login.trust_forwarded_for = true;
+    (config, db)
+}
+
+pub async fn spawn_app() -> TestApp {
+    let (config, db) = test_config().await;
+    spawn_with(config, db).await
+}
+
+pub async fn spawn_with(config: Config, db: TestDatabase) -> TestApp {
+    let app = Application::build(config).await.expect("application builds");
+    let addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
+    let pool = app.pool();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        admin_addr,
+        pool,
+        shutdown: Some(tx),
+        task: Some(task),
+        _db: db,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Bootstrap config for the admin of one test.
+pub fn bootstrap(email: &str) -> svc_identity::config::BootstrapAdmin {
+    svc_identity::config::BootstrapAdmin {
+        email: email.into(),
+        password: SecretString::from(PASSWORD.to_string()),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn client(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channel().await)
+    }
+
+    pub async fn register(&self, email: &str) -> pb::User {
+        self.client()
+            .await
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })
+            .await
+            .expect("registers")
+            .into_inner()
+            .user
+            .expect("user")
+    }
+
+    pub async fn login(&self, email: &str) -> pb::TokenResponse {
+        self.client()
+            .await
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("logs in")
+            .into_inner()
+    }
+
+    /// A registered user holding `roles` (granted straight in the database), logged in.
+    pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {
+        let email = format!("{}@example.com", unique("u"));
+        let user = self.register(&email).await;
+        let id = Uuid::parse_str(&user.id).expect("uuid");
+        let mut conn = self.pool.get().await.expect("conn");
+        for role in roles {
+            store::grant_role(&mut conn, id, *role).await.expect("grant");
+        }
+        (id, self.login(&email).await.access_token)
+    }
+
+    pub async fn user_count(&self) -> i64 {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.pool.get().await.expect("conn");
+        svc_identity::schema::users::table
+            .count()
+            .get_result(&mut conn)
+            .await
+            .expect("count")
+    }
+}
+
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+pub fn code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// The field names of a BadRequest detail.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
+        .unwrap_or_default()
+}

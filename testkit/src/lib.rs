@@ -1,0 +1,58 @@
+//! Test utilities shared by every service's integration tests. Tests talk to the machine's real
+//! PostgreSQL, Redis and RabbitMQ and isolate themselves: a database of their own, a Redis key
+//! prefix of their own. Faults are injected with [`TcpProxy`] between the service and a server,
+//! never by stopping the shared server.
+
+mod proxy;
+
+pub use proxy::{ProxyMode, TcpProxy};
+
+/// PostgreSQL server URL without a database (`TEST_DATABASE_URL`, default the local server).
+pub fn postgres_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Redis URL (`TEST_REDIS_URL`, default the local server).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A unique name fragment for databases and key prefixes.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A database created for one test and dropped when the value is dropped.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(prefix: &str) -> anyhow::Result<Self> {
+        let name = unique(&format!("t_{prefix}"));
+        let url = format!("{}/{name}", postgres_server_url());
+        ticketing_platform::db::create_database_if_missing(&url).await?;
+        Ok(Self { name, url })
+    }
+
+    /// The same database reached through another host:port (e.g. a [`TcpProxy`]).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        format!("postgres://postgres@{addr}/{}", self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        // Drop runs inside the test's runtime; dropping needs its own.
+        let handle = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Err(error) = rt.block_on(ticketing_platform::db::drop_database(&url)) {
+                    eprintln!("could not drop test database: {error:#}");
+                }
+            }
+        });
+        let _ = handle.join();
+    }
+}
