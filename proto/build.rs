@@ -1,6 +1,7 @@
 //! Compiles every .proto under `ticketing/` (and the `google.api` schema they use) into Rust with
 //! a vendored protoc, so nothing needs to be installed, and writes the encoded FileDescriptorSet
-//! that server reflection and the REST gateway read.
+//! that server reflection and the REST gateway read. `google/api` and `google/rpc` hold copies of
+//! Google's schema files (Apache-2.0) that the API uses.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut protos = Vec::new();
     collect_protos(&root.join("ticketing"), &mut protos)?;
+    // Error details travel as Any; with their schema in the set, reflection clients (grpcurl)
+    // and the gateway can render them.
+    protos.push(root.join("google/rpc/status.proto"));
+    protos.push(root.join("google/rpc/error_details.proto"));
     protos.sort();
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());

@@ -117,14 +117,8 @@ impl Host {
     {
         let metrics = metrics_handle();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection(S::NAME).build_v1()?;
+        let reflection_v1alpha = reflection(S::NAME).build_v1alpha()?;
 
         // Until the first probe round passes, health answers NOT_SERVING (not "unknown service").
         health_reporter
@@ -203,6 +197,22 @@ impl Host {
         tracing::info!(service = S::NAME, "stopped");
         Ok(())
     }
+}
+
+/// Reflection that advertises only what this server serves: the descriptor set holds every
+/// service of the platform, and grpcurl would otherwise list them all on every port.
+fn reflection(service: &'static str) -> tonic_reflection::server::Builder<'static> {
+    use tonic_reflection::pb::{v1, v1alpha};
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false)
+        .with_service_name(service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
 }
 
 async fn readyz(State(ready): State<watch::Receiver<Readiness>>) -> impl IntoResponse {

@@ -67,7 +67,7 @@ pub fn check_password(password: &str, email: &str) -> Result<(), String> {
     if COMMON_PASSWORDS.contains(&lower.as_str()) {
         return Err("is too common; choose another".into());
     }
-    if password.chars().all(|c| Some(c) == password.chars().next()) {
+    if password.chars().all(|c| password.starts_with(c)) {
         return Err("must not repeat a single character".into());
     }
     let local = email.split('@').next().unwrap_or_default();

@@ -47,10 +47,10 @@ impl Drop for TestDatabase {
         let url = self.url.clone();
         // Drop runs inside the test's runtime; dropping needs its own.
         let handle = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                if let Err(error) = rt.block_on(ticketing_platform::db::drop_database(&url)) {
-                    eprintln!("could not drop test database: {error:#}");
-                }
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+                && let Err(error) = rt.block_on(ticketing_platform::db::drop_database(&url))
+            {
+                eprintln!("could not drop test database: {error:#}");
             }
         });
         let _ = handle.join();

@@ -68,6 +68,19 @@ pub async fn spawn_with(config: Config, db: TestDatabase) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// Triggers a graceful shutdown and waits for the service to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

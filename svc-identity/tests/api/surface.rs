@@ -171,8 +171,6 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_database_and_calls_fail_as_unavailable_while_it_is_cut() {
     let (mut config, db) = test_config().await;
-    let target = config.database.url.clone();
-    let _ = target;
     let proxy = TcpProxy::start("127.0.0.1:5432".parse().expect("addr"))
         .await
         .expect("proxy");
@@ -228,4 +226,70 @@ async fn the_admin_port_serves_metrics() {
     assert_eq!(status, 200);
     assert!(body.contains("identity_logins_total"), "{body}");
     assert!(body.contains("identity_registrations_total"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let app = spawn_app().await;
+    app.register("drain@example.com").await;
+    let channel = app.channel().await;
+    // Logins spend time in argon2, so several are in flight when shutdown starts.
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = pb::identity_service_client::IdentityServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                client
+                    .login(pb::LoginRequest {
+                        email: "drain@example.com".into(),
+                        password: PASSWORD.into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stopped = tokio::spawn(app.shutdown());
+    for call in calls {
+        call.await
+            .expect("task")
+            .expect("an in-flight call completes during shutdown");
+    }
+    stopped.await.expect("task").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_cut_logins_fail_as_unavailable_and_health_says_not_serving() {
+    let (mut config, db) = test_config().await;
+    let proxy = TcpProxy::start("127.0.0.1:6379".parse().expect("addr"))
+        .await
+        .expect("proxy");
+    let prefix = config.redis.key_prefix.clone();
+    config.redis = ticketing_platform::config::RedisConfig::new(format!("redis://{}", proxy.addr()), prefix);
+    config.redis.connect_timeout = Duration::from_millis(500);
+    let app = spawn_with(config, db).await;
+    app.register("cache@example.com").await;
+    let channel = app.channel().await;
+    wait_for(&channel, ServingStatus::Serving).await;
+
+    proxy.set_mode(ProxyMode::Refuse);
+    wait_for(&channel, ServingStatus::NotServing).await;
+    let mut client = pb::identity_service_client::IdentityServiceClient::new(channel.clone());
+    let status = client
+        .login(pb::LoginRequest {
+            email: "cache@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect_err("no lockout bookkeeping, no login");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    proxy.set_mode(ProxyMode::Pass);
+    wait_for(&channel, ServingStatus::Serving).await;
+    client
+        .login(pb::LoginRequest {
+            email: "cache@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("back");
 }

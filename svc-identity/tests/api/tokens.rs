@@ -240,3 +240,89 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     );
     get_me(&app, &fresh).await.expect("new token works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_verifier_learns_a_rotated_key_on_its_first_unknown_kid() {
+    use std::time::Duration;
+
+    use ticketing_platform::{
+        auth::{IdentityKeySource, TokenVerifier},
+        clients::Peers,
+        config::PeersConfig,
+    };
+    let app = spawn_app().await;
+    let (_, admin) = app.user(&[Role::Admin]).await;
+    // Another service's view: identity found through the platform's peer configuration.
+    let peers = Peers::new(PeersConfig {
+        addresses: [("identity".to_string(), app.url())].into(),
+        default_timeout: Duration::from_secs(3),
+    });
+    assert!(
+        peers.channel("catalog").is_err(),
+        "an unconfigured peer is a clear error"
+    );
+    let verifier = TokenVerifier::with_intervals(
+        IdentityKeySource::new(peers.channel("identity").expect("configured")),
+        Duration::from_millis(200),
+        Duration::from_secs(300),
+    );
+    verifier
+        .principal(&admin)
+        .await
+        .expect("verifies with the fetched JWKS");
+
+    let mut client = app.client().await;
+    client
+        .rotate_signing_key(authed(&admin, pb::RotateSigningKeyRequest {}))
+        .await
+        .expect("rotates");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (_, fresh) = app.user(&[]).await;
+    verifier
+        .principal(&fresh)
+        .await
+        .expect("the unknown kid triggers a refresh");
+    verifier
+        .principal(&admin)
+        .await
+        .expect("the old key is still published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_from_config_signs_is_published_and_cannot_be_rotated_here() {
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string();
+    let (mut config, db) = crate::helpers::test_config().await;
+    config.tokens.signing_key_pem = Some(secrecy::SecretString::from(pem));
+    let app = crate::helpers::spawn_with(config, db).await;
+    let (_, admin) = app.user(&[Role::Admin]).await;
+    let mut client = app.client().await;
+    let jwks = client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner();
+    assert_eq!(jwks.keys.len(), 1);
+    assert_eq!(
+        jwks.keys[0].x,
+        URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes())
+    );
+    assert_eq!(
+        jsonwebtoken::decode_header(&admin).expect("header").kid,
+        Some(jwks.keys[0].kid.clone())
+    );
+    get_me(&app, &admin).await.expect("tokens verify");
+    let status = client
+        .rotate_signing_key(authed(&admin, pb::RotateSigningKeyRequest {}))
+        .await
+        .expect_err("from config");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let mut conn = app.pool.get().await.expect("conn");
+    let stored: i64 = signing_keys::table
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "a configured key is never written to the database");
+}
