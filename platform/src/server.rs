@@ -158,8 +158,18 @@ impl Host {
         tracing::info!(service = S::NAME, %grpc_addr, %admin_addr, "serving");
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let mut grpc_stop = stop_rx.clone();
+        // Past the limit, calls are refused at once with RESOURCE_EXHAUSTED (tonic maps tower's
+        // Overloaded) instead of queueing without bound; the semaphore is shared by every
+        // connection, so the limit is per process.
+        let admission =
+            tower::ServiceBuilder::new()
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    self.config.concurrency_limit,
+                ));
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(admission)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

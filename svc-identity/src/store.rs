@@ -87,6 +87,23 @@ pub struct MemberRow {
     pub display_name: String,
 }
 
+/// The columns of [`MemberRow`], from `memberships` joined with `users`.
+const MEMBER_COLUMNS: (
+    memberships::organization_id,
+    memberships::user_id,
+    memberships::role,
+    memberships::joined_at,
+    users::email,
+    users::display_name,
+) = (
+    memberships::organization_id,
+    memberships::user_id,
+    memberships::role,
+    memberships::joined_at,
+    users::email,
+    users::display_name,
+);
+
 /// Everything authorization in identity needs about a user, read fresh from the database (so a
 /// revoked role or membership takes effect at once here, not when the token expires).
 #[derive(Debug, Clone)]
@@ -561,14 +578,7 @@ pub async fn list_members(
     let mut query = memberships::table
         .inner_join(users::table)
         .filter(memberships::organization_id.eq(org))
-        .select((
-            memberships::organization_id,
-            memberships::user_id,
-            memberships::role,
-            memberships::joined_at,
-            users::email,
-            users::display_name,
-        ))
+        .select(MEMBER_COLUMNS)
         .into_boxed();
     if let Some(c) = after {
         query = query.filter(
@@ -589,14 +599,7 @@ pub async fn find_member(conn: &mut Conn, org: Uuid, user: Uuid) -> ApiResult<Op
         .inner_join(users::table)
         .filter(memberships::organization_id.eq(org))
         .filter(memberships::user_id.eq(user))
-        .select((
-            memberships::organization_id,
-            memberships::user_id,
-            memberships::role,
-            memberships::joined_at,
-            users::email,
-            users::display_name,
-        ))
+        .select(MEMBER_COLUMNS)
         .first(conn)
         .await
         .optional()?)

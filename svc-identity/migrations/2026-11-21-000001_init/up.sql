@@ -1,8 +1,8 @@
--- Users and their platform roles. E-mail is stored normalised (trimmed, lower-case), so the unique
--- index is the whole guarantee that one address has one account.
+-- Users and their platform roles. E-mail is stored normalised (trimmed, lower-cased by the service),
+-- so the unique index is the whole guarantee that one address has one account.
 CREATE TABLE users (
     id                  uuid PRIMARY KEY,
-    email               text NOT NULL CHECK (email = lower(email) AND length(email) BETWEEN 3 AND 254),
+    email               text NOT NULL CHECK (length(email) BETWEEN 3 AND 254),
     password_hash       text NOT NULL,
     display_name        text NOT NULL DEFAULT '',
     created_at          timestamptz NOT NULL DEFAULT now(),

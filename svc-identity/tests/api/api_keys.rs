@@ -14,21 +14,7 @@ async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_rev
     let app = spawn_app().await;
     let (_, owner) = app.user(&[ticketing_platform::auth::Role::Organizer]).await;
     let mut client = app.client().await;
-    let org = client
-        .create_organization(authed(
-            &owner,
-            pb::CreateOrganizationRequest {
-                organization: Some(pb::Organization {
-                    slug: "partner-co".into(),
-                    display_name: "Partner".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .expect("org")
-        .into_inner()
-        .id;
+    let org = app.create_org(&owner, "partner-co").await;
     let created = client
         .create_api_key(authed(
             &owner,
@@ -161,21 +147,7 @@ async fn expired_keys_fail_and_bad_key_requests_store_nothing() {
     let app = spawn_app().await;
     let (_, owner) = app.user(&[ticketing_platform::auth::Role::Organizer]).await;
     let mut client = app.client().await;
-    let org = client
-        .create_organization(authed(
-            &owner,
-            pb::CreateOrganizationRequest {
-                organization: Some(pb::Organization {
-                    slug: "expiry-co".into(),
-                    display_name: "E".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .expect("org")
-        .into_inner()
-        .id;
+    let org = app.create_org(&owner, "expiry-co").await;
     let status = client
         .create_api_key(authed(
             &owner,

@@ -11,6 +11,10 @@ async fn registration_normalises_the_email_and_makes_a_customer() {
     let app = spawn_app().await;
     let user = app.register("  Ada.Lovelace@Example.COM ").await;
     assert_eq!(user.email, "ada.lovelace@example.com");
+    // Non-ASCII addresses are stored in the same lower-cased form they are looked up by.
+    let unicode = app.register("ÅSA.Öberg@Example.se").await;
+    assert_eq!(unicode.email, "åsa.öberg@example.se");
+    app.login("åsa.ÖBERG@example.se").await;
     assert_eq!(user.roles, [pb::Role::Customer as i32]);
 
     let tokens = app.login("ada.lovelace@EXAMPLE.com").await;

@@ -156,6 +156,26 @@ impl TestApp {
         (id, self.login(&email).await.access_token)
     }
 
+    /// Creates an organization as `token`'s user (who must be an organizer) and returns its id.
+    pub async fn create_org(&self, token: &str, slug: &str) -> String {
+        self.client()
+            .await
+            .create_organization(authed(
+                token,
+                pb::CreateOrganizationRequest {
+                    organization: Some(pb::Organization {
+                        slug: slug.into(),
+                        display_name: slug.into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("organization created")
+            .into_inner()
+            .id
+    }
+
     pub async fn user_count(&self) -> i64 {
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;

@@ -293,3 +293,38 @@ async fn with_redis_cut_logins_fail_as_unavailable_and_health_says_not_serving()
         .await
         .expect("back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_concurrency_limit_calls_are_shed_not_queued() {
+    let (mut config, db) = test_config().await;
+    config.server.concurrency_limit = 2;
+    let app = spawn_with(config, db).await;
+    app.register("busy@example.com").await;
+    let channel = app.channel().await;
+    let calls = (0..24).map(|_| {
+        let mut client = pb::identity_service_client::IdentityServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            client
+                .login(pb::LoginRequest {
+                    email: "busy@example.com".into(),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    let shed = results
+        .iter()
+        .filter(|r| **r == Err(Code::ResourceExhausted))
+        .count();
+    assert!(served >= 2, "some calls are served: {results:?}");
+    assert!(shed >= 1, "calls beyond the limit are refused: {results:?}");
+    assert_eq!(served + shed, results.len(), "nothing else happens: {results:?}");
+}
