@@ -1,0 +1,688 @@
+//! The `InventoryService` implementation: validate, authenticate, authorize, then holds and
+//! sales through [`Inventory`].
+
+use std::{collections::HashSet, pin::Pin, time::Duration};
+
+use chrono::Utc;
+use futures::Stream;
+use ticketing_platform::{
+    ApiError, ApiResult,
+    auth::{Principal, Scope, TokenVerifier},
+    error::Violations,
+    time::to_timestamp,
+};
+use ticketing_proto::ticketing::inventory::v1::{self as pb, inventory_service_server::InventoryService};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    config::HoldConfig,
+    inventory::{HoldRefused, HoldView, Inventory, Snapshot, Want},
+    store::{self, Configuration, EventRow, Item},
+    watch::{Delta, Fanout, Signal},
+};
+
+/// Most seats one hold names.
+pub const MAX_SEATS_PER_HOLD: usize = 50;
+/// Most seats one event may have.
+pub const MAX_SEATS_PER_EVENT: usize = 100_000;
+
+#[derive(Clone)]
+pub struct InventoryApi {
+    pub inventory: Inventory,
+    pub verifier: TokenVerifier,
+    pub fanout: Fanout,
+    pub holds: HoldConfig,
+}
+
+fn parse_id(field: &str, raw: &str) -> ApiResult<Uuid> {
+    if raw.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid(field, "must be a UUID"))
+}
+
+fn check_place_id(v: &mut Violations, field: &str, id: &str) {
+    if id.is_empty() {
+        v.add(field, "is required");
+    } else if id.len() > 128 || id.contains(',') || id.chars().any(char::is_control) {
+        v.add(
+            field,
+            "must be at most 128 characters, without commas or control characters",
+        );
+    }
+}
+
+fn status_of(status: &str) -> i32 {
+    (match status {
+        "active" | "committing" => pb::HoldStatus::Active,
+        "released" => pb::HoldStatus::Released,
+        "expired" => pb::HoldStatus::Expired,
+        "committed" => pb::HoldStatus::Committed,
+        _ => pb::HoldStatus::Unspecified,
+    }) as i32
+}
+
+fn item_proto(item: &Item) -> pb::HoldItem {
+    pb::HoldItem {
+        tier_id: item.tier_id.clone(),
+        place: match (&item.seat_id, &item.ga_area_id) {
+            (Some(seat), _) => Some(pb::hold_item::Place::SeatId(seat.clone())),
+            (None, Some(area)) => Some(pb::hold_item::Place::GaAreaId(area.clone())),
+            _ => None,
+        },
+        quantity: item.quantity,
+    }
+}
+
+fn hold_proto(view: &HoldView, items: &[Item]) -> pb::Hold {
+    pb::Hold {
+        id: view.id.to_string(),
+        event_id: view.event_id.to_string(),
+        owner_id: view.owner.to_string(),
+        items: items.iter().map(item_proto).collect(),
+        status: status_of(&view.status),
+        created_at: Some(to_timestamp(view.created_at)),
+        expires_at: Some(to_timestamp(view.expires_at)),
+        order_id: view.order_id.map(|o| o.to_string()).unwrap_or_default(),
+    }
+}
+
+fn seat_status(status: &str) -> i32 {
+    (match status {
+        "HELD" => pb::SeatStatus::Held,
+        "SOLD" => pb::SeatStatus::Sold,
+        _ => pb::SeatStatus::Free,
+    }) as i32
+}
+
+fn availability_proto(event: Uuid, snap: &Snapshot) -> pb::Availability {
+    let mut tiers: Vec<pb::TierAvailability> = snap
+        .tiers
+        .iter()
+        .map(|(tier, c)| pb::TierAvailability {
+            tier_id: tier.clone(),
+            total: i32::try_from(c.total).unwrap_or(i32::MAX),
+            free: i32::try_from(if snap.closed { 0 } else { c.free() }).unwrap_or(i32::MAX),
+            held: i32::try_from(c.held).unwrap_or(i32::MAX),
+            sold: i32::try_from(c.sold).unwrap_or(i32::MAX),
+        })
+        .collect();
+    tiers.sort_by(|a, b| a.tier_id.cmp(&b.tier_id));
+    let held: HashSet<&String> = snap.held.iter().collect();
+    let sold: HashSet<&String> = snap.sold.iter().collect();
+    let mut seats: Vec<pb::SeatState> = snap
+        .seats
+        .iter()
+        .map(|s| pb::SeatState {
+            seat_id: s.clone(),
+            status: if sold.contains(s) {
+                pb::SeatStatus::Sold as i32
+            } else if held.contains(s) {
+                pb::SeatStatus::Held as i32
+            } else if snap.closed {
+                pb::SeatStatus::Blocked as i32
+            } else {
+                pb::SeatStatus::Free as i32
+            },
+        })
+        .collect();
+    seats.sort_by(|a, b| a.seat_id.cmp(&b.seat_id));
+    pb::Availability {
+        event_id: event.to_string(),
+        tiers,
+        seats,
+        sequence: snap.sequence,
+        as_of: Some(to_timestamp(Utc::now())),
+    }
+}
+
+fn delta_proto(delta: &Delta) -> pb::AvailabilityUpdate {
+    use pb::availability_delta::Cause;
+    let cause = match delta.cause.as_str() {
+        "HELD" => Cause::Held,
+        "RELEASED" => Cause::Released,
+        "EXPIRED" => Cause::Expired,
+        "SOLD" => Cause::Sold,
+        "RETURNED" => Cause::Returned,
+        _ => Cause::Unspecified,
+    };
+    let count = |x: f64| x.round() as i32;
+    pb::AvailabilityUpdate {
+        sequence: delta.seq,
+        update: Some(pb::availability_update::Update::Delta(pb::AvailabilityDelta {
+            cause: cause as i32,
+            seats: delta
+                .seats
+                .iter()
+                .map(|s| pb::SeatState {
+                    seat_id: s.id.clone(),
+                    status: seat_status(&s.status),
+                })
+                .collect(),
+            tiers: delta
+                .tiers
+                .iter()
+                .map(|t| pb::TierAvailability {
+                    tier_id: t.tier.clone(),
+                    total: count(t.total),
+                    held: count(t.held),
+                    sold: count(t.sold),
+                    free: count((t.total - t.held - t.sold).max(0.0)),
+                })
+                .collect(),
+        })),
+    }
+}
+
+fn refused(refusal: HoldRefused, seat_ids: &[String]) -> ApiError {
+    match refusal {
+        HoldRefused::Taken(seats) => ApiError::FailedPrecondition {
+            reason: "SEAT_UNAVAILABLE",
+            message: format!(
+                "{} of the seats are held or sold: {}",
+                seats.len(),
+                seats.join(", ")
+            ),
+            metadata: [("seat_ids".to_string(), seats.join(","))].into(),
+        },
+        HoldRefused::NotEnough { free } => ApiError::FailedPrecondition {
+            reason: "NOT_ENOUGH_AVAILABLE",
+            message: format!("only {free} places are available"),
+            metadata: [("available".to_string(), free.to_string())].into(),
+        },
+        HoldRefused::UnknownSeats(unknown) => {
+            let mut v = Violations::new();
+            for (i, seat) in seat_ids.iter().enumerate() {
+                if unknown.contains(seat) {
+                    v.add(format!("seat_ids[{i}]"), "is not a seat of this event");
+                }
+            }
+            v.into_result()
+                .err()
+                .unwrap_or_else(|| ApiError::invalid("seat_ids", "unknown seat"))
+        }
+        HoldRefused::UnknownTier => ApiError::invalid("tier_id", "is not a tier on sale for this event"),
+        HoldRefused::Closed => ApiError::precondition("SALES_CLOSED", "sales for this event are closed"),
+        HoldRefused::Limit { already, limit } => ApiError::FailedPrecondition {
+            reason: "PER_CUSTOMER_LIMIT",
+            message: format!(
+                "at most {limit} places per customer for this event; you already have {already}"
+            ),
+            metadata: [("limit".to_string(), limit.to_string())].into(),
+        },
+    }
+}
+
+impl InventoryApi {
+    fn ttl(&self, requested: Option<&prost_types::Duration>) -> ApiResult<Duration> {
+        let Some(d) = requested else {
+            return Ok(self.holds.default_ttl);
+        };
+        let ttl = u64::try_from(d.seconds)
+            .ok()
+            .filter(|_| d.nanos >= 0)
+            .map(|s| Duration::from_secs(s) + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0)))
+            .ok_or_else(|| ApiError::invalid("ttl", "must be positive"))?;
+        if ttl < self.holds.min_ttl || ttl > self.holds.max_ttl {
+            return Err(ApiError::invalid(
+                "ttl",
+                format!(
+                    "must be {} s to {} s",
+                    self.holds.min_ttl.as_secs(),
+                    self.holds.max_ttl.as_secs()
+                ),
+            ));
+        }
+        Ok(ttl)
+    }
+
+    async fn buyer<T>(&self, request: &Request<T>) -> ApiResult<Uuid> {
+        self.verifier.authenticate(request.metadata()).await?.user_id()
+    }
+
+    async fn event_row(&self, event: Uuid) -> ApiResult<Option<EventRow>> {
+        let mut conn = self.inventory.pool().get().await?;
+        store::find_event(&mut conn, event).await
+    }
+
+    /// Members of the owning organization (API keys need events:write) and admins.
+    fn require_organizer(principal: &Principal, org: Uuid) -> ApiResult<()> {
+        if principal.is_admin() {
+            return Ok(());
+        }
+        if !principal.can_act_for(org) {
+            return Err(ApiError::permission_denied(
+                "only the event's organization may do this",
+            ));
+        }
+        principal.require_scope(Scope::EventsWrite)
+    }
+
+    async fn on_sale(&self, event: Uuid) -> ApiResult<()> {
+        match self.event_row(event).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::precondition(
+                "EVENT_NOT_ON_SALE",
+                "the event is not on sale (unknown or not published)",
+            )),
+        }
+    }
+
+    async fn hold_seats(&self, request: Request<pb::HoldSeatsRequest>) -> ApiResult<pb::Hold> {
+        let owner = self.buyer(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let event = v.check(
+            "event_id",
+            parse_id("event_id", &r.event_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        if r.seat_ids.is_empty() {
+            v.add("seat_ids", "name at least one seat");
+        } else if r.seat_ids.len() > MAX_SEATS_PER_HOLD {
+            v.add("seat_ids", format!("at most {MAX_SEATS_PER_HOLD} seats per hold"));
+        }
+        let mut seen = HashSet::new();
+        for (i, seat) in r.seat_ids.iter().enumerate() {
+            check_place_id(&mut v, &format!("seat_ids[{i}]"), seat);
+            if !seen.insert(seat) {
+                v.add(format!("seat_ids[{i}]"), "names a seat twice");
+            }
+        }
+        let ttl = v.check("ttl", self.ttl(r.ttl.as_ref()).map_err(|e| e.to_string()));
+        v.into_result()?;
+        let (Some(event), Some(ttl)) = (event, ttl) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        self.on_sale(event).await?;
+        let view = self
+            .inventory
+            .hold(event, owner, Want::Seats(&r.seat_ids), ttl)
+            .await?
+            .map_err(|refusal| refused(refusal, &r.seat_ids))?;
+        let items = self.inventory.items_of(&view).await?;
+        Ok(hold_proto(&view, &items))
+    }
+
+    async fn hold_quantity(&self, request: Request<pb::HoldQuantityRequest>) -> ApiResult<pb::Hold> {
+        let owner = self.buyer(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let event = v.check(
+            "event_id",
+            parse_id("event_id", &r.event_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        check_place_id(&mut v, "tier_id", &r.tier_id);
+        let max = i32::try_from(MAX_SEATS_PER_HOLD).unwrap_or(50);
+        if !(1..=max).contains(&r.quantity) {
+            v.add("quantity", format!("must be 1 to {max}"));
+        }
+        let ttl = v.check("ttl", self.ttl(r.ttl.as_ref()).map_err(|e| e.to_string()));
+        v.into_result()?;
+        let (Some(event), Some(ttl)) = (event, ttl) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        self.on_sale(event).await?;
+        let view = self
+            .inventory
+            .hold(
+                event,
+                owner,
+                Want::Quantity {
+                    tier: &r.tier_id,
+                    quantity: r.quantity,
+                },
+                ttl,
+            )
+            .await?
+            .map_err(|refusal| refused(refusal, &[]))?;
+        let items = self.inventory.items_of(&view).await?;
+        Ok(hold_proto(&view, &items))
+    }
+
+    /// The caller's hold (admins see every hold).
+    async fn own_hold<T>(&self, request: &Request<T>, hold_id: &str) -> ApiResult<HoldView> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let hold = parse_id("hold_id", hold_id)?;
+        let view = self
+            .inventory
+            .get_hold(hold)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "hold" })?;
+        if !principal.is_admin() && principal.user_id()? != view.owner {
+            return Err(ApiError::NotFound { resource: "hold" });
+        }
+        Ok(view)
+    }
+
+    async fn configure(
+        &self,
+        request: Request<pb::ConfigureEventRequest>,
+    ) -> ApiResult<pb::ConfigureEventResponse> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let event = v.check(
+            "event_id",
+            parse_id("event_id", &r.event_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        let org = v.check(
+            "organization_id",
+            parse_id("organization_id", &r.organization_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        if r.version < 1 {
+            v.add("version", "must be at least 1");
+        }
+        if r.seats.len() > MAX_SEATS_PER_EVENT {
+            v.add("seats", format!("at most {MAX_SEATS_PER_EVENT} seats"));
+        }
+        let mut seat_ids = HashSet::new();
+        let mut seated_tiers = HashSet::new();
+        for (i, seat) in r.seats.iter().enumerate() {
+            check_place_id(&mut v, &format!("seats[{i}].seat_id"), &seat.seat_id);
+            check_place_id(&mut v, &format!("seats[{i}].tier_id"), &seat.tier_id);
+            if !seat_ids.insert(seat.seat_id.as_str()) {
+                v.add(format!("seats[{i}].seat_id"), "repeats a seat");
+            }
+            seated_tiers.insert(seat.tier_id.as_str());
+        }
+        let mut quota_tiers = HashSet::new();
+        for (i, q) in r.quotas.iter().enumerate() {
+            check_place_id(&mut v, &format!("quotas[{i}].tier_id"), &q.tier_id);
+            check_place_id(&mut v, &format!("quotas[{i}].ga_area_id"), &q.ga_area_id);
+            if !(0..=1_000_000).contains(&q.capacity) {
+                v.add(format!("quotas[{i}].capacity"), "must be 0 to 1,000,000");
+            }
+            if seated_tiers.contains(q.tier_id.as_str()) || !quota_tiers.insert(q.tier_id.as_str()) {
+                v.add(
+                    format!("quotas[{i}].tier_id"),
+                    "a tier sells either seats or one area, once",
+                );
+            }
+        }
+        let limit = if r.per_customer_limit == 0 {
+            10
+        } else {
+            r.per_customer_limit
+        };
+        if !(1..=100).contains(&limit) {
+            v.add("per_customer_limit", "must be 1 to 100");
+        }
+        v.into_result()?;
+        let (Some(event), Some(org)) = (event, org) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        Self::require_organizer(&principal, org)?;
+        let config = Configuration {
+            event: EventRow {
+                event_id: event,
+                organization_id: org,
+                version: r.version,
+                per_customer_limit: limit,
+                closed: false,
+                configured_at: Utc::now(),
+            },
+            seats: r.seats.into_iter().map(|s| (s.seat_id, s.tier_id)).collect(),
+            quotas: r
+                .quotas
+                .into_iter()
+                .map(|q| (q.tier_id, q.ga_area_id, q.capacity))
+                .collect(),
+        };
+        let version = self.inventory.configure(&config).await?;
+        Ok(pb::ConfigureEventResponse { version })
+    }
+
+    async fn commit(&self, request: Request<pb::CommitHoldRequest>) -> ApiResult<pb::CommitHoldResponse> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let hold = v.check(
+            "hold_id",
+            parse_id("hold_id", &r.hold_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        let order = v.check(
+            "order_id",
+            parse_id("order_id", &r.order_id).map_err(|_| "must be a UUID".to_string()),
+        );
+        v.into_result()?;
+        let (Some(hold), Some(order)) = (hold, order) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let caller = if principal.is_admin() {
+            None
+        } else {
+            Some(principal.user_id()?)
+        };
+        let items = self.inventory.commit(hold, order, caller).await?;
+        Ok(pb::CommitHoldResponse {
+            items: items.iter().map(item_proto).collect(),
+        })
+    }
+
+    async fn release_sold(
+        &self,
+        request: Request<pb::ReleaseSoldRequest>,
+    ) -> ApiResult<pb::ReleaseSoldResponse> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let r = request.into_inner();
+        let order = parse_id("order_id", &r.order_id)?;
+        let mut v = Violations::new();
+        let mut wanted = Vec::new();
+        for (i, item) in r.items.iter().enumerate() {
+            match &item.place {
+                Some(pb::hold_item::Place::SeatId(seat)) => {
+                    check_place_id(&mut v, &format!("items[{i}].seat_id"), seat);
+                    wanted.push(Item {
+                        tier_id: item.tier_id.clone(),
+                        seat_id: Some(seat.clone()),
+                        ga_area_id: None,
+                        quantity: 1,
+                    });
+                }
+                _ => {
+                    check_place_id(&mut v, &format!("items[{i}].tier_id"), &item.tier_id);
+                    if item.quantity < 1 {
+                        v.add(format!("items[{i}].quantity"), "must be at least 1");
+                    }
+                    wanted.push(Item {
+                        tier_id: item.tier_id.clone(),
+                        seat_id: None,
+                        ga_area_id: None,
+                        quantity: item.quantity,
+                    });
+                }
+            }
+        }
+        v.into_result()?;
+        let (event, owner) = {
+            let mut conn = self.inventory.pool().get().await?;
+            let (_, event, owner, _) =
+                store::find_commit(&mut conn, order)
+                    .await?
+                    .ok_or(ApiError::NotFound {
+                        resource: "committed order",
+                    })?;
+            (event, owner)
+        };
+        let org = self.event_row(event).await?.map(|e| e.organization_id);
+        let allowed = principal.is_admin()
+            || principal.user_id().ok() == Some(owner)
+            || org.is_some_and(|o| Self::require_organizer(&principal, o).is_ok());
+        if !allowed {
+            return Err(ApiError::permission_denied(
+                "only the buyer, the organizer or an admin may return places",
+            ));
+        }
+        let returned = self.inventory.release_sold(order, &wanted).await?;
+        let n: i32 = i32::try_from(returned.seats.len()).unwrap_or(i32::MAX)
+            + returned.quantities.iter().map(|(_, q)| *q).sum::<i32>();
+        Ok(pb::ReleaseSoldResponse { released: n })
+    }
+
+    async fn close(&self, request: Request<pb::CloseEventRequest>) -> ApiResult<pb::CloseEventResponse> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        let row = self.event_row(event).await?.ok_or(ApiError::NotFound {
+            resource: "event on sale",
+        })?;
+        Self::require_organizer(&principal, row.organization_id)?;
+        self.inventory.close(event).await?;
+        Ok(pb::CloseEventResponse {})
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::AvailabilityUpdate, Status>> + Send>>;
+
+/// Feeds one watcher: a snapshot, then deltas in sequence; any gap, lag or reconnect sends a
+/// fresh snapshot instead, so a watcher never silently misses a change.
+async fn feed_watcher(
+    inventory: Inventory,
+    mut signals: broadcast::Receiver<Signal>,
+    event: Uuid,
+    tx: mpsc::Sender<Result<pb::AvailabilityUpdate, Status>>,
+    heartbeat: Duration,
+) {
+    let snapshot = |inventory: Inventory| async move {
+        inventory.snapshot(event, true).await.map(|snap| {
+            (
+                snap.sequence,
+                pb::AvailabilityUpdate {
+                    sequence: snap.sequence,
+                    update: Some(pb::availability_update::Update::Snapshot(availability_proto(
+                        event, &snap,
+                    ))),
+                },
+            )
+        })
+    };
+    let mut last = match snapshot(inventory.clone()).await {
+        Ok((seq, update)) => {
+            if tx.send(Ok(update)).await.is_err() {
+                return;
+            }
+            seq
+        }
+        Err(error) => {
+            let _ = tx.send(Err(error.into())).await;
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.reset();
+    loop {
+        let resync = tokio::select! {
+            () = tx.closed() => return,
+            _ = ticker.tick() => {
+                let beat = pb::AvailabilityUpdate {
+                    sequence: last,
+                    update: Some(pb::availability_update::Update::Heartbeat(pb::Heartbeat { at: Some(to_timestamp(Utc::now())) })),
+                };
+                if tx.send(Ok(beat)).await.is_err() { return; }
+                false
+            }
+            signal = signals.recv() => match signal {
+                Ok(Signal::Delta(delta)) if delta.cause == "RESYNC" => true,
+                Ok(Signal::Delta(delta)) if delta.seq <= last => false,
+                Ok(Signal::Delta(delta)) if delta.seq == last + 1 => {
+                    last = delta.seq;
+                    ticker.reset();
+                    if tx.send(Ok(delta_proto(&delta))).await.is_err() { return; }
+                    false
+                }
+                Ok(Signal::Delta(_)) | Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if resync {
+            match snapshot(inventory.clone()).await {
+                Ok((seq, update)) => {
+                    last = seq;
+                    if tx.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = tx.send(Err(error.into())).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl InventoryService for InventoryApi {
+    type WatchAvailabilityStream = WatchStream;
+
+    async fn hold_seats(&self, r: Request<pb::HoldSeatsRequest>) -> Result<Response<pb::Hold>, Status> {
+        Ok(Response::new(InventoryApi::hold_seats(self, r).await?))
+    }
+    async fn hold_quantity(&self, r: Request<pb::HoldQuantityRequest>) -> Result<Response<pb::Hold>, Status> {
+        Ok(Response::new(InventoryApi::hold_quantity(self, r).await?))
+    }
+    async fn get_hold(&self, r: Request<pb::GetHoldRequest>) -> Result<Response<pb::Hold>, Status> {
+        let view = self.own_hold(&r, &r.get_ref().hold_id).await?;
+        let items = self.inventory.items_of(&view).await?;
+        Ok(Response::new(hold_proto(&view, &items)))
+    }
+    async fn release_hold(&self, r: Request<pb::ReleaseHoldRequest>) -> Result<Response<pb::Hold>, Status> {
+        let view = self.own_hold(&r, &r.get_ref().hold_id).await?;
+        let items = self.inventory.items_of(&view).await?;
+        let released = self.inventory.release(view.id, None).await?;
+        Ok(Response::new(hold_proto(&released, &items)))
+    }
+    async fn get_availability(
+        &self,
+        r: Request<pb::GetAvailabilityRequest>,
+    ) -> Result<Response<pb::Availability>, Status> {
+        let event = parse_id("event_id", &r.get_ref().event_id)?;
+        self.on_sale(event).await?;
+        let snap = self.inventory.snapshot(event, !r.get_ref().counts_only).await?;
+        Ok(Response::new(availability_proto(event, &snap)))
+    }
+    async fn watch_availability(
+        &self,
+        r: Request<pb::WatchAvailabilityRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let event = parse_id("event_id", &r.get_ref().event_id)?;
+        self.on_sale(event).await?;
+        // Subscribe before the snapshot, so nothing falls between them.
+        let signals = self.fanout.subscribe(event);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(feed_watcher(
+            self.inventory.clone(),
+            signals,
+            event,
+            tx,
+            self.holds.heartbeat_interval,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+    async fn configure_event(
+        &self,
+        r: Request<pb::ConfigureEventRequest>,
+    ) -> Result<Response<pb::ConfigureEventResponse>, Status> {
+        Ok(Response::new(self.configure(r).await?))
+    }
+    async fn commit_hold(
+        &self,
+        r: Request<pb::CommitHoldRequest>,
+    ) -> Result<Response<pb::CommitHoldResponse>, Status> {
+        Ok(Response::new(self.commit(r).await?))
+    }
+    async fn release_sold(
+        &self,
+        r: Request<pb::ReleaseSoldRequest>,
+    ) -> Result<Response<pb::ReleaseSoldResponse>, Status> {
+        Ok(Response::new(InventoryApi::release_sold(self, r).await?))
+    }
+    async fn close_event(
+        &self,
+        r: Request<pb::CloseEventRequest>,
+    ) -> Result<Response<pb::CloseEventResponse>, Status> {
+        Ok(Response::new(self.close(r).await?))
+    }
+}

@@ -1,0 +1,86 @@
+//! svc-inventory's configuration (see `ticketing_platform::config` for how it is read).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ticketing_platform::config::{
+    ConfigError, DatabaseConfig, LogConfig, PeersConfig, RedisConfig, ServerConfig, Validate, duration_secs,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub log: LogConfig,
+    pub peers: PeersConfig,
+    pub holds: HoldConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldConfig {
+    /// A hold's lifetime when the request names none.
+    #[serde(with = "duration_secs")]
+    pub default_ttl: Duration,
+    #[serde(with = "duration_secs")]
+    pub min_ttl: Duration,
+    #[serde(with = "duration_secs")]
+    pub max_ttl: Duration,
+    /// How often expired holds are released without anyone asking.
+    #[serde(with = "duration_secs")]
+    pub sweep_interval: Duration,
+    /// How often a watcher hears "still here" when nothing changes.
+    #[serde(with = "duration_secs")]
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::with_ports(50053, 9103),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/inventory"),
+            redis: RedisConfig::new("redis://127.0.0.1:6379", "inventory"),
+            log: LogConfig::default(),
+            peers: PeersConfig {
+                addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
+                default_timeout: Duration::from_secs(5),
+            },
+            holds: HoldConfig {
+                default_ttl: Duration::from_secs(300),
+                min_ttl: Duration::from_secs(30),
+                max_ttl: Duration::from_secs(1800),
+                sweep_interval: Duration::from_secs(1),
+                heartbeat_interval: Duration::from_secs(15),
+            },
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ticketing_platform::config::validate_server(&self.server)?;
+        self.database.validate("database")?;
+        self.redis.validate("redis")?;
+        self.peers.validate()?;
+        if !self.peers.addresses.contains_key("identity") {
+            return Err(ConfigError::invalid(
+                "peers.addresses.identity",
+                "inventory verifies tokens against identity",
+            ));
+        }
+        let h = &self.holds;
+        if h.min_ttl.is_zero() || h.min_ttl > h.default_ttl || h.default_ttl > h.max_ttl {
+            return Err(ConfigError::invalid(
+                "holds",
+                "need 0 < min_ttl <= default_ttl <= max_ttl",
+            ));
+        }
+        if h.sweep_interval.is_zero() || h.heartbeat_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "holds",
+                "sweep_interval and heartbeat_interval must be above zero",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! svc-inventory: who may have which seat right now.
+//!
+//! Holds live in Redis (atomic Lua scripts, all-or-nothing, with a TTL); sales are recorded in
+//! PostgreSQL, whose unique sold-seat ledger and quota CHECK make a second sale impossible.
+//! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
+//! serves, sweeps expired holds and fans live availability out to watchers.
+
+pub mod api;
+pub mod config;
+pub mod inventory;
+pub mod lua;
+pub mod schema;
+pub mod store;
+pub mod watch;
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use secrecy::ExposeSecret;
+use ticketing_platform::{
+    auth::{IdentityKeySource, TokenVerifier},
+    cache::Cache,
+    clients::Peers,
+    db::{self, PgPool},
+    server::{Host, Probe},
+};
+use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
+
+use crate::{api::InventoryApi, config::Config, inventory::Inventory, watch::Fanout};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// ConfigureEvent carries up to 100,000 seats.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct Application {
+    host: Host,
+    api: InventoryApi,
+    probes: Vec<Probe>,
+    redis_url: String,
+    config: Config,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
+            .await
+            .context("preparing the inventory database")?;
+        let cache = Cache::connect(&config.redis).context("configuring redis")?;
+        let peers = Peers::new(config.peers.clone());
+        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let inventory = Inventory::new(pool.clone(), cache.clone());
+        let api = InventoryApi {
+            inventory,
+            verifier,
+            fanout: Fanout::default(),
+            holds: config.holds.clone(),
+        };
+        let host = Host::bind(config.server.clone()).await?;
+        Ok(Self {
+            host,
+            api,
+            probes: vec![Probe::postgres(pool), Probe::redis(cache)],
+            redis_url: config.redis.url.expose_secret().to_string(),
+            config,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.host.grpc_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.host.admin_addr()
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.api.inventory.pool().clone()
+    }
+
+    pub fn inventory(&self) -> Inventory {
+        self.api.inventory.clone()
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let fanout = tokio::spawn(
+            self.api
+                .fanout
+                .clone()
+                .run(self.redis_url.clone(), self.api.inventory.channel_pattern()),
+        );
+        let inventory = self.api.inventory.clone();
+        let every = self.config.holds.sweep_interval;
+        let sweeper = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = inventory.sweep_all().await {
+                    tracing::warn!(%error, "sweeping expired holds failed");
+                }
+            }
+        });
+        let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let result = self.host.serve(service, self.probes, shutdown).await;
+        sweeper.abort();
+        fanout.abort();
+        result
+    }
+}

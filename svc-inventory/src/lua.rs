@@ -1,0 +1,377 @@
+//! The atomic Redis side of holds, as Lua scripts.
+//!
+//! Keys of one event share the prefix `<prefix>:{<event>}` (one hash slot):
+//! `meta` (loaded, version, limit, closed, seq), `seat` (seat -> tier), `kind` (tier -> seat|ga),
+//! `tier:<t>` (the tier's seats, best first), `tiers`, `count` (`<tier>:total|held|sold`),
+//! `held` (seat -> hold id), `sold` (set of seats), `exp` (hold id -> expiry ms), `committing`,
+//! `cust` / `custsold` (owner -> places held / bought), `hold:<id>` (the hold), and the pub/sub
+//! channel `updates`. `<prefix>:holdevent:<id>` finds a hold's event; `<prefix>:active` lists
+//! events with unexpired holds for the sweeper. Scripts use a single Redis (they build keys from
+//! their arguments), as deployed here.
+//!
+//! Every script that reads holds first sweeps the event's due holds, so an expired hold never
+//! blocks a seat, even before the background sweeper gets to it. Every change is published on
+//! `updates` with a per-event sequence number.
+
+const PRELUDE: &str = r#"
+local EP, GP = ARGV[1], ARGV[2]
+local function k(s) return EP .. ':' .. s end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function tier_counts(t)
+  local c = redis.call('HMGET', k('count'), t .. ':total', t .. ':held', t .. ':sold')
+  local total, held, sold = tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0')
+  return {tier = t, total = total, held = held, sold = sold, free = total - held - sold}
+end
+local function publish(cause, seats, status, touched)
+  local seq = redis.call('HINCRBY', k('meta'), 'seq', 1)
+  local items = {}
+  for i, s in ipairs(seats) do items[i] = {id = s, status = status} end
+  local tiers = {}
+  for t, _ in pairs(touched) do tiers[#tiers + 1] = tier_counts(t) end
+  redis.call('PUBLISH', k('updates'), cjson.encode({seq = seq, cause = cause, seats = items, tiers = tiers}))
+  return seq
+end
+local function free_hold(hid, new_status)
+  local hk = k('hold:' .. hid)
+  local h = redis.call('HMGET', hk, 'status', 'owner', 'seats', 'ga_tier', 'ga_qty', 'places')
+  if h[1] ~= 'active' and h[1] ~= 'committing' then return {}, {} end
+  local freed, touched = {}, {}
+  if h[3] and h[3] ~= '' then
+    for seat in string.gmatch(h[3], '[^,]+') do
+      if redis.call('HGET', k('held'), seat) == hid then
+        redis.call('HDEL', k('held'), seat)
+        local tier = redis.call('HGET', k('seat'), seat)
+        if tier then
+          redis.call('HINCRBY', k('count'), tier .. ':held', -1)
+          touched[tier] = true
+        end
+        freed[#freed + 1] = seat
+      end
+    end
+  end
+  if h[4] and h[4] ~= '' then
+    redis.call('HINCRBY', k('count'), h[4] .. ':held', -tonumber(h[5]))
+    touched[h[4]] = true
+  end
+  redis.call('HINCRBY', k('cust'), h[2], -tonumber(h[6]))
+  redis.call('ZREM', k('exp'), hid)
+  redis.call('ZREM', k('committing'), hid)
+  redis.call('HSET', hk, 'status', new_status)
+  return freed, touched
+end
+local function sweep(now)
+  local due = redis.call('ZRANGEBYSCORE', k('exp'), '-inf', now, 'LIMIT', 0, 500)
+  if #due == 0 then return 0 end
+  local freed, touched = {}, {}
+  for _, hid in ipairs(due) do
+    local f, t = free_hold(hid, 'expired')
+    for _, s in ipairs(f) do freed[#freed + 1] = s end
+    for tier, _ in pairs(t) do touched[tier] = true end
+    redis.call('ZREM', k('exp'), hid)
+  end
+  publish('EXPIRED', freed, 'FREE', touched)
+  return #due
+end
+"#;
+
+/// ARGV: prefixes, hold id, owner, ttl ms, per-customer limit, record grace ms, mode, then
+/// `seats`: seat ids | `quantity`: tier, quantity.
+/// Returns {OK, now, expires, seats} | {NOT_LOADED} | {CLOSED} | {UNKNOWN_SEAT, ids..} |
+/// {UNKNOWN_TIER} | {TAKEN, ids.. or free count} | {LIMIT, already}.
+const HOLD: &str = r#"
+local hid, owner = ARGV[3], ARGV[4]
+local ttl, limit, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local meta = redis.call('HMGET', k('meta'), 'loaded', 'closed')
+if meta[1] ~= '1' then return {'NOT_LOADED'} end
+if meta[2] == '1' then return {'CLOSED'} end
+local now = now_ms()
+sweep(now)
+local seats, ga_tier, ga_qty = {}, '', 0
+if ARGV[8] == 'seats' then
+  local unknown, taken = {}, {}
+  for i = 9, #ARGV do
+    local s = ARGV[i]
+    if redis.call('HEXISTS', k('seat'), s) == 0 then
+      unknown[#unknown + 1] = s
+    elseif redis.call('SISMEMBER', k('sold'), s) == 1 or redis.call('HEXISTS', k('held'), s) == 1 then
+      taken[#taken + 1] = s
+    end
+    seats[#seats + 1] = s
+  end
+  if #unknown > 0 then table.insert(unknown, 1, 'UNKNOWN_SEAT'); return unknown end
+  if #taken > 0 then table.insert(taken, 1, 'TAKEN'); return taken end
+else
+  local tier, qty = ARGV[9], tonumber(ARGV[10])
+  local kind = redis.call('HGET', k('kind'), tier)
+  if not kind then return {'UNKNOWN_TIER'} end
+  if kind == 'ga' then
+    local c = tier_counts(tier)
+    if qty > c.free then return {'TAKEN', tostring(c.free)} end
+    ga_tier, ga_qty = tier, qty
+  else
+    for _, s in ipairs(redis.call('LRANGE', k('tier:' .. tier), 0, -1)) do
+      if redis.call('SISMEMBER', k('sold'), s) == 0 and redis.call('HEXISTS', k('held'), s) == 0 then
+        seats[#seats + 1] = s
+        if #seats == qty then break end
+      end
+    end
+    if #seats < qty then return {'TAKEN', tostring(#seats)} end
+  end
+end
+local places = #seats + ga_qty
+local have = tonumber(redis.call('HGET', k('cust'), owner) or '0') + tonumber(redis.call('HGET', k('custsold'), owner) or '0')
+if have + places > limit then return {'LIMIT', tostring(have)} end
+local touched = {}
+for _, s in ipairs(seats) do
+  redis.call('HSET', k('held'), s, hid)
+  local t = redis.call('HGET', k('seat'), s)
+  redis.call('HINCRBY', k('count'), t .. ':held', 1)
+  touched[t] = true
+end
+if ga_qty > 0 then
+  redis.call('HINCRBY', k('count'), ga_tier .. ':held', ga_qty)
+  touched[ga_tier] = true
+end
+local expires = now + ttl
+redis.call('ZADD', k('exp'), expires, hid)
+redis.call('HINCRBY', k('cust'), owner, places)
+local hk = k('hold:' .. hid)
+redis.call('HSET', hk, 'status', 'active', 'owner', owner, 'seats', table.concat(seats, ','),
+  'ga_tier', ga_tier, 'ga_qty', ga_qty, 'places', places, 'created', now, 'expires', expires, 'order', '')
+redis.call('PEXPIRE', hk, ttl + grace)
+redis.call('SET', GP .. ':holdevent:' .. hid, EP, 'PX', ttl + grace)
+redis.call('SADD', GP .. ':active', EP)
+publish('HELD', seats, 'HELD', touched)
+return {'OK', tostring(now), tostring(expires), table.concat(seats, ',')}
+"#;
+
+/// ARGV: prefixes, hold id, owner ('' = anyone). Returns {OK} | {NOT_FOUND} | {STATUS, status}.
+const RELEASE: &str = r#"
+sweep(now_ms())
+local hid = ARGV[3]
+local h = redis.call('HMGET', k('hold:' .. hid), 'status', 'owner')
+if not h[1] then return {'NOT_FOUND'} end
+if ARGV[4] ~= '' and h[2] ~= ARGV[4] then return {'NOT_FOUND'} end
+if h[1] ~= 'active' then return {'STATUS', h[1]} end
+local freed, touched = free_hold(hid, 'released')
+publish('RELEASED', freed, 'FREE', touched)
+return {'OK'}
+"#;
+
+/// Marks an active, unexpired hold as being committed (the sweeper leaves it alone).
+/// ARGV: prefixes, hold id. Returns {OK} | {NOT_FOUND} | {STATUS, status}.
+const BEGIN_COMMIT: &str = r#"
+local now = now_ms()
+sweep(now)
+local hid = ARGV[3]
+local hk = k('hold:' .. hid)
+local status = redis.call('HGET', hk, 'status')
+if not status then return {'NOT_FOUND'} end
+if status ~= 'active' then return {'STATUS', status} end
+redis.call('HSET', hk, 'status', 'committing')
+redis.call('ZREM', k('exp'), hid)
+redis.call('ZADD', k('committing'), now, hid)
+redis.call('PEXPIRE', hk, 600000)
+return {'OK'}
+"#;
+
+/// Puts a hold whose durable commit failed back to active (expiring as before).
+const ABORT_COMMIT: &str = r#"
+local hid = ARGV[3]
+local hk = k('hold:' .. hid)
+if redis.call('HGET', hk, 'status') ~= 'committing' then return {'STATUS'} end
+redis.call('HSET', hk, 'status', 'active')
+redis.call('ZREM', k('committing'), hid)
+redis.call('ZADD', k('exp'), tonumber(redis.call('HGET', hk, 'expires')), hid)
+return {'OK'}
+"#;
+
+/// Records in Redis a sale PostgreSQL has already committed. Idempotent.
+/// ARGV: prefixes, hold id, order id.
+const FINISH_COMMIT: &str = r#"
+local hid = ARGV[3]
+local hk = k('hold:' .. hid)
+local h = redis.call('HMGET', hk, 'status', 'owner', 'seats', 'ga_tier', 'ga_qty', 'places')
+if h[1] == 'committed' then return {'OK'} end
+if h[1] ~= 'committing' then return {'STATUS', tostring(h[1])} end
+local seats, touched = {}, {}
+if h[3] ~= '' then
+  for seat in string.gmatch(h[3], '[^,]+') do
+    local tier = redis.call('HGET', k('seat'), seat)
+    if redis.call('HGET', k('held'), seat) == hid then
+      redis.call('HDEL', k('held'), seat)
+      if tier then redis.call('HINCRBY', k('count'), tier .. ':held', -1) end
+    end
+    if redis.call('SADD', k('sold'), seat) == 1 and tier then
+      redis.call('HINCRBY', k('count'), tier .. ':sold', 1)
+    end
+    if tier then touched[tier] = true end
+    seats[#seats + 1] = seat
+  end
+end
+if h[4] ~= '' then
+  redis.call('HINCRBY', k('count'), h[4] .. ':held', -tonumber(h[5]))
+  redis.call('HINCRBY', k('count'), h[4] .. ':sold', tonumber(h[5]))
+  touched[h[4]] = true
+end
+redis.call('HINCRBY', k('cust'), h[2], -tonumber(h[6]))
+redis.call('HINCRBY', k('custsold'), h[2], tonumber(h[6]))
+redis.call('ZREM', k('committing'), hid)
+redis.call('HSET', hk, 'status', 'committed', 'order', ARGV[4])
+publish('SOLD', seats, 'SOLD', touched)
+return {'OK'}
+"#;
+
+/// Returns sold places to sale (after PostgreSQL released them).
+/// ARGV: prefixes, owner, n seats, seats.., n tiers, (tier, qty)..
+const RETURN_SOLD: &str = r#"
+local owner = ARGV[3]
+local i = 4
+local n = tonumber(ARGV[i]); i = i + 1
+local seats, touched, places = {}, {}, 0
+for _ = 1, n do
+  local seat = ARGV[i]; i = i + 1
+  if redis.call('SREM', k('sold'), seat) == 1 then
+    local tier = redis.call('HGET', k('seat'), seat)
+    if tier then
+      redis.call('HINCRBY', k('count'), tier .. ':sold', -1)
+      touched[tier] = true
+    end
+  end
+  seats[#seats + 1] = seat
+  places = places + 1
+end
+local m = tonumber(ARGV[i]); i = i + 1
+for _ = 1, m do
+  local tier, qty = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  redis.call('HINCRBY', k('count'), tier .. ':sold', -qty)
+  touched[tier] = true
+  places = places + qty
+end
+redis.call('HINCRBY', k('custsold'), owner, -places)
+publish('RETURNED', seats, 'FREE', touched)
+return {'OK'}
+"#;
+
+/// The background sweep of one event. Returns {expired, remaining}; forgets the event when no
+/// hold is left to expire.
+const SWEEP: &str = r#"
+local n = sweep(now_ms())
+local left = redis.call('ZCARD', k('exp')) + redis.call('ZCARD', k('committing'))
+if left == 0 then redis.call('SREM', GP .. ':active', EP) end
+return {n, left}
+"#;
+
+/// A consistent picture for GetAvailability and watchers, after sweeping due holds.
+/// Returns {loaded, seq, closed, counts (flat), held seats, sold seats, all seats | {}}.
+const SNAPSHOT: &str = r#"
+local meta = redis.call('HMGET', k('meta'), 'loaded', 'seq', 'closed')
+if meta[1] ~= '1' then return {'0'} end
+sweep(now_ms())
+local seq = redis.call('HGET', k('meta'), 'seq') or '0'
+local all = {}
+if ARGV[3] == '1' then all = redis.call('HKEYS', k('seat')) end
+return {'1', seq, meta[3] or '0', redis.call('HGETALL', k('count')), redis.call('HKEYS', k('held')),
+  redis.call('SMEMBERS', k('sold')), all}
+"#;
+
+/// (Re)loads an event's static state from PostgreSQL's truth, keeping live holds.
+/// ARGV: prefixes, force, version, limit, closed, n seats, (seat, tier).., n quotas,
+/// (tier, capacity, sold).., n sold seats, seats.., n owners, (owner, places)..
+/// Returns {OK} | {ALREADY} (loaded and not forced) | {NEWER} (a newer version is loaded).
+const LOAD: &str = r#"
+local meta = redis.call('HMGET', k('meta'), 'loaded', 'version')
+if ARGV[3] ~= '1' and meta[1] == '1' then return {'ALREADY'} end
+if meta[1] == '1' and tonumber(meta[2] or '0') > tonumber(ARGV[4]) then return {'NEWER'} end
+local ga_held = {}
+local old = redis.call('HGETALL', k('count'))
+for j = 1, #old, 2 do
+  if string.sub(old[j], -5) == ':held' then ga_held[string.sub(old[j], 1, -6)] = tonumber(old[j + 1]) end
+end
+for _, t in ipairs(redis.call('SMEMBERS', k('tiers'))) do redis.call('DEL', k('tier:' .. t)) end
+redis.call('DEL', k('seat'), k('kind'), k('tiers'), k('count'), k('sold'), k('custsold'))
+local i = 7
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local seat, tier = ARGV[i], ARGV[i + 1]; i = i + 2
+  redis.call('HSET', k('seat'), seat, tier)
+  redis.call('HSET', k('kind'), tier, 'seat')
+  redis.call('RPUSH', k('tier:' .. tier), seat)
+  redis.call('SADD', k('tiers'), tier)
+  redis.call('HINCRBY', k('count'), tier .. ':total', 1)
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local tier, cap, sold = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
+  redis.call('HSET', k('kind'), tier, 'ga')
+  redis.call('HSET', k('count'), tier .. ':total', cap, tier .. ':sold', sold, tier .. ':held', ga_held[tier] or 0)
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local seat = ARGV[i]; i = i + 1
+  redis.call('SADD', k('sold'), seat)
+  local tier = redis.call('HGET', k('seat'), seat)
+  if tier then redis.call('HINCRBY', k('count'), tier .. ':sold', 1) end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', k('custsold'), ARGV[i], ARGV[i + 1]); i = i + 2
+end
+-- Live seat holds keep their seats; those on seats the new map dropped are let go.
+local held = redis.call('HGETALL', k('held'))
+for j = 1, #held, 2 do
+  local tier = redis.call('HGET', k('seat'), held[j])
+  if tier then redis.call('HINCRBY', k('count'), tier .. ':held', 1) else redis.call('HDEL', k('held'), held[j]) end
+end
+redis.call('HSET', k('meta'), 'loaded', '1', 'version', ARGV[4], 'limit', ARGV[5], 'closed', ARGV[6])
+publish('RESYNC', {}, 'FREE', {})
+return {'OK'}
+"#;
+
+/// Stops sales: no new holds. ARGV: prefixes.
+const CLOSE: &str = r#"
+redis.call('HSET', k('meta'), 'closed', '1')
+publish('RESYNC', {}, 'FREE', {})
+return {'OK'}
+"#;
+
+/// Every script, compiled once (redis-rs sends EVALSHA and falls back to EVAL after a flush).
+pub struct Scripts {
+    pub hold: redis::Script,
+    pub release: redis::Script,
+    pub begin_commit: redis::Script,
+    pub abort_commit: redis::Script,
+    pub finish_commit: redis::Script,
+    pub return_sold: redis::Script,
+    pub sweep: redis::Script,
+    pub snapshot: redis::Script,
+    pub load: redis::Script,
+    pub close: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let with_prelude = |body: &str| redis::Script::new(&format!("{PRELUDE}\n{body}"));
+        Self {
+            hold: with_prelude(HOLD),
+            release: with_prelude(RELEASE),
+            begin_commit: with_prelude(BEGIN_COMMIT),
+            abort_commit: with_prelude(ABORT_COMMIT),
+            finish_commit: with_prelude(FINISH_COMMIT),
+            return_sold: with_prelude(RETURN_SOLD),
+            sweep: with_prelude(SWEEP),
+            snapshot: with_prelude(SNAPSHOT),
+            load: with_prelude(LOAD),
+            close: with_prelude(CLOSE),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,476 @@
+//! The durable side: what is sellable, and the sold-seat ledger. PostgreSQL is the last word on
+//! what was sold; Redis is rebuilt from here whenever it has lost its state.
+
+use chrono::{DateTime, Utc};
+use diesel::{prelude::*, result::DatabaseErrorKind};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use ticketing_platform::{ApiError, ApiResult};
+use uuid::Uuid;
+
+use crate::schema::{commit_items, commits, inventory_events, inventory_quotas, inventory_seats, sold_seats};
+
+type Conn = AsyncPgConnection;
+
+/// Rows per INSERT, well under PostgreSQL's 65,535 bind parameters.
+const CHUNK: usize = 5_000;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = inventory_events)]
+pub struct EventRow {
+    pub event_id: Uuid,
+    pub organization_id: Uuid,
+    pub version: i64,
+    pub per_customer_limit: i32,
+    pub closed: bool,
+    pub configured_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = inventory_seats)]
+struct SeatRow<'a> {
+    event_id: Uuid,
+    seat_id: &'a str,
+    tier_id: &'a str,
+    position: i32,
+}
+
+/// A sellable event as configured: seats best first, and general-admission quotas.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    pub event: EventRow,
+    pub seats: Vec<(String, String)>,
+    /// (tier, area, capacity)
+    pub quotas: Vec<(String, String, i32)>,
+}
+
+/// Everything Redis needs to rebuild an event.
+#[derive(Debug, Clone)]
+pub struct EventState {
+    pub event: EventRow,
+    pub seats: Vec<(String, String)>,
+    /// (tier, capacity, sold)
+    pub quotas: Vec<(String, i32, i32)>,
+    pub sold: Vec<String>,
+    /// (owner, places bought and not returned)
+    pub bought: Vec<(Uuid, i64)>,
+}
+
+/// One sold item of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct Item {
+    pub tier_id: String,
+    pub seat_id: Option<String>,
+    pub ga_area_id: Option<String>,
+    pub quantity: i32,
+}
+
+pub async fn find_event(conn: &mut Conn, id: Uuid) -> ApiResult<Option<EventRow>> {
+    Ok(inventory_events::table
+        .find(id)
+        .select(EventRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Applies a configuration unless a newer or equal version is in force; returns the version in
+/// force. Refused when it would drop a sold seat or shrink a quota below what was sold.
+pub async fn configure(conn: &mut Conn, config: &Configuration) -> ApiResult<i64> {
+    let config = config.clone();
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let existing: Option<EventRow> = inventory_events::table
+            .find(config.event.event_id)
+            .select(EventRow::as_select())
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let event_id = config.event.event_id;
+        if let Some(existing) = &existing {
+            if existing.organization_id != config.event.organization_id {
+                return Err(ApiError::permission_denied(
+                    "the event belongs to another organization",
+                ));
+            }
+            if existing.version >= config.event.version {
+                return Ok(existing.version);
+            }
+            let sold: Vec<String> = sold_seats::table
+                .filter(sold_seats::event_id.eq(event_id))
+                .select(sold_seats::seat_id)
+                .load(conn)
+                .await?;
+            let kept: std::collections::HashSet<&str> =
+                config.seats.iter().map(|(s, _)| s.as_str()).collect();
+            if let Some(lost) = sold.iter().find(|s| !kept.contains(s.as_str())) {
+                return Err(ApiError::precondition(
+                    "SOLD_SEAT_REMOVED",
+                    format!("seat {lost} was sold and cannot be removed from the map"),
+                ));
+            }
+            let quotas: Vec<(String, i32)> = inventory_quotas::table
+                .filter(inventory_quotas::event_id.eq(event_id))
+                .select((inventory_quotas::tier_id, inventory_quotas::sold))
+                .load(conn)
+                .await?;
+            for (tier, sold) in &quotas {
+                let capacity = config.quotas.iter().find(|q| &q.0 == tier).map(|q| q.2);
+                if sold > &0 && capacity.is_none_or(|c| c < *sold) {
+                    return Err(ApiError::precondition(
+                        "QUOTA_BELOW_SOLD",
+                        format!("tier {tier} already sold {sold} places"),
+                    ));
+                }
+            }
+            diesel::update(inventory_events::table.find(event_id))
+                .set((
+                    inventory_events::version.eq(config.event.version),
+                    inventory_events::per_customer_limit.eq(config.event.per_customer_limit),
+                    inventory_events::configured_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::delete(inventory_seats::table.filter(inventory_seats::event_id.eq(event_id)))
+                .execute(conn)
+                .await?;
+        } else {
+            diesel::insert_into(inventory_events::table)
+                .values(&config.event)
+                .execute(conn)
+                .await?;
+        }
+        let rows: Vec<SeatRow> = config
+            .seats
+            .iter()
+            .enumerate()
+            .map(|(i, (seat, tier))| SeatRow {
+                event_id,
+                seat_id: seat,
+                tier_id: tier,
+                position: i32::try_from(i).unwrap_or(i32::MAX),
+            })
+            .collect();
+        for chunk in rows.chunks(CHUNK) {
+            diesel::insert_into(inventory_seats::table)
+                .values(chunk)
+                .execute(conn)
+                .await?;
+        }
+        for (tier, area, capacity) in &config.quotas {
+            diesel::insert_into(inventory_quotas::table)
+                .values((
+                    inventory_quotas::event_id.eq(event_id),
+                    inventory_quotas::tier_id.eq(tier),
+                    inventory_quotas::ga_area_id.eq(area),
+                    inventory_quotas::capacity.eq(capacity),
+                ))
+                .on_conflict((inventory_quotas::event_id, inventory_quotas::tier_id))
+                .do_update()
+                .set((
+                    inventory_quotas::capacity.eq(capacity),
+                    inventory_quotas::ga_area_id.eq(area),
+                ))
+                .execute(conn)
+                .await?;
+        }
+        Ok(config.event.version)
+    })
+    .await
+}
+
+pub async fn load_state(conn: &mut Conn, event_id: Uuid) -> ApiResult<Option<EventState>> {
+    let Some(event) = find_event(conn, event_id).await? else {
+        return Ok(None);
+    };
+    let seats: Vec<(String, String)> = inventory_seats::table
+        .filter(inventory_seats::event_id.eq(event_id))
+        .order(inventory_seats::position.asc())
+        .select((inventory_seats::seat_id, inventory_seats::tier_id))
+        .load(conn)
+        .await?;
+    let quotas: Vec<(String, i32, i32)> = inventory_quotas::table
+        .filter(inventory_quotas::event_id.eq(event_id))
+        .select((
+            inventory_quotas::tier_id,
+            inventory_quotas::capacity,
+            inventory_quotas::sold,
+        ))
+        .load(conn)
+        .await?;
+    let sold: Vec<String> = sold_seats::table
+        .filter(sold_seats::event_id.eq(event_id))
+        .select(sold_seats::seat_id)
+        .load(conn)
+        .await?;
+    let bought: Vec<(Uuid, Option<i64>)> = commit_items::table
+        .inner_join(commits::table)
+        .filter(commits::event_id.eq(event_id))
+        .group_by(commits::owner_id)
+        .select((
+            commits::owner_id,
+            diesel::dsl::sum(commit_items::quantity - commit_items::released),
+        ))
+        .load(conn)
+        .await?;
+    let bought = bought
+        .into_iter()
+        .map(|(owner, n)| (owner, n.unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    Ok(Some(EventState {
+        event,
+        seats,
+        quotas,
+        sold,
+        bought,
+    }))
+}
+
+/// A commit already made for an order: (hold, event, items).
+pub async fn find_commit(
+    conn: &mut Conn,
+    order_id: Uuid,
+) -> ApiResult<Option<(Uuid, Uuid, Uuid, Vec<Item>)>> {
+    let found: Option<(Uuid, Uuid, Uuid)> = commits::table
+        .find(order_id)
+        .select((commits::hold_id, commits::event_id, commits::owner_id))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((hold, event, owner)) = found else {
+        return Ok(None);
+    };
+    let items = commit_items::table
+        .filter(commit_items::order_id.eq(order_id))
+        .order(commit_items::item_no.asc())
+        .select((
+            commit_items::tier_id,
+            commit_items::seat_id,
+            commit_items::ga_area_id,
+            commit_items::quantity,
+        ))
+        .load(conn)
+        .await?;
+    Ok(Some((hold, event, owner, items)))
+}
+
+/// Why a durable commit was refused.
+#[derive(Debug)]
+pub enum CommitRefused {
+    SeatSold,
+    QuotaExhausted(String),
+    HoldAlreadyCommitted,
+}
+
+/// The sale, in one transaction: the commit row (unique per order and per hold), a ledger row per
+/// seat (unique per seat: a second sale fails here) and quota counters (checked against capacity).
+pub async fn commit(
+    conn: &mut Conn,
+    order_id: Uuid,
+    hold_id: Uuid,
+    event_id: Uuid,
+    owner_id: Uuid,
+    items: &[Item],
+) -> ApiResult<Result<(), CommitRefused>> {
+    let items = items.to_vec();
+    let result = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let inserted = diesel::insert_into(commits::table)
+                .values((
+                    commits::order_id.eq(order_id),
+                    commits::hold_id.eq(hold_id),
+                    commits::event_id.eq(event_id),
+                    commits::owner_id.eq(owner_id),
+                ))
+                .execute(conn)
+                .await;
+            if let Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) = inserted
+            {
+                return Ok(Err(CommitRefused::HoldAlreadyCommitted));
+            }
+            inserted?;
+            for (no, item) in items.iter().enumerate() {
+                diesel::insert_into(commit_items::table)
+                    .values((
+                        commit_items::order_id.eq(order_id),
+                        commit_items::item_no.eq(i32::try_from(no).unwrap_or(i32::MAX)),
+                        commit_items::tier_id.eq(&item.tier_id),
+                        commit_items::seat_id.eq(&item.seat_id),
+                        commit_items::ga_area_id.eq(&item.ga_area_id),
+                        commit_items::quantity.eq(item.quantity),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if let Some(seat) = &item.seat_id {
+                    let sold = diesel::insert_into(sold_seats::table)
+                        .values((
+                            sold_seats::event_id.eq(event_id),
+                            sold_seats::seat_id.eq(seat),
+                            sold_seats::tier_id.eq(&item.tier_id),
+                            sold_seats::order_id.eq(order_id),
+                            sold_seats::owner_id.eq(owner_id),
+                        ))
+                        .execute(conn)
+                        .await;
+                    if let Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) =
+                        sold
+                    {
+                        return Err(ApiError::precondition(
+                            "SEAT_ALREADY_SOLD",
+                            format!("seat {seat} is sold"),
+                        ));
+                    }
+                    sold?;
+                } else {
+                    let updated = diesel::update(
+                        inventory_quotas::table
+                            .filter(inventory_quotas::event_id.eq(event_id))
+                            .filter(inventory_quotas::tier_id.eq(&item.tier_id))
+                            .filter(inventory_quotas::sold.le(inventory_quotas::capacity - item.quantity)),
+                    )
+                    .set(inventory_quotas::sold.eq(inventory_quotas::sold + item.quantity))
+                    .execute(conn)
+                    .await?;
+                    if updated == 0 {
+                        return Err(ApiError::precondition("QUOTA_EXHAUSTED", item.tier_id.clone()));
+                    }
+                }
+            }
+            Ok(Ok(()))
+        })
+        .await;
+    match result {
+        Err(ApiError::FailedPrecondition {
+            reason: "SEAT_ALREADY_SOLD",
+            ..
+        }) => Ok(Err(CommitRefused::SeatSold)),
+        Err(ApiError::FailedPrecondition {
+            reason: "QUOTA_EXHAUSTED",
+            message,
+            ..
+        }) => Ok(Err(CommitRefused::QuotaExhausted(message))),
+        other => other,
+    }
+}
+
+/// What a release returned to sale.
+#[derive(Debug, Default)]
+pub struct Returned {
+    pub event_id: Uuid,
+    pub owner_id: Uuid,
+    pub seats: Vec<String>,
+    /// (tier, quantity)
+    pub quantities: Vec<(String, i32)>,
+}
+
+/// Returns an order's sold places (all, or those `wanted` names) to sale. Places already
+/// returned are not returned again.
+pub async fn release_sold(conn: &mut Conn, order_id: Uuid, wanted: &[Item]) -> ApiResult<Option<Returned>> {
+    let wanted = wanted.to_vec();
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let found: Option<(Uuid, Uuid)> = commits::table
+            .find(order_id)
+            .select((commits::event_id, commits::owner_id))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((event_id, owner_id)) = found else {
+            return Ok(None);
+        };
+        let rows: Vec<(i32, String, Option<String>, i32, i32)> = commit_items::table
+            .filter(commit_items::order_id.eq(order_id))
+            .select((
+                commit_items::item_no,
+                commit_items::tier_id,
+                commit_items::seat_id,
+                commit_items::quantity,
+                commit_items::released,
+            ))
+            .load(conn)
+            .await?;
+        let mut returned = Returned {
+            event_id,
+            owner_id,
+            ..Default::default()
+        };
+        for (no, tier, seat, quantity, released) in rows {
+            let open = quantity - released;
+            if open == 0 {
+                continue;
+            }
+            let take = if wanted.is_empty() {
+                open
+            } else {
+                match &seat {
+                    Some(seat) => i32::from(wanted.iter().any(|w| w.seat_id.as_ref() == Some(seat))),
+                    None => wanted
+                        .iter()
+                        .filter(|w| w.seat_id.is_none() && w.tier_id == tier)
+                        .map(|w| w.quantity)
+                        .sum::<i32>()
+                        .min(open),
+                }
+            };
+            if take == 0 {
+                continue;
+            }
+            diesel::update(commit_items::table.find((order_id, no)))
+                .set(commit_items::released.eq(commit_items::released + take))
+                .execute(conn)
+                .await?;
+            match seat {
+                Some(seat) => {
+                    diesel::delete(
+                        sold_seats::table
+                            .filter(sold_seats::event_id.eq(event_id))
+                            .filter(sold_seats::seat_id.eq(&seat))
+                            .filter(sold_seats::order_id.eq(order_id)),
+                    )
+                    .execute(conn)
+                    .await?;
+                    returned.seats.push(seat);
+                }
+                None => {
+                    diesel::update(
+                        inventory_quotas::table
+                            .filter(inventory_quotas::event_id.eq(event_id))
+                            .filter(inventory_quotas::tier_id.eq(&tier)),
+                    )
+                    .set(inventory_quotas::sold.eq(inventory_quotas::sold - take))
+                    .execute(conn)
+                    .await?;
+                    returned.quantities.push((tier, take));
+                }
+            }
+        }
+        Ok(Some(returned))
+    })
+    .await
+}
+
+pub async fn close_event(conn: &mut Conn, event_id: Uuid) -> ApiResult<()> {
+    diesel::update(inventory_events::table.find(event_id))
+        .set(inventory_events::closed.eq(true))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// For each seat, how many unreturned commits sold it. Read from the commit items, not the
+/// ledger, so a missing ledger constraint would show up here as a count above one.
+pub async fn seat_sale_counts(conn: &mut Conn, event_id: Uuid) -> ApiResult<Vec<(String, i64)>> {
+    let rows: Vec<(Option<String>, i64)> = commit_items::table
+        .inner_join(commits::table)
+        .filter(commits::event_id.eq(event_id))
+        .filter(commit_items::seat_id.is_not_null())
+        .filter(commit_items::released.lt(commit_items::quantity))
+        .group_by(commit_items::seat_id)
+        .select((commit_items::seat_id, diesel::dsl::count_star()))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(seat, n)| seat.map(|s| (s, n)))
+        .collect())
+}

@@ -1,0 +1,498 @@
+use ticketing_proto::ticketing::inventory::v1 as pb;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::helpers::{authed, reason, seat, seat_states, stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_is_all_or_nothing_and_blocks_exactly_its_seats() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 10, 0, 10).await;
+    let (alice_id, alice) = s.user(&[]).await;
+    let (_, bob) = s.user(&[]).await;
+
+    let hold = s
+        .hold_seats(&alice, event, &[seat(1), seat(2)])
+        .await
+        .expect("held");
+    assert_eq!(hold.owner_id, alice_id.to_string());
+    assert_eq!(hold.status, pb::HoldStatus::Active as i32);
+    assert_eq!(hold.items.len(), 2);
+
+    // Bob wants 2 and 3: seat 2 is Alice's, so he gets neither.
+    let refused = s
+        .hold_seats(&bob, event, &[seat(2), seat(3)])
+        .await
+        .expect_err("overlap");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "SEAT_UNAVAILABLE");
+    assert!(
+        refused.message().contains(&seat(2)) && !refused.message().contains(&seat(3)),
+        "{}",
+        refused.message()
+    );
+    let states = seat_states(&s.availability(event).await);
+    assert_eq!(
+        states[&seat(3)],
+        pb::SeatStatus::Free as i32,
+        "all or nothing: seat 3 was not taken"
+    );
+    assert_eq!(states[&seat(2)], pb::SeatStatus::Held as i32);
+    s.hold_seats(&bob, event, &[seat(3)]).await.expect("seat 3 alone");
+
+    // Released seats are free again, and the release is idempotent.
+    let released = s
+        .client()
+        .release_hold(authed(
+            &alice,
+            pb::ReleaseHoldRequest {
+                hold_id: hold.id.clone(),
+            },
+        ))
+        .await
+        .expect("released");
+    assert_eq!(released.into_inner().status, pb::HoldStatus::Released as i32);
+    s.client()
+        .release_hold(authed(
+            &alice,
+            pb::ReleaseHoldRequest {
+                hold_id: hold.id.clone(),
+            },
+        ))
+        .await
+        .expect("again");
+    s.hold_seats(&bob, event, &[seat(2)])
+        .await
+        .expect("seat 2 is free again");
+    let availability = s.availability(event).await;
+    let standard = availability
+        .tiers
+        .iter()
+        .find(|t| t.tier_id == "standard")
+        .expect("tier");
+    assert_eq!(
+        (standard.total, standard.held, standard.free, standard.sold),
+        (10, 2, 8, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_holds_get_clear_errors_and_change_nothing() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 5, 10, 10).await;
+    let (_, buyer) = s.user(&[]).await;
+    let before = s.availability(event).await;
+    let mut client = s.client();
+    let hold = |seats: Vec<String>, ttl: Option<prost_types::Duration>| {
+        authed(
+            &buyer,
+            pb::HoldSeatsRequest {
+                event_id: event.to_string(),
+                seat_ids: seats,
+                ttl,
+            },
+        )
+    };
+    let cases: Vec<(tonic::Request<pb::HoldSeatsRequest>, Code, &str)> = vec![
+        (hold(vec![], None), Code::InvalidArgument, "seat_ids"),
+        (
+            hold(vec![seat(1), "nope".into()], None),
+            Code::InvalidArgument,
+            "seat_ids[1]",
+        ),
+        (
+            hold(vec![seat(1), seat(1)], None),
+            Code::InvalidArgument,
+            "seat_ids[1]",
+        ),
+        (
+            hold((0..51).map(seat).collect(), None),
+            Code::InvalidArgument,
+            "seat_ids",
+        ),
+        (
+            hold(
+                vec![seat(1)],
+                Some(prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+            ),
+            Code::InvalidArgument,
+            "ttl",
+        ),
+        (
+            hold(
+                vec![seat(1)],
+                Some(prost_types::Duration {
+                    seconds: -5,
+                    nanos: 0,
+                }),
+            ),
+            Code::InvalidArgument,
+            "ttl",
+        ),
+    ];
+    for (request, code, field) in cases {
+        let status = client.hold_seats(request).await.expect_err("refused");
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(field), "{field}: {}", status.message());
+    }
+    let status = client
+        .hold_seats(authed(
+            &buyer,
+            pb::HoldSeatsRequest {
+                event_id: "x".into(),
+                seat_ids: vec![seat(1)],
+                ttl: None,
+            },
+        ))
+        .await
+        .expect_err("bad event id");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let unpublished = s
+        .hold_seats(&buyer, Uuid::now_v7(), &[seat(1)])
+        .await
+        .expect_err("not on sale");
+    assert_eq!(
+        (unpublished.code(), reason(&unpublished).as_str()),
+        (Code::FailedPrecondition, "EVENT_NOT_ON_SALE")
+    );
+
+    for (tier, quantity, field) in [
+        ("floor", 0, "quantity"),
+        ("floor", 1_000, "quantity"),
+        ("", 1, "tier_id"),
+        ("balcony", 1, "tier_id"),
+    ] {
+        let status = client
+            .hold_quantity(authed(
+                &buyer,
+                pb::HoldQuantityRequest {
+                    event_id: event.to_string(),
+                    tier_id: tier.into(),
+                    quantity,
+                    ttl: None,
+                },
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{tier} {quantity}: {status:?}"
+        );
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+    let anonymous = client
+        .hold_seats(pb::HoldSeatsRequest {
+            event_id: event.to_string(),
+            seat_ids: vec![seat(1)],
+            ttl: None,
+        })
+        .await
+        .expect_err("anonymous");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    let after = s.availability(event).await;
+    assert_eq!(before.tiers, after.tiers, "bad input changed availability");
+    assert_eq!(before.seats, after.seats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_sees_releases_and_commits_a_hold_and_only_the_organization_configures() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let (_, stranger_organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let (_, alice) = s.user(&[]).await;
+    let (_, mallory) = s.user(&[]).await;
+    let hold = s.hold_seats(&alice, event, &[seat(0)]).await.expect("held");
+    let mut client = s.client();
+    let get = client
+        .get_hold(authed(
+            &mallory,
+            pb::GetHoldRequest {
+                hold_id: hold.id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(get.expect_err("not hers").code(), Code::NotFound);
+    let release = client
+        .release_hold(authed(
+            &mallory,
+            pb::ReleaseHoldRequest {
+                hold_id: hold.id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(release.expect_err("not hers").code(), Code::NotFound);
+    let commit = client
+        .commit_hold(authed(
+            &mallory,
+            pb::CommitHoldRequest {
+                hold_id: hold.id.clone(),
+                order_id: Uuid::now_v7().to_string(),
+            },
+        ))
+        .await;
+    assert_eq!(commit.expect_err("not hers").code(), Code::PermissionDenied);
+    client
+        .get_hold(authed(
+            &alice,
+            pb::GetHoldRequest {
+                hold_id: hold.id.clone(),
+            },
+        ))
+        .await
+        .expect("hers");
+
+    let configure = |token: &str| {
+        authed(
+            token,
+            pb::ConfigureEventRequest {
+                event_id: Uuid::now_v7().to_string(),
+                version: 1,
+                organization_id: org.to_string(),
+                per_customer_limit: 4,
+                seats: vec![pb::SeatAssignment {
+                    seat_id: "a".into(),
+                    tier_id: "t".into(),
+                }],
+                quotas: vec![],
+            },
+        )
+    };
+    assert_eq!(
+        client
+            .configure_event(configure(&alice))
+            .await
+            .expect_err("customer")
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        client
+            .configure_event(configure(&stranger_organizer))
+            .await
+            .expect_err("other org")
+            .code(),
+        Code::PermissionDenied
+    );
+    client
+        .configure_event(configure(&organizer))
+        .await
+        .expect("own organization");
+    let close = client
+        .close_event(authed(
+            &alice,
+            pb::CloseEventRequest {
+                event_id: event.to_string(),
+            },
+        ))
+        .await;
+    assert_eq!(close.expect_err("customer").code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 4, 0, 10).await;
+    let (_, alice) = s.user(&[]).await;
+    let (_, bob) = s.user(&[]).await;
+    let hold = s
+        .hold_seats(&alice, event, &[seat(0), seat(1)])
+        .await
+        .expect("held");
+    let order = Uuid::now_v7().to_string();
+    let mut client = s.client();
+    let commit = || {
+        authed(
+            &alice,
+            pb::CommitHoldRequest {
+                hold_id: hold.id.clone(),
+                order_id: order.clone(),
+            },
+        )
+    };
+    let first = client
+        .commit_hold(commit())
+        .await
+        .expect("committed")
+        .into_inner();
+    let again = client
+        .commit_hold(commit())
+        .await
+        .expect("idempotent")
+        .into_inner();
+    assert_eq!(first.items, again.items);
+    assert_eq!(first.items.len(), 2);
+    let other_order = client
+        .commit_hold(authed(
+            &alice,
+            pb::CommitHoldRequest {
+                hold_id: hold.id.clone(),
+                order_id: Uuid::now_v7().to_string(),
+            },
+        ))
+        .await
+        .expect_err("one hold, one order");
+    assert_eq!(other_order.code(), Code::FailedPrecondition);
+
+    let states = seat_states(&s.availability(event).await);
+    assert_eq!(states[&seat(0)], pb::SeatStatus::Sold as i32);
+    let sold = s.hold_seats(&bob, event, &[seat(0)]).await.expect_err("sold");
+    assert_eq!(reason(&sold), "SEAT_UNAVAILABLE");
+
+    // A refund returns seat 0 (only once), and Bob can buy it.
+    let release = || {
+        authed(
+            &alice,
+            pb::ReleaseSoldRequest {
+                order_id: order.clone(),
+                items: vec![pb::HoldItem {
+                    tier_id: "standard".into(),
+                    place: Some(pb::hold_item::Place::SeatId(seat(0))),
+                    quantity: 1,
+                }],
+            },
+        )
+    };
+    assert_eq!(
+        client
+            .release_sold(release())
+            .await
+            .expect("returned")
+            .into_inner()
+            .released,
+        1
+    );
+    assert_eq!(
+        client
+            .release_sold(release())
+            .await
+            .expect("again")
+            .into_inner()
+            .released,
+        0
+    );
+    let bobs = s.hold_seats(&bob, event, &[seat(0)]).await.expect("free again");
+    client
+        .commit_hold(authed(
+            &bob,
+            pb::CommitHoldRequest {
+                hold_id: bobs.id,
+                order_id: Uuid::now_v7().to_string(),
+            },
+        ))
+        .await
+        .expect("sold to bob");
+    let standard = s
+        .availability(event)
+        .await
+        .tiers
+        .into_iter()
+        .find(|t| t.tier_id == "standard")
+        .expect("tier");
+    assert_eq!((standard.sold, standard.held, standard.free), (2, 0, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_customer_limit_counts_held_and_bought_places() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 10, 10, 3).await;
+    let (_, buyer) = s.user(&[]).await;
+    let hold = s
+        .hold_seats(&buyer, event, &[seat(0), seat(1)])
+        .await
+        .expect("2 of 3");
+    let mut client = s.client();
+    client
+        .commit_hold(authed(
+            &buyer,
+            pb::CommitHoldRequest {
+                hold_id: hold.id,
+                order_id: Uuid::now_v7().to_string(),
+            },
+        ))
+        .await
+        .expect("bought 2");
+    let over = client
+        .hold_quantity(authed(
+            &buyer,
+            pb::HoldQuantityRequest {
+                event_id: event.to_string(),
+                tier_id: "floor".into(),
+                quantity: 2,
+                ttl: None,
+            },
+        ))
+        .await
+        .expect_err("2 + 2 > 3");
+    assert_eq!(reason(&over), "PER_CUSTOMER_LIMIT");
+    client
+        .hold_quantity(authed(
+            &buyer,
+            pb::HoldQuantityRequest {
+                event_id: event.to_string(),
+                tier_id: "floor".into(),
+                quantity: 1,
+                ttl: None,
+            },
+        ))
+        .await
+        .expect("the third place");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantity_holds_pick_the_best_free_seats_in_order() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 6, 0, 10).await;
+    let (_, alice) = s.user(&[]).await;
+    let (_, bob) = s.user(&[]).await;
+    s.hold_seats(&alice, event, &[seat(0), seat(2)])
+        .await
+        .expect("held");
+    let hold = s
+        .client()
+        .hold_quantity(authed(
+            &bob,
+            pb::HoldQuantityRequest {
+                event_id: event.to_string(),
+                tier_id: "standard".into(),
+                quantity: 3,
+                ttl: None,
+            },
+        ))
+        .await
+        .expect("best available")
+        .into_inner();
+    let seats: Vec<String> = hold
+        .items
+        .iter()
+        .filter_map(|i| match &i.place {
+            Some(pb::hold_item::Place::SeatId(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seats, [seat(1), seat(3), seat(4)]);
+    let refused = s
+        .client()
+        .hold_quantity(authed(
+            &bob,
+            pb::HoldQuantityRequest {
+                event_id: event.to_string(),
+                tier_id: "standard".into(),
+                quantity: 2,
+                ttl: None,
+            },
+        ))
+        .await
+        .expect_err("one seat left");
+    assert_eq!(reason(&refused), "NOT_ENOUGH_AVAILABLE");
+}

@@ -1,0 +1,130 @@
+use std::time::Duration;
+
+use ticketing_proto::ticketing::inventory::v1::{self as pb, availability_update::Update};
+use uuid::Uuid;
+
+use crate::helpers::{authed, seat, stack};
+
+async fn next(stream: &mut tonic::Streaming<pb::AvailabilityUpdate>) -> pb::AvailabilityUpdate {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an update within 10 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// The next update that is not a heartbeat.
+async fn next_change(stream: &mut tonic::Streaming<pb::AvailabilityUpdate>) -> pb::AvailabilityUpdate {
+    loop {
+        let update = next(stream).await;
+        if !matches!(update.update, Some(Update::Heartbeat(_))) {
+            return update;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_get_a_snapshot_then_every_change_including_expiry_nobody_asked_for() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let (_, buyer) = s.user(&[]).await;
+    let watch = || pb::WatchAvailabilityRequest {
+        event_id: event.to_string(),
+        after_sequence: 0,
+    };
+    let mut first = s
+        .client()
+        .watch_availability(watch())
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut second = s
+        .client()
+        .watch_availability(watch())
+        .await
+        .expect("watch")
+        .into_inner();
+    for stream in [&mut first, &mut second] {
+        let Some(Update::Snapshot(snapshot)) = next_change(stream).await.update else {
+            panic!("a snapshot first")
+        };
+        assert_eq!(snapshot.seats.len(), 5);
+    }
+
+    let hold = s
+        .client()
+        .hold_seats(authed(
+            &buyer,
+            pb::HoldSeatsRequest {
+                event_id: event.to_string(),
+                seat_ids: vec![seat(1), seat(2)],
+                ttl: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+            },
+        ))
+        .await
+        .expect("held")
+        .into_inner();
+    for stream in [&mut first, &mut second] {
+        let update = next_change(stream).await;
+        let Some(Update::Delta(delta)) = update.update else {
+            panic!("a delta")
+        };
+        assert_eq!(delta.cause, pb::availability_delta::Cause::Held as i32);
+        let mut seats: Vec<_> = delta
+            .seats
+            .iter()
+            .map(|s| (s.seat_id.clone(), s.status))
+            .collect();
+        seats.sort();
+        assert_eq!(
+            seats,
+            [
+                (seat(1), pb::SeatStatus::Held as i32),
+                (seat(2), pb::SeatStatus::Held as i32)
+            ]
+        );
+        assert_eq!(delta.tiers[0].held, 2);
+    }
+
+    // Nobody releases it: the sweeper expires it and both watchers see the seats free.
+    for stream in [&mut first, &mut second] {
+        let update = next_change(stream).await;
+        let Some(Update::Delta(delta)) = update.update else {
+            panic!("a delta")
+        };
+        assert_eq!(delta.cause, pb::availability_delta::Cause::Expired as i32);
+        assert!(
+            delta
+                .seats
+                .iter()
+                .all(|s| s.status == pb::SeatStatus::Free as i32)
+        );
+        assert_eq!(delta.seats.len(), 2);
+    }
+    let expired = s
+        .client()
+        .get_hold(authed(&buyer, pb::GetHoldRequest { hold_id: hold.id }))
+        .await
+        .expect("hold")
+        .into_inner();
+    assert_eq!(expired.status, pb::HoldStatus::Expired as i32);
+
+    // A quiet stream gets heartbeats.
+    let beat = next(&mut first).await;
+    assert!(matches!(beat.update, Some(Update::Heartbeat(_))), "{beat:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_an_event_not_on_sale_is_refused() {
+    let s = stack().await;
+    let status = s
+        .client()
+        .watch_availability(pb::WatchAvailabilityRequest {
+            event_id: Uuid::now_v7().to_string(),
+            after_sequence: 0,
+        })
+        .await
+        .expect_err("not on sale");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+}
