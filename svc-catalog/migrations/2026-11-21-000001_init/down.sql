@@ -1,0 +1,3 @@
+DROP TABLE tiers;
+DROP TABLE events;
+DROP TABLE venues;

@@ -1,0 +1,1238 @@
+//! The `CatalogService` implementation: validate, authenticate, authorize, store, and keep
+//! inventory in step with what is published.
+
+use std::collections::HashMap;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use ticketing_platform::{
+    ApiError, ApiResult,
+    auth::{Principal, Scope, TokenVerifier},
+    clients::peer_error,
+    error::Violations,
+    pagination,
+    time::{from_timestamp, to_timestamp, to_timestamp_opt},
+};
+use ticketing_proto::ticketing::{
+    catalog::v1::{self as pb, catalog_service_server::CatalogService},
+    common::v1::{Address, Money},
+    inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
+};
+use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Status as EventStatus},
+    store::{self, After, EventFilter, EventRow, TierRow, VenueRow},
+};
+
+#[derive(Clone)]
+pub struct CatalogApi {
+    pub pool: ticketing_platform::db::PgPool,
+    pub verifier: TokenVerifier,
+    pub inventory: InventoryServiceClient<Channel>,
+}
+
+fn parse_id(field: &str, raw: &str) -> ApiResult<Uuid> {
+    if raw.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid(field, "must be a UUID"))
+}
+
+fn check_id(v: &mut Violations, field: &str, raw: &str) -> Option<Uuid> {
+    v.check(
+        field,
+        parse_id(field, raw).map_err(|e| match e {
+            ApiError::InvalidArgument(f) => f.into_iter().next().map(|f| f.description).unwrap_or_default(),
+            other => other.to_string(),
+        }),
+    )
+}
+
+/// Organization members (API keys need events:write) and admins change an organization's catalog.
+fn require_writer(principal: &Principal, org: Uuid) -> ApiResult<()> {
+    if principal.is_admin() {
+        return Ok(());
+    }
+    if !principal.can_act_for(org) {
+        return Err(ApiError::permission_denied(
+            "only members of the owning organization may change it",
+        ));
+    }
+    principal.require_scope(Scope::EventsWrite)
+}
+
+fn can_see_drafts(principal: Option<&Principal>, org: Uuid) -> bool {
+    principal
+        .is_some_and(|p| p.is_admin() || (p.can_act_for(org) && p.require_scope(Scope::EventsRead).is_ok()))
+}
+
+fn mask_paths(
+    mask: Option<prost_types::FieldMask>,
+    allowed: &[&'static str],
+) -> ApiResult<Vec<&'static str>> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Ok(allowed.to_vec());
+    }
+    let mut v = Violations::new();
+    let mut out = Vec::new();
+    for path in &paths {
+        match allowed.iter().find(|a| *a == path) {
+            Some(a) => out.push(*a),
+            None => v.add(
+                "update_mask",
+                format!("`{path}` cannot be updated; allowed: {}", allowed.join(", ")),
+            ),
+        }
+    }
+    v.into_result()?;
+    Ok(out)
+}
+
+fn decode_chart(bytes: &[u8]) -> ApiResult<pb::SeatingChart> {
+    pb::SeatingChart::decode(bytes).map_err(|e| ApiError::internal(format!("stored chart unreadable: {e}")))
+}
+
+fn venue_proto(row: &VenueRow, with_chart: bool) -> ApiResult<pb::Venue> {
+    Ok(pb::Venue {
+        id: row.id.to_string(),
+        organization_id: row.organization_id.to_string(),
+        name: row.name.clone(),
+        address: Some(Address {
+            line1: row.address_line1.clone(),
+            line2: row.address_line2.clone(),
+            city: row.city.clone(),
+            region: row.region.clone(),
+            postal_code: row.postal_code.clone(),
+            country: row.country.clone(),
+        }),
+        timezone: row.timezone.clone(),
+        seating_chart: if with_chart {
+            Some(decode_chart(&row.chart)?)
+        } else {
+            None
+        },
+        capacity: row.capacity,
+        created_at: Some(to_timestamp(row.created_at)),
+        updated_at: Some(to_timestamp(row.updated_at)),
+    })
+}
+
+fn tier_quota(chart: &pb::SeatingChart, tier: &TierRow) -> i32 {
+    match (&tier.seat_category_code, &tier.ga_area_id) {
+        (Some(code), _) => {
+            let n = chart
+                .sections
+                .iter()
+                .flat_map(|s| &s.rows)
+                .flat_map(|r| &r.seats)
+                .filter(|s| &s.category_code == code)
+                .count();
+            i32::try_from(n).unwrap_or(i32::MAX)
+        }
+        (None, Some(area)) => chart
+            .ga_areas
+            .iter()
+            .find(|a| &a.id == area)
+            .map(|a| a.capacity)
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn tier_proto(row: &TierRow, chart: Option<&pb::SeatingChart>) -> pb::TicketTier {
+    pb::TicketTier {
+        id: row.id.to_string(),
+        event_id: row.event_id.to_string(),
+        name: row.name.clone(),
+        price: Some(Money {
+            amount_minor: row.price_minor,
+            currency: row.currency.clone(),
+        }),
+        target: match (&row.seat_category_code, &row.ga_area_id) {
+            (Some(code), _) => Some(pb::ticket_tier::Target::SeatCategoryCode(code.clone())),
+            (None, Some(area)) => Some(pb::ticket_tier::Target::GaAreaId(area.clone())),
+            _ => None,
+        },
+        sales_start: to_timestamp_opt(row.sales_start),
+        sales_end: to_timestamp_opt(row.sales_end),
+        per_order_limit: row.per_order_limit,
+        quota: chart.map(|c| tier_quota(c, row)).unwrap_or(0),
+    }
+}
+
+fn event_proto(row: &EventRow, tiers: &[TierRow], chart: Option<&pb::SeatingChart>) -> pb::Event {
+    pb::Event {
+        id: row.id.to_string(),
+        organization_id: row.organization_id.to_string(),
+        venue_id: row.venue_id.to_string(),
+        title: row.title.clone(),
+        description: row.description.clone(),
+        starts_at: Some(to_timestamp(row.starts_at)),
+        ends_at: Some(to_timestamp(row.ends_at)),
+        timezone: row.timezone.clone(),
+        category: row.category,
+        image_urls: row.image_urls.clone(),
+        status: EventStatus::parse(&row.status)
+            .map(|s| s.to_proto() as i32)
+            .unwrap_or(0),
+        tiers: tiers.iter().map(|t| tier_proto(t, chart)).collect(),
+        venue_name: row.venue_name.clone(),
+        city: row.city.clone(),
+        created_at: Some(to_timestamp(row.created_at)),
+        updated_at: Some(to_timestamp(row.updated_at)),
+        published_at: to_timestamp_opt(row.published_at),
+    }
+}
+
+fn status_of(row: &EventRow) -> ApiResult<EventStatus> {
+    EventStatus::parse(&row.status).ok_or_else(|| ApiError::internal("unknown stored status"))
+}
+
+/// The list position of ListEvents, opaque to clients.
+#[derive(Serialize, Deserialize)]
+struct EventsToken {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    i: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    o: Option<i64>,
+}
+
+impl EventsToken {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(token: &str) -> ApiResult<Option<After>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let bad = || ApiError::invalid("page_token", "is not a token this service issued");
+        let parsed: Self = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(bad)?;
+        match parsed {
+            Self {
+                t: Some(t),
+                i: Some(i),
+                o: None,
+            } => Ok(Some(After::Key(t, i))),
+            Self {
+                t: None,
+                i: None,
+                o: Some(o),
+            } if o >= 0 => Ok(Some(After::Offset(o))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Copies the caller's credentials onto a call to another service, which authorizes it itself.
+fn forwarded<T>(metadata: &MetadataMap, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(auth) = metadata.get("authorization") {
+        request.metadata_mut().insert("authorization", auth.clone());
+    }
+    request
+}
+
+struct TierInput {
+    name: String,
+    price: Money,
+    category: Option<String>,
+    area: Option<String>,
+    sales_start: Option<DateTime<Utc>>,
+    sales_end: Option<DateTime<Utc>>,
+    per_order_limit: i32,
+}
+
+fn check_tier(
+    v: &mut Violations,
+    tier: &pb::TicketTier,
+    chart: &pb::SeatingChart,
+    paths: &[&str],
+) -> Option<TierInput> {
+    let has = |p: &str| paths.contains(&p);
+    let name = tier.name.trim().to_string();
+    if has("name") && (name.is_empty() || name.chars().count() > 100) {
+        v.add("tier.name", "must be 1 to 100 characters");
+    }
+    if has("price") {
+        domain::check_money(v, "tier.price", tier.price.as_ref());
+    }
+    let (category, area) = match &tier.target {
+        Some(pb::ticket_tier::Target::SeatCategoryCode(code)) => {
+            if !chart.categories.iter().any(|c| &c.code == code) {
+                v.add(
+                    "tier.seat_category_code",
+                    "is not a category of the venue's chart",
+                );
+            }
+            (Some(code.clone()), None)
+        }
+        Some(pb::ticket_tier::Target::GaAreaId(area)) => {
+            if !chart.ga_areas.iter().any(|a| &a.id == area) {
+                v.add("tier.ga_area_id", "is not a general-admission area of the venue");
+            }
+            (None, Some(area.clone()))
+        }
+        None => {
+            if has("target") {
+                v.add(
+                    "tier.seat_category_code",
+                    "a tier sells a seat category or a general-admission area",
+                );
+            }
+            (None, None)
+        }
+    };
+    let time = |v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>| {
+        ts.and_then(|ts| v.check(field, from_timestamp(field, ts).map_err(|e| e.to_string())))
+    };
+    let sales_start = time(v, "tier.sales_start", tier.sales_start.as_ref());
+    let sales_end = time(v, "tier.sales_end", tier.sales_end.as_ref());
+    if let (Some(s), Some(e)) = (sales_start, sales_end)
+        && s >= e
+    {
+        v.add("tier.sales_end", "must be after sales_start");
+    }
+    let per_order_limit = if tier.per_order_limit == 0 {
+        10
+    } else {
+        tier.per_order_limit
+    };
+    if !(1..=50).contains(&per_order_limit) {
+        v.add("tier.per_order_limit", "must be 1 to 50");
+    }
+    Some(TierInput {
+        name,
+        price: tier.price.clone().unwrap_or_default(),
+        category,
+        area,
+        sales_start,
+        sales_end,
+        per_order_limit,
+    })
+}
+
+impl CatalogApi {
+    async fn principal<T>(&self, request: &Request<T>) -> ApiResult<Principal> {
+        self.verifier.authenticate(request.metadata()).await
+    }
+
+    async fn venue(&self, id: Uuid) -> ApiResult<VenueRow> {
+        let mut conn = self.pool.get().await?;
+        store::find_venue(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "venue" })
+    }
+
+    async fn event(&self, id: Uuid) -> ApiResult<EventRow> {
+        let mut conn = self.pool.get().await?;
+        store::find_event(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "event" })
+    }
+
+    /// An event as the caller may see it: drafts are NOT_FOUND for outsiders.
+    async fn visible_event(&self, id: Uuid, principal: Option<&Principal>) -> ApiResult<EventRow> {
+        let event = self.event(id).await?;
+        if !status_of(&event)?.is_public() && !can_see_drafts(principal, event.organization_id) {
+            return Err(ApiError::NotFound { resource: "event" });
+        }
+        Ok(event)
+    }
+
+    /// Hands the event's current seats and quotas to inventory (idempotent on the version, which
+    /// is the time of the event's last change).
+    async fn sync_inventory(
+        &self,
+        metadata: &MetadataMap,
+        event: &EventRow,
+        chart: &pb::SeatingChart,
+    ) -> ApiResult<()> {
+        let tiers = {
+            let mut conn = self.pool.get().await?;
+            store::tiers_of(&mut conn, event.id).await?
+        };
+        let keyed: Vec<(String, Option<String>, Option<String>)> = tiers
+            .iter()
+            .map(|t| {
+                (
+                    t.id.to_string(),
+                    t.seat_category_code.clone(),
+                    t.ga_area_id.clone(),
+                )
+            })
+            .collect();
+        let (seats, quotas) = domain::inventory_assignments(chart, &keyed);
+        let limit = tiers.iter().map(|t| t.per_order_limit).max().unwrap_or(10);
+        let request = inv::ConfigureEventRequest {
+            event_id: event.id.to_string(),
+            version: event.updated_at.timestamp_micros().max(1),
+            seats: seats
+                .into_iter()
+                .map(|(seat_id, tier_id)| inv::SeatAssignment { seat_id, tier_id })
+                .collect(),
+            quotas: quotas
+                .into_iter()
+                .map(|(tier_id, ga_area_id, capacity)| inv::QuotaAssignment {
+                    tier_id,
+                    ga_area_id,
+                    capacity,
+                })
+                .collect(),
+            per_customer_limit: limit,
+            organization_id: event.organization_id.to_string(),
+        };
+        let mut client = self.inventory.clone();
+        client
+            .configure_event(forwarded(metadata, request))
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => ApiError::precondition(
+                    "INVENTORY_REFUSED",
+                    format!("inventory refused the change: {}", status.message()),
+                ),
+                _ => peer_error("inventory", status),
+            })?;
+        Ok(())
+    }
+
+    async fn close_inventory(&self, metadata: &MetadataMap, event: Uuid) -> ApiResult<()> {
+        let mut client = self.inventory.clone();
+        match client
+            .close_event(forwarded(
+                metadata,
+                inv::CloseEventRequest {
+                    event_id: event.to_string(),
+                },
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Never published: nothing to close.
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(peer_error("inventory", status)),
+        }
+    }
+
+    // === venues ===
+
+    async fn create_venue(&self, request: Request<pb::CreateVenueRequest>) -> ApiResult<pb::Venue> {
+        let principal = self.principal(&request).await?;
+        let venue = request
+            .into_inner()
+            .venue
+            .ok_or_else(|| ApiError::invalid("venue", "is required"))?;
+        let mut v = Violations::new();
+        let org = check_id(&mut v, "venue.organization_id", &venue.organization_id);
+        domain::check_venue_fields(&mut v, &venue);
+        let chart = domain::normalize_chart(venue.seating_chart.clone().unwrap_or_default(), &mut v);
+        v.into_result()?;
+        let org = org.ok_or_else(|| ApiError::internal("validated org missing"))?;
+        require_writer(&principal, org)?;
+        let address = venue.address.unwrap_or_default();
+        let now = Utc::now();
+        let row = VenueRow {
+            id: Uuid::now_v7(),
+            organization_id: org,
+            name: venue.name.trim().to_string(),
+            address_line1: address.line1,
+            address_line2: address.line2,
+            city: address.city.trim().to_string(),
+            region: address.region,
+            postal_code: address.postal_code,
+            country: address.country,
+            timezone: venue.timezone,
+            capacity: domain::capacity(&chart),
+            chart: chart.encode_to_vec(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut conn = self.pool.get().await?;
+        store::insert_venue(&mut conn, &row).await?;
+        venue_proto(&row, true)
+    }
+
+    async fn update_venue(&self, request: Request<pb::UpdateVenueRequest>) -> ApiResult<pb::Venue> {
+        let principal = self.principal(&request).await?;
+        let metadata = request.metadata().clone();
+        let r = request.into_inner();
+        let venue = r.venue.ok_or_else(|| ApiError::invalid("venue", "is required"))?;
+        let id = parse_id("venue.id", &venue.id)?;
+        let paths = mask_paths(r.update_mask, &["name", "address", "timezone", "seating_chart"])?;
+        let mut row = self.venue(id).await?;
+        require_writer(&principal, row.organization_id)?;
+        let mut v = Violations::new();
+        let mut probe = venue.clone();
+        if !paths.contains(&"name") {
+            probe.name = row.name.clone();
+        }
+        if !paths.contains(&"timezone") {
+            probe.timezone = row.timezone.clone();
+        }
+        domain::check_venue_fields(&mut v, &probe);
+        let chart = paths
+            .contains(&"seating_chart")
+            .then(|| domain::normalize_chart(venue.seating_chart.clone().unwrap_or_default(), &mut v));
+        v.into_result()?;
+        if paths.contains(&"name") {
+            row.name = venue.name.trim().to_string();
+        }
+        if paths.contains(&"timezone") {
+            row.timezone = venue.timezone.clone();
+        }
+        if paths.contains(&"address") {
+            let a = venue.address.unwrap_or_default();
+            row.address_line1 = a.line1;
+            row.address_line2 = a.line2;
+            row.city = a.city.trim().to_string();
+            row.region = a.region;
+            row.postal_code = a.postal_code;
+            row.country = a.country;
+        }
+        if let Some(chart) = &chart {
+            // Published events sell from this chart: inventory must accept it first (it refuses
+            // to drop a sold seat), or nothing changes.
+            let published = {
+                let mut conn = self.pool.get().await?;
+                store::events_of_venue(&mut conn, id, "published").await?
+            };
+            for mut event in published {
+                event.updated_at = Utc::now();
+                self.sync_inventory(&metadata, &event, chart).await?;
+                let mut conn = self.pool.get().await?;
+                store::touch_event(&mut conn, event.id).await?;
+            }
+            row.capacity = domain::capacity(chart);
+            row.chart = chart.encode_to_vec();
+        }
+        row.updated_at = Utc::now();
+        let mut conn = self.pool.get().await?;
+        store::update_venue(&mut conn, &row).await?;
+        venue_proto(&row, true)
+    }
+
+    // === events ===
+
+    async fn create_event(&self, request: Request<pb::CreateEventRequest>) -> ApiResult<pb::Event> {
+        let principal = self.principal(&request).await?;
+        let event = request
+            .into_inner()
+            .event
+            .ok_or_else(|| ApiError::invalid("event", "is required"))?;
+        let mut v = Violations::new();
+        let org = check_id(&mut v, "event.organization_id", &event.organization_id);
+        let venue_id = check_id(&mut v, "event.venue_id", &event.venue_id);
+        domain::check_event_fields(
+            &mut v,
+            &event,
+            &["title", "description", "timezone", "category", "image_urls"],
+        );
+        let starts = match &event.starts_at {
+            Some(ts) => v.check(
+                "event.starts_at",
+                from_timestamp("event.starts_at", ts).map_err(|e| e.to_string()),
+            ),
+            None => {
+                v.add("event.starts_at", "is required");
+                None
+            }
+        };
+        let ends = match &event.ends_at {
+            Some(ts) => v.check(
+                "event.ends_at",
+                from_timestamp("event.ends_at", ts).map_err(|e| e.to_string()),
+            ),
+            None => {
+                v.add("event.ends_at", "is required");
+                None
+            }
+        };
+        if let (Some(s), Some(e)) = (starts, ends)
+            && e <= s
+        {
+            v.add("event.ends_at", "must be after starts_at");
+        }
+        v.into_result()?;
+        let (Some(org), Some(venue_id), Some(starts), Some(ends)) = (org, venue_id, starts, ends) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        require_writer(&principal, org)?;
+        let venue = self
+            .venue(venue_id)
+            .await
+            .map_err(|_| ApiError::invalid("event.venue_id", "no such venue"))?;
+        if venue.organization_id != org {
+            return Err(ApiError::invalid(
+                "event.venue_id",
+                "the venue belongs to another organization",
+            ));
+        }
+        let now = Utc::now();
+        let row = EventRow {
+            id: Uuid::now_v7(),
+            organization_id: org,
+            venue_id,
+            title: event.title.trim().to_string(),
+            description: event.description,
+            starts_at: starts,
+            ends_at: ends,
+            timezone: if event.timezone.is_empty() {
+                venue.timezone.clone()
+            } else {
+                event.timezone
+            },
+            category: event.category,
+            image_urls: event.image_urls,
+            status: EventStatus::Draft.as_str().into(),
+            venue_name: venue.name.clone(),
+            city: venue.city.clone(),
+            created_at: now,
+            updated_at: now,
+            published_at: None,
+        };
+        let mut conn = self.pool.get().await?;
+        store::insert_event(&mut conn, &row).await?;
+        Ok(event_proto(&row, &[], None))
+    }
+
+    async fn full_event(&self, row: &EventRow) -> ApiResult<pb::Event> {
+        let venue = self.venue(row.venue_id).await?;
+        let chart = decode_chart(&venue.chart)?;
+        let mut conn = self.pool.get().await?;
+        let tiers = store::tiers_of(&mut conn, row.id).await?;
+        Ok(event_proto(row, &tiers, Some(&chart)))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> ApiResult<pb::ListEventsResponse> {
+        let principal = self.verifier.authenticate_optional(request.metadata()).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let size = v.check(
+            "page_size",
+            pagination::page_size(r.page_size).map_err(|_| "must not be negative".to_string()),
+        );
+        let after = v.check(
+            "page_token",
+            EventsToken::decode(&r.page_token).map_err(|_| "is not a token this service issued".to_string()),
+        );
+        let org = (!r.organization_id.is_empty())
+            .then(|| check_id(&mut v, "organization_id", &r.organization_id))
+            .flatten();
+        let venue = (!r.venue_id.is_empty())
+            .then(|| check_id(&mut v, "venue_id", &r.venue_id))
+            .flatten();
+        let starts_after = r.starts_after.as_ref().and_then(|ts| {
+            v.check(
+                "starts_after",
+                from_timestamp("starts_after", ts).map_err(|e| e.to_string()),
+            )
+        });
+        let starts_before = r.starts_before.as_ref().and_then(|ts| {
+            v.check(
+                "starts_before",
+                from_timestamp("starts_before", ts).map_err(|e| e.to_string()),
+            )
+        });
+        for (i, c) in r.categories.iter().enumerate() {
+            if pb::EventCategory::try_from(*c).is_err() {
+                v.add(format!("categories[{i}]"), "is not a known category");
+            }
+        }
+        let mut statuses = Vec::new();
+        for (i, s) in r.statuses.iter().enumerate() {
+            match EventStatus::from_proto(*s) {
+                Some(status) => statuses.push(status),
+                None => v.add(format!("statuses[{i}]"), "is not a status"),
+            }
+        }
+        if r.query.chars().count() > 200 {
+            v.add("query", "must be at most 200 characters");
+        }
+        let order = pb::EventOrderBy::try_from(r.order_by).unwrap_or(pb::EventOrderBy::Unspecified);
+        if order == pb::EventOrderBy::Relevance && r.query.trim().is_empty() {
+            v.add("order_by", "ordering by relevance needs a query");
+        }
+        v.into_result()?;
+        if statuses.is_empty() {
+            statuses.push(EventStatus::Published);
+        }
+        if statuses.contains(&EventStatus::Draft) {
+            let allowed = match org {
+                Some(org) => can_see_drafts(principal.as_ref(), org),
+                None => principal.as_ref().is_some_and(Principal::is_admin),
+            };
+            if !allowed {
+                return Err(ApiError::permission_denied(
+                    "drafts are listed only for their organization (set organization_id)",
+                ));
+            }
+        }
+        let size = size.unwrap_or(pagination::DEFAULT_PAGE_SIZE);
+        let filter = EventFilter {
+            query: r.query.trim().to_string(),
+            starts_after,
+            starts_before,
+            city: r.city.trim().to_string(),
+            venue_id: venue,
+            categories: r.categories.clone(),
+            organization_id: org,
+            statuses: statuses.iter().map(|s| s.as_str().to_string()).collect(),
+            descending: order == pb::EventOrderBy::StartsAtDesc,
+            relevance: order == pb::EventOrderBy::Relevance,
+        };
+        let mut conn = self.pool.get().await?;
+        let (mut rows, total) = store::search_events(&mut conn, &filter, after.flatten(), size + 1).await?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(_)) if filter.relevance => {
+                let offset = match after.flatten() {
+                    Some(After::Offset(o)) => o,
+                    _ => 0,
+                };
+                EventsToken {
+                    t: None,
+                    i: None,
+                    o: Some(offset + size),
+                }
+                .encode()
+            }
+            (true, Some(last)) => EventsToken {
+                t: Some(last.starts_at),
+                i: Some(last.id),
+                o: None,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        drop(conn);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            events.push(self.full_event(row).await?);
+        }
+        Ok(pb::ListEventsResponse {
+            events,
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        })
+    }
+
+    async fn update_event(&self, request: Request<pb::UpdateEventRequest>) -> ApiResult<pb::Event> {
+        let principal = self.principal(&request).await?;
+        let r = request.into_inner();
+        let event = r.event.ok_or_else(|| ApiError::invalid("event", "is required"))?;
+        let id = parse_id("event.id", &event.id)?;
+        let paths = mask_paths(
+            r.update_mask,
+            &[
+                "title",
+                "description",
+                "starts_at",
+                "ends_at",
+                "timezone",
+                "category",
+                "image_urls",
+                "venue_id",
+            ],
+        )?;
+        let mut row = self.event(id).await?;
+        require_writer(&principal, row.organization_id)?;
+        let status = status_of(&row)?;
+        if matches!(status, EventStatus::Cancelled | EventStatus::Completed) {
+            return Err(ApiError::precondition(
+                "EVENT_CLOSED",
+                format!("a {} event cannot change", status.as_str()),
+            ));
+        }
+        let mut v = Violations::new();
+        domain::check_event_fields(&mut v, &event, &paths);
+        if paths.contains(&"starts_at") {
+            match &event.starts_at {
+                Some(ts) => {
+                    row.starts_at = v
+                        .check(
+                            "event.starts_at",
+                            from_timestamp("event.starts_at", ts).map_err(|e| e.to_string()),
+                        )
+                        .unwrap_or(row.starts_at)
+                }
+                None => v.add("event.starts_at", "is required"),
+            }
+        }
+        if paths.contains(&"ends_at") {
+            match &event.ends_at {
+                Some(ts) => {
+                    row.ends_at = v
+                        .check(
+                            "event.ends_at",
+                            from_timestamp("event.ends_at", ts).map_err(|e| e.to_string()),
+                        )
+                        .unwrap_or(row.ends_at)
+                }
+                None => v.add("event.ends_at", "is required"),
+            }
+        }
+        if row.ends_at <= row.starts_at {
+            v.add("event.ends_at", "must be after starts_at");
+        }
+        let venue_id = if paths.contains(&"venue_id") {
+            check_id(&mut v, "event.venue_id", &event.venue_id)
+        } else {
+            None
+        };
+        v.into_result()?;
+        if let Some(venue_id) = venue_id.filter(|v| *v != row.venue_id) {
+            if status != EventStatus::Draft {
+                return Err(ApiError::precondition(
+                    "EVENT_PUBLISHED",
+                    "only a draft can move to another venue",
+                ));
+            }
+            let venue = self
+                .venue(venue_id)
+                .await
+                .map_err(|_| ApiError::invalid("event.venue_id", "no such venue"))?;
+            if venue.organization_id != row.organization_id {
+                return Err(ApiError::invalid(
+                    "event.venue_id",
+                    "the venue belongs to another organization",
+                ));
+            }
+            row.venue_id = venue_id;
+            row.venue_name = venue.name;
+            row.city = venue.city;
+        }
+        if paths.contains(&"title") {
+            row.title = event.title.trim().to_string();
+        }
+        if paths.contains(&"description") {
+            row.description = event.description;
+        }
+        if paths.contains(&"timezone") && !event.timezone.is_empty() {
+            row.timezone = event.timezone;
+        }
+        if paths.contains(&"category") {
+            row.category = event.category;
+        }
+        if paths.contains(&"image_urls") {
+            row.image_urls = event.image_urls;
+        }
+        row.updated_at = Utc::now();
+        let mut conn = self.pool.get().await?;
+        store::update_event(&mut conn, &row).await?;
+        drop(conn);
+        self.full_event(&row).await
+    }
+
+    async fn publish(&self, request: Request<pb::PublishEventRequest>) -> ApiResult<pb::Event> {
+        let principal = self.principal(&request).await?;
+        let id = parse_id("event_id", &request.get_ref().event_id)?;
+        let row = self.event(id).await?;
+        require_writer(&principal, row.organization_id)?;
+        match status_of(&row)? {
+            EventStatus::Published => return self.full_event(&row).await,
+            EventStatus::Draft => {}
+            other => {
+                return Err(ApiError::precondition(
+                    "INVALID_TRANSITION",
+                    format!("a {} event cannot be published", other.as_str()),
+                ));
+            }
+        }
+        let tiers = {
+            let mut conn = self.pool.get().await?;
+            store::tiers_of(&mut conn, id).await?
+        };
+        if tiers.is_empty() {
+            return Err(ApiError::precondition(
+                "NO_TIERS",
+                "add at least one ticket tier before publishing",
+            ));
+        }
+        if row.ends_at <= Utc::now() {
+            return Err(ApiError::precondition(
+                "EVENT_IN_PAST",
+                "the event has already ended",
+            ));
+        }
+        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        // Inventory first: once published, the event must be sellable.
+        self.sync_inventory(request.metadata(), &row, &chart).await?;
+        let mut conn = self.pool.get().await?;
+        store::transition(&mut conn, id, "draft", "published").await?;
+        let row = store::find_event(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "event" })?;
+        drop(conn);
+        tracing::info!(event_id = %id, "event published");
+        self.full_event(&row).await
+    }
+
+    async fn finish(&self, request: Request<String>, to: EventStatus) -> ApiResult<pb::Event> {
+        let principal = self.principal(&request).await?;
+        let id = parse_id("event_id", request.get_ref())?;
+        let row = self.event(id).await?;
+        require_writer(&principal, row.organization_id)?;
+        let from = status_of(&row)?;
+        if from == to {
+            return self.full_event(&row).await;
+        }
+        if !from.can_become(to) {
+            return Err(ApiError::precondition(
+                "INVALID_TRANSITION",
+                format!("a {} event cannot become {}", from.as_str(), to.as_str()),
+            ));
+        }
+        if to == EventStatus::Completed && row.ends_at > Utc::now() {
+            return Err(ApiError::precondition(
+                "EVENT_NOT_ENDED",
+                "an event completes after it has ended",
+            ));
+        }
+        if from == EventStatus::Published {
+            self.close_inventory(request.metadata(), id).await?;
+        }
+        let mut conn = self.pool.get().await?;
+        if !store::transition(&mut conn, id, from.as_str(), to.as_str()).await? {
+            return Err(ApiError::precondition(
+                "CONCURRENT_CHANGE",
+                "the event changed meanwhile; read it again",
+            ));
+        }
+        let row = store::find_event(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "event" })?;
+        drop(conn);
+        self.full_event(&row).await
+    }
+
+    // === tiers ===
+
+    async fn tier_context<T>(
+        &self,
+        request: &Request<T>,
+        event: Uuid,
+    ) -> ApiResult<(EventRow, pb::SeatingChart)> {
+        let principal = self.principal(request).await?;
+        let row = self.event(event).await?;
+        require_writer(&principal, row.organization_id)?;
+        if matches!(status_of(&row)?, EventStatus::Cancelled | EventStatus::Completed) {
+            return Err(ApiError::precondition(
+                "EVENT_CLOSED",
+                "the event no longer changes",
+            ));
+        }
+        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        Ok((row, chart))
+    }
+
+    /// After a tier change on a published event, inventory sells the new set.
+    async fn resync_if_published(
+        &self,
+        metadata: &MetadataMap,
+        event: Uuid,
+        chart: &pb::SeatingChart,
+    ) -> ApiResult<()> {
+        let row = self.event(event).await?;
+        if status_of(&row)? == EventStatus::Published {
+            self.sync_inventory(metadata, &row, chart).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_tier(&self, request: Request<pb::CreateTicketTierRequest>) -> ApiResult<pb::TicketTier> {
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        let (_, chart) = self.tier_context(&request, event).await?;
+        let metadata = request.metadata().clone();
+        let tier = request
+            .into_inner()
+            .tier
+            .ok_or_else(|| ApiError::invalid("tier", "is required"))?;
+        let mut v = Violations::new();
+        let input = check_tier(&mut v, &tier, &chart, &["name", "price", "target"]);
+        v.into_result()?;
+        let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
+        let row = TierRow {
+            id: Uuid::now_v7(),
+            event_id: event,
+            name: input.name,
+            price_minor: input.price.amount_minor,
+            currency: input.price.currency,
+            seat_category_code: input.category,
+            ga_area_id: input.area,
+            sales_start: input.sales_start,
+            sales_end: input.sales_end,
+            per_order_limit: input.per_order_limit,
+            created_at: Utc::now(),
+        };
+        {
+            let mut conn = self.pool.get().await?;
+            store::insert_tier(&mut conn, &row).await?;
+        }
+        self.resync_if_published(&metadata, event, &chart).await?;
+        Ok(tier_proto(&row, Some(&chart)))
+    }
+
+    async fn update_tier(&self, request: Request<pb::UpdateTicketTierRequest>) -> ApiResult<pb::TicketTier> {
+        let tier = request
+            .get_ref()
+            .tier
+            .clone()
+            .ok_or_else(|| ApiError::invalid("tier", "is required"))?;
+        let event = parse_id("tier.event_id", &tier.event_id)?;
+        let id = parse_id("tier.id", &tier.id)?;
+        let (_, chart) = self.tier_context(&request, event).await?;
+        let metadata = request.metadata().clone();
+        let paths = mask_paths(
+            request.into_inner().update_mask,
+            &["name", "price", "sales_start", "sales_end", "per_order_limit"],
+        )?;
+        let mut row = {
+            let mut conn = self.pool.get().await?;
+            store::find_tier(&mut conn, event, id)
+                .await?
+                .ok_or(ApiError::NotFound { resource: "tier" })?
+        };
+        let mut v = Violations::new();
+        let input = check_tier(&mut v, &tier, &chart, &paths);
+        v.into_result()?;
+        let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
+        if paths.contains(&"name") {
+            row.name = input.name;
+        }
+        if paths.contains(&"price") {
+            row.price_minor = input.price.amount_minor;
+            row.currency = input.price.currency;
+        }
+        if paths.contains(&"sales_start") {
+            row.sales_start = input.sales_start;
+        }
+        if paths.contains(&"sales_end") {
+            row.sales_end = input.sales_end;
+        }
+        if paths.contains(&"per_order_limit") {
+            row.per_order_limit = input.per_order_limit;
+        }
+        if let (Some(s), Some(e)) = (row.sales_start, row.sales_end)
+            && s >= e
+        {
+            return Err(ApiError::invalid("tier.sales_end", "must be after sales_start"));
+        }
+        {
+            let mut conn = self.pool.get().await?;
+            store::update_tier(&mut conn, &row).await?;
+        }
+        self.resync_if_published(&metadata, event, &chart).await?;
+        Ok(tier_proto(&row, Some(&chart)))
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogService for CatalogApi {
+    async fn create_venue(&self, r: Request<pb::CreateVenueRequest>) -> Result<Response<pb::Venue>, Status> {
+        Ok(Response::new(CatalogApi::create_venue(self, r).await?))
+    }
+    async fn get_venue(&self, r: Request<pb::GetVenueRequest>) -> Result<Response<pb::Venue>, Status> {
+        let id = parse_id("venue_id", &r.get_ref().venue_id)?;
+        Ok(Response::new(venue_proto(&self.venue(id).await?, true)?))
+    }
+    async fn list_venues(
+        &self,
+        r: Request<pb::ListVenuesRequest>,
+    ) -> Result<Response<pb::ListVenuesResponse>, Status> {
+        let r = r.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let after = pagination::Cursor::decode(&r.page_token)?.map(|c| (c.created_at, c.id));
+        let org = if r.organization_id.is_empty() {
+            None
+        } else {
+            Some(parse_id("organization_id", &r.organization_id)?)
+        };
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        let rows = store::list_venues(&mut conn, org, r.city.trim(), after, size + 1).await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |v| pagination::Cursor {
+            created_at: v.created_at,
+            id: v.id,
+        });
+        let venues = rows
+            .iter()
+            .map(|v| venue_proto(v, false))
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Response::new(pb::ListVenuesResponse {
+            venues,
+            next_page_token,
+        }))
+    }
+    async fn update_venue(&self, r: Request<pb::UpdateVenueRequest>) -> Result<Response<pb::Venue>, Status> {
+        Ok(Response::new(CatalogApi::update_venue(self, r).await?))
+    }
+    async fn delete_venue(
+        &self,
+        r: Request<pb::DeleteVenueRequest>,
+    ) -> Result<Response<pb::DeleteVenueResponse>, Status> {
+        let principal = self.principal(&r).await?;
+        let id = parse_id("venue_id", &r.get_ref().venue_id)?;
+        let venue = self.venue(id).await?;
+        require_writer(&principal, venue.organization_id)?;
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        store::delete_venue(&mut conn, id).await?;
+        Ok(Response::new(pb::DeleteVenueResponse {}))
+    }
+    async fn create_event(&self, r: Request<pb::CreateEventRequest>) -> Result<Response<pb::Event>, Status> {
+        Ok(Response::new(CatalogApi::create_event(self, r).await?))
+    }
+    async fn get_event(&self, r: Request<pb::GetEventRequest>) -> Result<Response<pb::Event>, Status> {
+        let principal = self.verifier.authenticate_optional(r.metadata()).await?;
+        let id = parse_id("event_id", &r.get_ref().event_id)?;
+        let row = self.visible_event(id, principal.as_ref()).await?;
+        Ok(Response::new(self.full_event(&row).await?))
+    }
+    async fn list_events(
+        &self,
+        r: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        Ok(Response::new(CatalogApi::list_events(self, r).await?))
+    }
+    async fn update_event(&self, r: Request<pb::UpdateEventRequest>) -> Result<Response<pb::Event>, Status> {
+        Ok(Response::new(CatalogApi::update_event(self, r).await?))
+    }
+    async fn delete_event(
+        &self,
+        r: Request<pb::DeleteEventRequest>,
+    ) -> Result<Response<pb::DeleteEventResponse>, Status> {
+        let principal = self.principal(&r).await?;
+        let id = parse_id("event_id", &r.get_ref().event_id)?;
+        let row = self.event(id).await?;
+        require_writer(&principal, row.organization_id)?;
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        if !store::delete_event(&mut conn, id).await? {
+            return Err(ApiError::precondition(
+                "EVENT_NOT_DRAFT",
+                "only drafts can be deleted; cancel instead",
+            )
+            .into());
+        }
+        Ok(Response::new(pb::DeleteEventResponse {}))
+    }
+    async fn publish_event(
+        &self,
+        r: Request<pb::PublishEventRequest>,
+    ) -> Result<Response<pb::Event>, Status> {
+        Ok(Response::new(self.publish(r).await?))
+    }
+    async fn cancel_event(&self, r: Request<pb::CancelEventRequest>) -> Result<Response<pb::Event>, Status> {
+        let (metadata, extensions, message) = r.into_parts();
+        let request = Request::from_parts(metadata, extensions, message.event_id);
+        Ok(Response::new(self.finish(request, EventStatus::Cancelled).await?))
+    }
+    async fn complete_event(
+        &self,
+        r: Request<pb::CompleteEventRequest>,
+    ) -> Result<Response<pb::Event>, Status> {
+        let (metadata, extensions, message) = r.into_parts();
+        let request = Request::from_parts(metadata, extensions, message.event_id);
+        Ok(Response::new(self.finish(request, EventStatus::Completed).await?))
+    }
+    async fn get_seat_map(&self, r: Request<pb::GetSeatMapRequest>) -> Result<Response<pb::SeatMap>, Status> {
+        let principal = self.verifier.authenticate_optional(r.metadata()).await?;
+        let id = parse_id("event_id", &r.get_ref().event_id)?;
+        let row = self.visible_event(id, principal.as_ref()).await?;
+        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        let tiers = store::tiers_of(&mut conn, id).await?;
+        Ok(Response::new(pb::SeatMap {
+            event_id: id.to_string(),
+            tiers: tiers.iter().map(|t| tier_proto(t, Some(&chart))).collect(),
+            chart: Some(chart),
+        }))
+    }
+    async fn create_ticket_tier(
+        &self,
+        r: Request<pb::CreateTicketTierRequest>,
+    ) -> Result<Response<pb::TicketTier>, Status> {
+        Ok(Response::new(self.create_tier(r).await?))
+    }
+    async fn list_ticket_tiers(
+        &self,
+        r: Request<pb::ListTicketTiersRequest>,
+    ) -> Result<Response<pb::ListTicketTiersResponse>, Status> {
+        let principal = self.verifier.authenticate_optional(r.metadata()).await?;
+        let id = parse_id("event_id", &r.get_ref().event_id)?;
+        let row = self.visible_event(id, principal.as_ref()).await?;
+        Ok(Response::new(pb::ListTicketTiersResponse {
+            tiers: self.full_event(&row).await?.tiers,
+        }))
+    }
+    async fn update_ticket_tier(
+        &self,
+        r: Request<pb::UpdateTicketTierRequest>,
+    ) -> Result<Response<pb::TicketTier>, Status> {
+        Ok(Response::new(self.update_tier(r).await?))
+    }
+    async fn delete_ticket_tier(
+        &self,
+        r: Request<pb::DeleteTicketTierRequest>,
+    ) -> Result<Response<pb::DeleteTicketTierResponse>, Status> {
+        let event = parse_id("event_id", &r.get_ref().event_id)?;
+        let tier = parse_id("tier_id", &r.get_ref().tier_id)?;
+        let (row, _) = self.tier_context(&r, event).await?;
+        if status_of(&row)? != EventStatus::Draft {
+            return Err(ApiError::precondition(
+                "EVENT_PUBLISHED",
+                "tiers of a published event cannot be deleted; end their sales window instead",
+            )
+            .into());
+        }
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        if !store::delete_tier(&mut conn, event, tier).await? {
+            return Err(ApiError::NotFound { resource: "tier" }.into());
+        }
+        Ok(Response::new(pb::DeleteTicketTierResponse {}))
+    }
+    async fn batch_get_ticket_tiers(
+        &self,
+        r: Request<pb::BatchGetTicketTiersRequest>,
+    ) -> Result<Response<pb::BatchGetTicketTiersResponse>, Status> {
+        self.principal(&r).await?;
+        let r = r.into_inner();
+        let event = parse_id("event_id", &r.event_id)?;
+        if r.tier_ids.len() > 100 {
+            return Err(ApiError::invalid("tier_ids", "at most 100").into());
+        }
+        let ids = r
+            .tier_ids
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse_id(&format!("tier_ids[{i}]"), t))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let row = self.event(event).await?;
+        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        let tiers = store::tiers_by_ids(&mut conn, event, &ids).await?;
+        let by_id: HashMap<Uuid, &TierRow> = tiers.iter().map(|t| (t.id, t)).collect();
+        Ok(Response::new(pb::BatchGetTicketTiersResponse {
+            tiers: ids
+                .iter()
+                .filter_map(|id| by_id.get(id))
+                .map(|t| tier_proto(t, Some(&chart)))
+                .collect(),
+            event_status: status_of(&row)?.to_proto() as i32,
+            organization_id: row.organization_id.to_string(),
+            event_starts_at: Some(to_timestamp(row.starts_at)),
+        }))
+    }
+}

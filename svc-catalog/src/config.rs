@@ -1,0 +1,51 @@
+//! svc-catalog's configuration (see `ticketing_platform::config` for how it is read).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ticketing_platform::config::{
+    ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub peers: PeersConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::with_ports(50052, 9102),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/catalog"),
+            log: LogConfig::default(),
+            peers: PeersConfig {
+                addresses: [
+                    ("identity".to_string(), "http://127.0.0.1:50051".to_string()),
+                    ("inventory".to_string(), "http://127.0.0.1:50053".to_string()),
+                ]
+                .into(),
+                default_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ticketing_platform::config::validate_server(&self.server)?;
+        self.database.validate("database")?;
+        self.peers.validate()?;
+        for peer in ["identity", "inventory"] {
+            if !self.peers.addresses.contains_key(peer) {
+                return Err(ConfigError::invalid(
+                    format!("peers.addresses.{peer}"),
+                    "catalog needs it",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

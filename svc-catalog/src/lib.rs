@@ -1,0 +1,77 @@
+//! svc-catalog: venues with seating charts, events with a lifecycle, ticket tiers and search.
+//! Publishing an event hands its seats and quotas to inventory, so it is sellable at once.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod schema;
+pub mod store;
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use ticketing_platform::{
+    auth::{IdentityKeySource, TokenVerifier},
+    clients::Peers,
+    db::{self, PgPool},
+    server::{Host, Probe},
+};
+use ticketing_proto::ticketing::{
+    catalog::v1::catalog_service_server::CatalogServiceServer,
+    inventory::v1::inventory_service_client::InventoryServiceClient,
+};
+
+use crate::{api::CatalogApi, config::Config};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// A venue with its chart (up to 100,000 seats) travels in one message.
+const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+pub struct Application {
+    host: Host,
+    api: CatalogApi,
+    probes: Vec<Probe>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
+            .await
+            .context("preparing the catalog database")?;
+        let peers = Peers::new(config.peers.clone());
+        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let inventory = InventoryServiceClient::new(peers.channel("inventory")?)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let api = CatalogApi {
+            pool: pool.clone(),
+            verifier,
+            inventory,
+        };
+        let host = Host::bind(config.server.clone()).await?;
+        Ok(Self {
+            host,
+            api,
+            probes: vec![Probe::postgres(pool)],
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.host.grpc_addr()
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.api.pool.clone()
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let service = CatalogServiceServer::new(self.api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        self.host.serve(service, self.probes, shutdown).await
+    }
+}

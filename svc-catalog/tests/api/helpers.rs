@@ -1,0 +1,419 @@
+use std::time::Duration;
+
+use chrono::Utc;
+use ticketing_platform::{
+    auth::Role,
+    config::{DatabaseConfig, RedisConfig, ServerConfig},
+};
+use ticketing_proto::ticketing::{
+    catalog::v1::{self as pb, catalog_service_client::CatalogServiceClient},
+    common::v1::{Address, Money},
+    identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
+    inventory::v1::inventory_service_client::InventoryServiceClient,
+};
+use ticketing_testkit::{TestDatabase, unique};
+use tokio::sync::oneshot;
+use tonic::{Request, transport::Channel};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "a long enough passphrase";
+
+pub struct Stack {
+    pub identity: Channel,
+    pub inventory: Channel,
+    pub catalog: Channel,
+    identity_pool: ticketing_platform::db::PgPool,
+    _stops: Vec<oneshot::Sender<()>>,
+    _dbs: Vec<TestDatabase>,
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+fn serve<F>(run: F) -> oneshot::Sender<()>
+where
+    F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<anyhow::Result<()>>,
+{
+    let (tx, rx) = oneshot::channel();
+    drop(run(rx));
+    tx
+}
+
+pub async fn stack() -> Stack {
+    ticketing_platform::telemetry::init_for_tests();
+    let id_db = TestDatabase::create("cat_identity").await.expect("db");
+    let identity = svc_identity::Application::build(svc_identity::config::Config {
+        server: ServerConfig::with_ports(0, 0),
+        database: DatabaseConfig::new(id_db.url.clone()),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), unique("idn")),
+        password: svc_identity::password::PasswordParams {
+            memory_kib: 8 * 1024,
+            iterations: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("identity");
+    let identity_addr = identity.grpc_addr();
+    let identity_pool = identity.pool();
+    let id_stop = serve(|rx| tokio::spawn(identity.run_until_stopped(async move { drop(rx.await) })));
+
+    let inv_db = TestDatabase::create("cat_inventory").await.expect("db");
+    let mut inv_config = svc_inventory::config::Config {
+        server: ServerConfig::with_ports(0, 0),
+        database: DatabaseConfig::new(inv_db.url.clone()),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), unique("inv")),
+        ..Default::default()
+    };
+    inv_config
+        .peers
+        .addresses
+        .insert("identity".into(), format!("http://{identity_addr}"));
+    let inventory = svc_inventory::Application::build(inv_config)
+        .await
+        .expect("inventory");
+    let inventory_addr = inventory.grpc_addr();
+    let inv_stop = serve(|rx| tokio::spawn(inventory.run_until_stopped(async move { drop(rx.await) })));
+
+    let cat_db = TestDatabase::create("catalog").await.expect("db");
+    let mut config = svc_catalog::config::Config {
+        server: ServerConfig::with_ports(0, 0),
+        database: DatabaseConfig::new(cat_db.url.clone()),
+        ..Default::default()
+    };
+    config.server.health_interval = Duration::from_millis(200);
+    config
+        .peers
+        .addresses
+        .insert("identity".into(), format!("http://{identity_addr}"));
+    config
+        .peers
+        .addresses
+        .insert("inventory".into(), format!("http://{inventory_addr}"));
+    let catalog = svc_catalog::Application::build(config).await.expect("catalog");
+    let catalog_addr = catalog.grpc_addr();
+    let cat_stop = serve(|rx| tokio::spawn(catalog.run_until_stopped(async move { drop(rx.await) })));
+
+    Stack {
+        identity: connect(identity_addr).await,
+        inventory: connect(inventory_addr).await,
+        catalog: connect(catalog_addr).await,
+        identity_pool,
+        _stops: vec![cat_stop, inv_stop, id_stop],
+        _dbs: vec![cat_db, inv_db, id_db],
+    }
+}
+
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if !token.is_empty() {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    }
+    request
+}
+
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+pub fn ts(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    }
+}
+
+/// The chart used throughout: 2 rows of 5 VIP seats, a row of 5 STANDARD seats, a floor of 100.
+pub fn chart() -> pb::SeatingChart {
+    let seat = |label: String, category: &str, x: f64, y: f64| pb::Seat {
+        label,
+        category_code: category.into(),
+        x,
+        y,
+        ..Default::default()
+    };
+    let row = |label: &str, category: &str, y: f64| pb::Row {
+        label: label.into(),
+        seats: (1..=5)
+            .map(|n| seat(format!("{label}{n}"), category, f64::from(n), y))
+            .collect(),
+    };
+    pb::SeatingChart {
+        categories: vec![
+            pb::SeatCategory {
+                code: "VIP".into(),
+                name: "VIP".into(),
+                color: "#c0392b".into(),
+            },
+            pb::SeatCategory {
+                code: "STANDARD".into(),
+                name: "Standard".into(),
+                color: "#2980b9".into(),
+            },
+        ],
+        sections: vec![pb::Section {
+            name: "Stalls".into(),
+            rows: vec![
+                row("A", "VIP", 1.0),
+                row("B", "VIP", 2.0),
+                row("C", "STANDARD", 3.0),
+            ],
+            ..Default::default()
+        }],
+        ga_areas: vec![pb::GeneralAdmissionArea {
+            name: "Floor".into(),
+            capacity: 100,
+            ..Default::default()
+        }],
+    }
+}
+
+pub struct Fixture {
+    pub org: Uuid,
+    pub organizer: String,
+    pub venue: pb::Venue,
+}
+
+impl Stack {
+    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.catalog.clone())
+    }
+
+    pub fn inventory(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.inventory.clone())
+    }
+
+    pub fn identity(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.identity.clone())
+    }
+
+    async fn login(&self, email: &str) -> String {
+        self.identity()
+            .login(idpb::LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("login")
+            .into_inner()
+            .access_token
+    }
+
+    pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {
+        let email = format!("{}@example.com", unique("u"));
+        let user = self
+            .identity()
+            .register(idpb::RegisterRequest {
+                email: email.clone(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .user
+            .expect("user");
+        let id = Uuid::parse_str(&user.id).expect("uuid");
+        let mut conn = self.identity_pool.get().await.expect("conn");
+        for role in roles {
+            svc_identity::store::grant_role(&mut conn, id, *role)
+                .await
+                .expect("grant");
+        }
+        (id, self.login(&email).await)
+    }
+
+    /// An organizer who owns a new organization, with a token that carries the membership.
+    pub async fn organizer(&self) -> (Uuid, String) {
+        let (_, token) = self.user(&[Role::Organizer]).await;
+        let org = self
+            .identity()
+            .create_organization(authed(
+                &token,
+                idpb::CreateOrganizationRequest {
+                    organization: Some(idpb::Organization {
+                        slug: unique("org").replace('_', "-"),
+                        display_name: "Org".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("org")
+            .into_inner()
+            .id;
+        let email = self
+            .identity()
+            .get_me(authed(&token, idpb::GetMeRequest {}))
+            .await
+            .expect("me")
+            .into_inner()
+            .email;
+        (Uuid::parse_str(&org).expect("uuid"), self.login(&email).await)
+    }
+
+    /// The access token of a new API key of `org` with `scopes`.
+    pub async fn api_key(&self, org: Uuid, owner: &str, scopes: &[idpb::ApiKeyScope]) -> String {
+        let secret = self
+            .identity()
+            .create_api_key(authed(
+                owner,
+                idpb::CreateApiKeyRequest {
+                    organization_id: org.to_string(),
+                    name: "partner".into(),
+                    scopes: scopes.iter().map(|s| *s as i32).collect(),
+                    expires_at: None,
+                },
+            ))
+            .await
+            .expect("key")
+            .into_inner()
+            .secret;
+        self.identity()
+            .verify_api_key(idpb::VerifyApiKeyRequest { secret })
+            .await
+            .expect("verify")
+            .into_inner()
+            .access_token
+    }
+
+    pub async fn fixture(&self) -> Fixture {
+        let (org, organizer) = self.organizer().await;
+        let venue = self.create_venue(org, &organizer, "Konzerthaus", "Berlin").await;
+        Fixture {
+            org,
+            organizer,
+            venue,
+        }
+    }
+
+    pub async fn create_venue(&self, org: Uuid, token: &str, name: &str, city: &str) -> pb::Venue {
+        self.catalog()
+            .create_venue(authed(
+                token,
+                pb::CreateVenueRequest {
+                    venue: Some(pb::Venue {
+                        organization_id: org.to_string(),
+                        name: name.into(),
+                        address: Some(Address {
+                            city: city.into(),
+                            country: "DE".into(),
+                            ..Default::default()
+                        }),
+                        timezone: "Europe/Berlin".into(),
+                        seating_chart: Some(chart()),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("venue")
+            .into_inner()
+    }
+
+    pub async fn create_event(&self, f: &Fixture, title: &str, days_ahead: i64) -> pb::Event {
+        let starts = Utc::now() + chrono::Duration::days(days_ahead);
+        self.catalog()
+            .create_event(authed(
+                &f.organizer,
+                pb::CreateEventRequest {
+                    event: Some(pb::Event {
+                        organization_id: f.org.to_string(),
+                        venue_id: f.venue.id.clone(),
+                        title: title.into(),
+                        description: format!("An evening of {title}"),
+                        starts_at: Some(ts(starts)),
+                        ends_at: Some(ts(starts + chrono::Duration::hours(3))),
+                        category: pb::EventCategory::Concert as i32,
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("event")
+            .into_inner()
+    }
+
+    /// VIP seats at 90 EUR and the floor at 40 EUR.
+    pub async fn add_tiers(&self, f: &Fixture, event: &pb::Event) -> (pb::TicketTier, pb::TicketTier) {
+        let area = f.venue.seating_chart.as_ref().expect("chart").ga_areas[0]
+            .id
+            .clone();
+        let tier = |name: &str, price: i64, target: pb::ticket_tier::Target| pb::CreateTicketTierRequest {
+            event_id: event.id.clone(),
+            tier: Some(pb::TicketTier {
+                name: name.into(),
+                price: Some(Money {
+                    amount_minor: price,
+                    currency: "EUR".into(),
+                }),
+                target: Some(target),
+                per_order_limit: 6,
+                ..Default::default()
+            }),
+        };
+        let vip = self
+            .catalog()
+            .create_ticket_tier(authed(
+                &f.organizer,
+                tier(
+                    "VIP",
+                    9000,
+                    pb::ticket_tier::Target::SeatCategoryCode("VIP".into()),
+                ),
+            ))
+            .await
+            .expect("vip tier")
+            .into_inner();
+        let floor = self
+            .catalog()
+            .create_ticket_tier(authed(
+                &f.organizer,
+                tier("Floor", 4000, pb::ticket_tier::Target::GaAreaId(area)),
+            ))
+            .await
+            .expect("floor tier")
+            .into_inner();
+        (vip, floor)
+    }
+
+    pub async fn publish(&self, token: &str, event: &pb::Event) -> Result<pb::Event, tonic::Status> {
+        self.catalog()
+            .publish_event(authed(
+                token,
+                pb::PublishEventRequest {
+                    event_id: event.id.clone(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+/// The id of a seat by its label in the fixture chart.
+pub fn seat_id(venue: &pb::Venue, label: &str) -> String {
+    venue
+        .seating_chart
+        .as_ref()
+        .expect("chart")
+        .sections
+        .iter()
+        .flat_map(|s| &s.rows)
+        .flat_map(|r| &r.seats)
+        .find(|s| s.label == label)
+        .map(|s| s.id.clone())
+        .expect("seat label")
+}
