@@ -239,9 +239,8 @@ pub fn check_venue_fields(v: &mut Violations, venue: &pb::Venue) {
         ] {
             text(v, &format!("venue.address.{field}"), value, 0, 200);
         }
-        if !a.country.is_empty()
-            && !(a.country.len() == 2 && a.country.chars().all(|c| c.is_ascii_uppercase()))
-        {
+        let iso_alpha2 = a.country.len() == 2 && a.country.chars().all(|c| c.is_ascii_uppercase());
+        if !a.country.is_empty() && !iso_alpha2 {
             v.add(
                 "venue.address.country",
                 "must be an ISO 3166-1 alpha-2 code such as DE",
@@ -309,12 +308,17 @@ pub fn check_money(
     }
 }
 
+/// (seat id, tier id)
+pub type SeatAssignment = (String, String);
+/// (tier id, area id, capacity)
+pub type QuotaAssignment = (String, String, i32);
+
 /// The seats (best first: section, row and seat order as drawn) and quotas inventory sells, given
 /// the tiers: a seat is sellable when its category has a tier.
 pub fn inventory_assignments(
     chart: &pb::SeatingChart,
     tiers: &[(String, Option<String>, Option<String>)],
-) -> (Vec<(String, String)>, Vec<(String, String, i32)>) {
+) -> (Vec<SeatAssignment>, Vec<QuotaAssignment>) {
     let by_category: HashMap<&str, &str> = tiers
         .iter()
         .filter_map(|(id, cat, _)| cat.as_deref().map(|c| (c, id.as_str())))

@@ -1,4 +1,5 @@
-//! svc-catalog: serves venues, events, tiers and search.
+//! svc-catalog: `svc-catalog` serves; `svc-catalog seed-demo` publishes the demo event through a
+//! running catalog (the demo organizer's password in `TICKETING_DEMO_PASSWORD`) and exits.
 
 use svc_catalog::{Application, config::Config};
 use ticketing_platform::{config, server::shutdown_signal, telemetry};
@@ -7,6 +8,17 @@ use ticketing_platform::{config, server::shutdown_signal, telemetry};
 async fn main() -> anyhow::Result<()> {
     let config = config::load(Config::default())?;
     telemetry::init(&config.log);
-    let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => {
+            let app = Application::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Some("seed-demo") => {
+            let password = std::env::var("TICKETING_DEMO_PASSWORD").map_err(|_| {
+                anyhow::anyhow!("set TICKETING_DEMO_PASSWORD to the demo organizer's password")
+            })?;
+            svc_catalog::demo::seed(&config, &password).await
+        }
+        Some(other) => anyhow::bail!("unknown command `{other}`; use `serve` (default) or `seed-demo`"),
+    }
 }

@@ -216,6 +216,19 @@ fn refused(refusal: HoldRefused, seat_ids: &[String]) -> ApiError {
     }
 }
 
+/// Inventory knows only published events: to a buyer, an unknown one is not on sale.
+fn not_on_sale(error: ApiError) -> ApiError {
+    match error {
+        ApiError::NotFound {
+            resource: "event on sale",
+        } => ApiError::precondition(
+            "EVENT_NOT_ON_SALE",
+            "the event is not on sale (unknown or not published)",
+        ),
+        other => other,
+    }
+}
+
 impl InventoryApi {
     fn ttl(&self, requested: Option<&prost_types::Duration>) -> ApiResult<Duration> {
         let Some(d) = requested else {
@@ -296,11 +309,11 @@ impl InventoryApi {
         let (Some(event), Some(ttl)) = (event, ttl) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        self.on_sale(event).await?;
         let view = self
             .inventory
             .hold(event, owner, Want::Seats(&r.seat_ids), ttl)
-            .await?
+            .await
+            .map_err(not_on_sale)?
             .map_err(|refusal| refused(refusal, &r.seat_ids))?;
         let items = self.inventory.items_of(&view).await?;
         Ok(hold_proto(&view, &items))
@@ -324,7 +337,6 @@ impl InventoryApi {
         let (Some(event), Some(ttl)) = (event, ttl) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        self.on_sale(event).await?;
         let view = self
             .inventory
             .hold(
@@ -336,7 +348,8 @@ impl InventoryApi {
                 },
                 ttl,
             )
-            .await?
+            .await
+            .map_err(not_on_sale)?
             .map_err(|refusal| refused(refusal, &[]))?;
         let items = self.inventory.items_of(&view).await?;
         Ok(hold_proto(&view, &items))

@@ -197,21 +197,13 @@ impl Inventory {
         want: Want<'_>,
         ttl: Duration,
     ) -> ApiResult<Result<HoldView, HoldRefused>> {
+        // The hot path touches Redis only; PostgreSQL is read just to rebuild a lost event.
         let hold_id = Uuid::now_v7();
-        let limit = {
-            let mut conn = self.pool.get().await?;
-            let row = store::find_event(&mut conn, event)
-                .await?
-                .ok_or(ApiError::NotFound {
-                    resource: "event on sale",
-                })?;
-            i64::from(row.per_customer_limit)
-        };
         let mut args = vec![
             hold_id.to_string(),
             owner.to_string(),
             ttl.as_millis().to_string(),
-            limit.to_string(),
+            String::new(),
             self.record_grace.as_millis().to_string(),
         ];
         match &want {
@@ -266,7 +258,7 @@ impl Inventory {
             "CLOSED" => HoldRefused::Closed,
             "LIMIT" => HoldRefused::Limit {
                 already: parse_i64(rest.first()),
-                limit,
+                limit: parse_i64(rest.get(1)),
             },
             "NOT_LOADED" => {
                 return Err(ApiError::Unavailable(

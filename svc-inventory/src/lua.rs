@@ -77,16 +77,18 @@ local function sweep(now)
 end
 "#;
 
-/// ARGV: prefixes, hold id, owner, ttl ms, per-customer limit, record grace ms, mode, then
+/// ARGV: prefixes, hold id, owner, ttl ms, (unused), record grace ms, mode, then
 /// `seats`: seat ids | `quantity`: tier, quantity.
 /// Returns {OK, now, expires, seats} | {NOT_LOADED} | {CLOSED} | {UNKNOWN_SEAT, ids..} |
-/// {UNKNOWN_TIER} | {TAKEN, ids.. or free count} | {LIMIT, already}.
+/// {UNKNOWN_TIER} | {TAKEN, ids.. or free count} | {LIMIT, already, limit}. The per-customer
+/// limit is the event's, loaded with it.
 const HOLD: &str = r#"
 local hid, owner = ARGV[3], ARGV[4]
-local ttl, limit, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local meta = redis.call('HMGET', k('meta'), 'loaded', 'closed')
+local ttl, grace = tonumber(ARGV[5]), tonumber(ARGV[7])
+local meta = redis.call('HMGET', k('meta'), 'loaded', 'closed', 'limit')
 if meta[1] ~= '1' then return {'NOT_LOADED'} end
 if meta[2] == '1' then return {'CLOSED'} end
+local limit = tonumber(meta[3])
 local now = now_ms()
 sweep(now)
 local seats, ga_tier, ga_qty = {}, '', 0
@@ -123,7 +125,7 @@ else
 end
 local places = #seats + ga_qty
 local have = tonumber(redis.call('HGET', k('cust'), owner) or '0') + tonumber(redis.call('HGET', k('custsold'), owner) or '0')
-if have + places > limit then return {'LIMIT', tostring(have)} end
+if have + places > limit then return {'LIMIT', tostring(have), tostring(limit)} end
 local touched = {}
 for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
