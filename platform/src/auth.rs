@@ -278,7 +278,32 @@ pub struct TokenVerifier {
     inner: Arc<VerifierInner>,
 }
 
+/// Verified tokens, so a client's repeated calls cost one signature check, not one each. Entries
+/// hold only tokens whose signature and claims passed, and are dropped at the token's `exp`.
+struct VerifiedCache {
+    entries: std::sync::Mutex<HashMap<String, AccessClaims>>,
+}
+
+/// Most cached tokens; past it the cache is emptied (cheap, and rare: tokens live 15 minutes).
+const VERIFIED_CACHE_SIZE: usize = 50_000;
+
+impl VerifiedCache {
+    fn get(&self, token: &str, now: i64) -> Option<AccessClaims> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(token).filter(|c| c.exp > now).cloned()
+    }
+
+    fn put(&self, token: &str, claims: &AccessClaims) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= VERIFIED_CACHE_SIZE {
+            entries.clear();
+        }
+        entries.insert(token.to_string(), claims.clone());
+    }
+}
+
 struct VerifierInner {
+    verified: VerifiedCache,
     source: Box<dyn KeySource>,
     cache: RwLock<KeyCache>,
     refresh_lock: Mutex<()>,
@@ -301,6 +326,9 @@ impl TokenVerifier {
         validation.leeway = 30;
         Self {
             inner: Arc::new(VerifierInner {
+                verified: VerifiedCache {
+                    entries: std::sync::Mutex::new(HashMap::new()),
+                },
                 source: Box::new(source),
                 cache: RwLock::new(KeyCache {
                     keys: HashMap::new(),
@@ -317,6 +345,17 @@ impl TokenVerifier {
     /// Verifies a token and returns its claims. Every failure is UNAUTHENTICATED, except that a
     /// JWKS that cannot be fetched is UNAVAILABLE.
     pub async fn verify(&self, token: &str) -> ApiResult<AccessClaims> {
+        // Within the leeway the library allows, so a cached token expires no later than it would.
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.inner.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = self.verify_signature(token).await?;
+        self.inner.verified.put(token, &claims);
+        Ok(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> ApiResult<AccessClaims> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("malformed access token"))?;
         if header.alg != Algorithm::EdDSA {

@@ -309,13 +309,12 @@ impl InventoryApi {
         let (Some(event), Some(ttl)) = (event, ttl) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let view = self
+        let (view, items) = self
             .inventory
             .hold(event, owner, Want::Seats(&r.seat_ids), ttl)
             .await
             .map_err(not_on_sale)?
             .map_err(|refusal| refused(refusal, &r.seat_ids))?;
-        let items = self.inventory.items_of(&view).await?;
         Ok(hold_proto(&view, &items))
     }
 
@@ -337,7 +336,7 @@ impl InventoryApi {
         let (Some(event), Some(ttl)) = (event, ttl) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let view = self
+        let (view, items) = self
             .inventory
             .hold(
                 event,
@@ -351,7 +350,6 @@ impl InventoryApi {
             .await
             .map_err(not_on_sale)?
             .map_err(|refusal| refused(refusal, &[]))?;
-        let items = self.inventory.items_of(&view).await?;
         Ok(hold_proto(&view, &items))
     }
 

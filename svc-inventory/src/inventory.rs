@@ -189,14 +189,14 @@ impl Inventory {
         Ok(())
     }
 
-    /// Holds `want` for `owner`, all or nothing.
+    /// Holds `want` for `owner`, all or nothing; returns the hold and what it holds.
     pub async fn hold(
         &self,
         event: Uuid,
         owner: Uuid,
         want: Want<'_>,
         ttl: Duration,
-    ) -> ApiResult<Result<HoldView, HoldRefused>> {
+    ) -> ApiResult<Result<(HoldView, Vec<Item>), HoldRefused>> {
         // The hot path touches Redis only; PostgreSQL is read just to rebuild a lost event.
         let hold_id = Uuid::now_v7();
         let mut args = vec![
@@ -229,13 +229,32 @@ impl Inventory {
                 let created = millis(rest.first())?;
                 let expires = millis(rest.get(1))?;
                 let seats = rest.get(2).map(|s| split_list(s)).unwrap_or_default();
+                let tiers = rest.get(3).map(|s| split_list(s)).unwrap_or_default();
                 let ga_tier = match want {
                     Want::Quantity { tier, quantity } if seats.is_empty() => {
                         Some((tier.to_string(), quantity))
                     }
                     _ => None,
                 };
-                return Ok(Ok(HoldView {
+                let mut items: Vec<Item> = seats
+                    .iter()
+                    .zip(tiers)
+                    .map(|(seat, tier)| Item {
+                        tier_id: tier,
+                        seat_id: Some(seat.clone()),
+                        ga_area_id: None,
+                        quantity: 1,
+                    })
+                    .collect();
+                if let Some((tier, quantity)) = &ga_tier {
+                    items.push(Item {
+                        tier_id: tier.clone(),
+                        seat_id: None,
+                        ga_area_id: None,
+                        quantity: *quantity,
+                    });
+                }
+                let view = HoldView {
                     id: hold_id,
                     event_id: event,
                     owner,
@@ -245,7 +264,8 @@ impl Inventory {
                     created_at: created,
                     expires_at: expires,
                     order_id: None,
-                }));
+                };
+                return Ok(Ok((view, items)));
             }
             "TAKEN" => match want {
                 Want::Seats(_) => HoldRefused::Taken(rest.to_vec()),
@@ -375,6 +395,11 @@ impl Inventory {
             (Some("STATUS"), Some("expired")) | (Some("NOT_FOUND"), _) => {
                 return Err(ApiError::precondition("HOLD_EXPIRED", "the hold has expired"));
             }
+            (Some("STATUS"), Some("committing" | "committed")) => {
+                // Another commit of this hold is under way or done: a retry with the same order
+                // gets that commit's answer, any other order is refused.
+                return self.await_commit(hold, order).await;
+            }
             (Some("STATUS"), Some(status)) => {
                 return Err(ApiError::precondition(
                     "HOLD_NOT_ACTIVE",
@@ -425,6 +450,46 @@ impl Inventory {
             let _ = self.ensure_loaded(view.event_id, true).await;
         }
         Ok(items)
+    }
+
+    /// Waits (briefly) for a concurrent commit of `hold` to land in PostgreSQL.
+    async fn await_commit(&self, hold: Uuid, order: Uuid) -> ApiResult<Vec<Item>> {
+        for _ in 0..50 {
+            {
+                let mut conn = self.pool.get().await?;
+                if let Some((committed_hold, _, _, items)) = store::find_commit(&mut conn, order).await? {
+                    if committed_hold == hold {
+                        return Ok(items);
+                    }
+                    return Err(ApiError::precondition(
+                        "ORDER_COMMITTED",
+                        "the order was committed with another hold",
+                    ));
+                }
+            }
+            let mut conn = self.pool.get().await?;
+            let other: Option<Uuid> = {
+                use diesel::prelude::*;
+                use diesel_async::RunQueryDsl;
+                crate::schema::commits::table
+                    .filter(crate::schema::commits::hold_id.eq(hold))
+                    .select(crate::schema::commits::order_id)
+                    .first(&mut conn)
+                    .await
+                    .optional()?
+            };
+            if other.is_some_and(|o| o != order) {
+                return Err(ApiError::precondition(
+                    "HOLD_COMMITTED",
+                    "the hold was committed for another order",
+                ));
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        Err(ApiError::Unavailable(
+            "a commit of this hold is still in progress; try again".into(),
+        ))
     }
 
     pub async fn items_of(&self, view: &HoldView) -> ApiResult<Vec<Item>> {

@@ -79,7 +79,7 @@ end
 
 /// ARGV: prefixes, hold id, owner, ttl ms, (unused), record grace ms, mode, then
 /// `seats`: seat ids | `quantity`: tier, quantity.
-/// Returns {OK, now, expires, seats} | {NOT_LOADED} | {CLOSED} | {UNKNOWN_SEAT, ids..} |
+/// Returns {OK, now, expires, seats, their tiers} | {NOT_LOADED} | {CLOSED} | {UNKNOWN_SEAT, ids..} |
 /// {UNKNOWN_TIER} | {TAKEN, ids.. or free count} | {LIMIT, already, limit}. The per-customer
 /// limit is the event's, loaded with it.
 const HOLD: &str = r#"
@@ -126,12 +126,13 @@ end
 local places = #seats + ga_qty
 local have = tonumber(redis.call('HGET', k('cust'), owner) or '0') + tonumber(redis.call('HGET', k('custsold'), owner) or '0')
 if have + places > limit then return {'LIMIT', tostring(have), tostring(limit)} end
-local touched = {}
+local touched, seat_tiers = {}, {}
 for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
   local t = redis.call('HGET', k('seat'), s)
   redis.call('HINCRBY', k('count'), t .. ':held', 1)
   touched[t] = true
+  seat_tiers[#seat_tiers + 1] = t
 end
 if ga_qty > 0 then
   redis.call('HINCRBY', k('count'), ga_tier .. ':held', ga_qty)
@@ -147,7 +148,7 @@ redis.call('PEXPIRE', hk, ttl + grace)
 redis.call('SET', GP .. ':holdevent:' .. hid, EP, 'PX', ttl + grace)
 redis.call('SADD', GP .. ':active', EP)
 publish('HELD', seats, 'HELD', touched)
-return {'OK', tostring(now), tostring(expires), table.concat(seats, ',')}
+return {'OK', tostring(now), tostring(expires), table.concat(seats, ','), table.concat(seat_tiers, ',')}
 "#;
 
 /// ARGV: prefixes, hold id, owner ('' = anyone). Returns {OK} | {NOT_FOUND} | {STATUS, status}.

@@ -78,6 +78,13 @@ impl Fanout {
             .subscribe()
     }
 
+    fn is_watched(&self, event: Uuid) -> bool {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&event)
+    }
+
     fn dispatch(&self, event: Uuid, signal: Signal) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = channels.get(&event)
@@ -126,6 +133,9 @@ impl Fanout {
             else {
                 continue;
             };
+            if !self.is_watched(event) {
+                continue;
+            }
             let payload: String = match message.get_payload() {
                 Ok(p) => p,
                 Err(_) => continue,

@@ -24,6 +24,8 @@ impl Rng {
     }
 }
 
+type CommitOutcome = Result<Vec<pb::HoldItem>, tonic::Status>;
+
 fn held_seats(hold: &pb::Hold) -> Vec<String> {
     hold.items
         .iter()
@@ -137,7 +139,7 @@ async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_sea
     let tasks = commits.map(|(token, hold, order)| {
         let mut client = s.client();
         tokio::spawn(async move {
-            client
+            let result = client
                 .commit_hold(authed(
                     &token,
                     pb::CommitHoldRequest {
@@ -146,7 +148,8 @@ async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_sea
                     },
                 ))
                 .await
-                .map(|_| (hold, order))
+                .map(|r| r.into_inner().items);
+            (hold, order, result)
         })
     });
     let outcomes: Vec<_> = futures::future::join_all(tasks)
@@ -154,18 +157,37 @@ async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_sea
         .into_iter()
         .map(|r| r.expect("task"))
         .collect();
-    let committed_orders: HashMap<String, HashSet<String>> = outcomes
-        .iter()
-        .filter_map(|r| r.as_ref().ok())
-        .fold(HashMap::new(), |mut m, (h, o)| {
-            m.entry(h.clone()).or_default().insert(o.clone());
-            m
-        });
-    assert_eq!(committed_orders.len(), holds.len(), "every hold was committed");
-    assert!(
-        committed_orders.values().all(|orders| orders.len() == 1),
-        "a hold commits for one order only"
-    );
+    // Per hold: exactly one order wins; a retry with the winning order gets the same items, and
+    // every attempt with another order is refused.
+    let mut by_hold: HashMap<&String, Vec<(&String, &CommitOutcome)>> = HashMap::new();
+    for (hold, order, result) in &outcomes {
+        by_hold.entry(hold).or_default().push((order, result));
+    }
+    assert_eq!(by_hold.len(), holds.len());
+    for (hold, attempts) in by_hold {
+        let winners: HashSet<&String> = attempts
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(o, _)| *o)
+            .collect();
+        assert_eq!(winners.len(), 1, "hold {hold}: {attempts:?}");
+        let winner = winners.into_iter().next().expect("one winner");
+        let answers: Vec<&Vec<pb::HoldItem>> = attempts
+            .iter()
+            .filter(|(o, _)| *o == winner)
+            .map(|(_, r)| r.as_ref().expect("every attempt with the winning order succeeds"))
+            .collect();
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "a retry gets the same answer"
+        );
+        for (order, result) in &attempts {
+            if *order != winner {
+                let status = result.as_ref().expect_err("another order is refused");
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            }
+        }
+    }
 
     let mut conn = s.pool.get().await.expect("conn");
     let counts = store::seat_sale_counts(&mut conn, event).await.expect("counts");
