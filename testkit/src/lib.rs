@@ -22,6 +22,44 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A Redis key prefix for one test; every key under it is deleted when the value is dropped.
+pub struct TestRedisPrefix {
+    pub prefix: String,
+}
+
+impl TestRedisPrefix {
+    pub fn new(name: &str) -> Self {
+        Self { prefix: unique(name) }
+    }
+}
+
+impl Drop for TestRedisPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.prefix);
+        // Drop runs inside the test's runtime; cleaning up needs its own.
+        let handle = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let client = redis::Client::open(redis_url())?;
+            let mut conn = client.get_connection()?;
+            let keys: Vec<String> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .clone()
+                .iter(&mut conn)?
+                .collect::<Result<_, _>>()?;
+            for chunk in keys.chunks(1_000) {
+                redis::cmd("UNLINK").arg(chunk).exec(&mut conn)?;
+            }
+            Ok(())
+        });
+        if let Ok(Err(error)) = handle.join() {
+            eprintln!("could not clean up test keys: {error}");
+        }
+    }
+}
+
 /// A database created for one test and dropped when the value is dropped.
 pub struct TestDatabase {
     pub name: String,

@@ -11,7 +11,7 @@ use ticketing_proto::ticketing::{
     identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
     inventory::v1::inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestDatabase, unique};
+use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
 use tokio::sync::oneshot;
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
@@ -25,6 +25,7 @@ pub struct Stack {
     identity_pool: ticketing_platform::db::PgPool,
     _stops: Vec<oneshot::Sender<()>>,
     _dbs: Vec<TestDatabase>,
+    _keys: Vec<TestRedisPrefix>,
 }
 
 async fn connect(addr: std::net::SocketAddr) -> Channel {
@@ -47,10 +48,12 @@ where
 pub async fn stack() -> Stack {
     ticketing_platform::telemetry::init_for_tests();
     let id_db = TestDatabase::create("cat_identity").await.expect("db");
+    let id_keys = TestRedisPrefix::new("idn");
+    let inv_keys = TestRedisPrefix::new("inv");
     let identity = svc_identity::Application::build(svc_identity::config::Config {
         server: ServerConfig::with_ports(0, 0),
         database: DatabaseConfig::new(id_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), unique("idn")),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), id_keys.prefix.clone()),
         password: svc_identity::password::PasswordParams {
             memory_kib: 8 * 1024,
             iterations: 1,
@@ -68,7 +71,7 @@ pub async fn stack() -> Stack {
     let mut inv_config = svc_inventory::config::Config {
         server: ServerConfig::with_ports(0, 0),
         database: DatabaseConfig::new(inv_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), unique("inv")),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), inv_keys.prefix.clone()),
         ..Default::default()
     };
     inv_config
@@ -107,6 +110,7 @@ pub async fn stack() -> Stack {
         identity_pool,
         _stops: vec![cat_stop, inv_stop, id_stop],
         _dbs: vec![cat_db, inv_db, id_db],
+        _keys: vec![inv_keys, id_keys],
     }
 }
 

@@ -8,7 +8,7 @@ use ticketing_platform::{
     db::PgPool,
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
-use ticketing_testkit::{TestDatabase, unique};
+use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
 use tokio::sync::oneshot;
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
@@ -21,12 +21,25 @@ pub struct TestApp {
     pub pool: PgPool,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    // Dropped last: the database goes after the service has stopped.
-    _db: TestDatabase,
+    // Dropped last: the database and keys go after the service has stopped.
+    _guards: Guards,
+}
+
+/// What a test owns outside the process: its database and its Redis keys.
+pub struct Guards {
+    db: TestDatabase,
+    _redis: TestRedisPrefix,
+}
+
+impl Guards {
+    /// The test database reached through another address (a fault-injecting proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        self.db.url_via(addr)
+    }
 }
 
 /// A test configuration: its own database and key prefix, ports chosen by the OS, cheap hashing.
-pub async fn test_config() -> (Config, TestDatabase) {
+pub async fn test_config() -> (Config, Guards) {
     ticketing_platform::telemetry::init_for_tests();
     let db = TestDatabase::create("identity").await.expect("test database");
     let mut config = Config::default();
@@ -36,12 +49,13 @@ pub async fn test_config() -> (Config, TestDatabase) {
     config.server = server;
     config.database = DatabaseConfig::new(db.url.clone());
     config.database.pool_size = 8;
-    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), unique("identity"));
+    let redis = TestRedisPrefix::new("identity");
+    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), redis.prefix.clone());
     // The cheapest argon2id the config accepts: tests check behaviour, the benchmark checks cost.
     config.password.memory_kib = 8 * 1024;
     config.password.iterations = 1;
     config.login.trust_forwarded_for = true;
-    (config, db)
+    (config, Guards { db, _redis: redis })
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -49,7 +63,7 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(config, db).await
 }
 
-pub async fn spawn_with(config: Config, db: TestDatabase) -> TestApp {
+pub async fn spawn_with(config: Config, guards: Guards) -> TestApp {
     let app = Application::build(config).await.expect("application builds");
     let addr = app.grpc_addr();
     let admin_addr = app.admin_addr();
@@ -64,7 +78,7 @@ pub async fn spawn_with(config: Config, db: TestDatabase) -> TestApp {
         pool,
         shutdown: Some(tx),
         task: Some(task),
-        _db: db,
+        _guards: guards,
     }
 }
 

@@ -9,7 +9,7 @@ use ticketing_proto::ticketing::{
     identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
     inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient},
 };
-use ticketing_testkit::{TestDatabase, unique};
+use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
 use tokio::sync::oneshot;
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
@@ -32,7 +32,8 @@ pub struct Stack {
     pub identity: Channel,
     pub channel: Channel,
     pub pool: ticketing_platform::db::PgPool,
-    pub redis_prefix: String,
+    pub redis: TestRedisPrefix,
+    _identity_redis: TestRedisPrefix,
     identity_pool: ticketing_platform::db::PgPool,
     _running: Vec<Running>,
     _dbs: Vec<TestDatabase>,
@@ -54,10 +55,11 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     ticketing_platform::telemetry::init_for_tests();
     // identity, for real tokens
     let id_db = TestDatabase::create("inv_identity").await.expect("db");
+    let identity_redis = TestRedisPrefix::new("idn");
     let mut id_config = svc_identity::config::Config {
         server: ServerConfig::with_ports(0, 0),
         database: DatabaseConfig::new(id_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), unique("idn")),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), identity_redis.prefix.clone()),
         ..Default::default()
     };
     id_config.password.memory_kib = 8 * 1024;
@@ -73,13 +75,13 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     }));
 
     let db = TestDatabase::create("inventory").await.expect("db");
-    let redis_prefix = unique("inv");
+    let redis = TestRedisPrefix::new("inv");
     let mut config = Config::default();
     let mut server = ServerConfig::with_ports(0, 0);
     server.health_interval = Duration::from_millis(200);
     config.server = server;
     config.database = DatabaseConfig::new(db.url.clone());
-    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), redis_prefix.clone());
+    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), redis.prefix.clone());
     config
         .peers
         .addresses
@@ -101,7 +103,8 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         identity: connect(identity_addr).await,
         channel: connect(addr).await,
         pool,
-        redis_prefix,
+        redis,
+        _identity_redis: identity_redis,
         identity_pool,
         _running: vec![Running { stop: Some(stop) }, Running { stop: Some(id_stop) }],
         _dbs: vec![db, id_db],
@@ -251,7 +254,7 @@ impl Stack {
         let client = redis::Client::open(ticketing_testkit::redis_url()).expect("client");
         let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.redis_prefix))
+            .arg(format!("{}:*", self.redis.prefix))
             .query_async(&mut conn)
             .await
             .expect("keys");

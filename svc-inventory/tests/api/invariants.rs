@@ -422,7 +422,7 @@ async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_f
     let client = redis::Client::open(ticketing_testkit::redis_url()).expect("client");
     let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
     let _: () = redis::cmd("SREM")
-        .arg(format!("{}:{{{event}}}:sold", s.redis_prefix))
+        .arg(format!("{}:{{{event}}}:sold", s.redis.prefix))
         .arg(seat(0))
         .query_async(&mut conn)
         .await
