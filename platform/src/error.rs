@@ -211,6 +211,18 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+/// A required id field: INVALID_ARGUMENT naming `field` when it is empty or not a UUID.
+pub fn parse_id(field: &str, raw: &str) -> ApiResult<uuid::Uuid> {
+    id_problem(raw).map_err(|problem| ApiError::invalid(field, problem))
+}
+
+fn id_problem(raw: &str) -> Result<uuid::Uuid, &'static str> {
+    if raw.is_empty() {
+        return Err("is required");
+    }
+    uuid::Uuid::parse_str(raw).map_err(|_| "must be a UUID")
+}
+
 /// Collects every field violation of a request before answering, so a client fixes all at once.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<FieldViolation>);
@@ -236,6 +248,11 @@ impl Violations {
                 None
             }
         }
+    }
+
+    /// Records a missing or malformed id and returns it when valid.
+    pub fn id(&mut self, field: &str, raw: &str) -> Option<uuid::Uuid> {
+        self.check(field, id_problem(raw).map_err(str::to_string))
     }
 
     pub fn is_empty(&self) -> bool {

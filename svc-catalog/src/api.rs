@@ -11,7 +11,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
     clients::peer_error,
-    error::Violations,
+    error::{Violations, parse_id},
     pagination,
     time::{from_timestamp, to_timestamp, to_timestamp_opt},
 };
@@ -33,23 +33,6 @@ pub struct CatalogApi {
     pub pool: ticketing_platform::db::PgPool,
     pub verifier: TokenVerifier,
     pub inventory: InventoryServiceClient<Channel>,
-}
-
-fn parse_id(field: &str, raw: &str) -> ApiResult<Uuid> {
-    if raw.is_empty() {
-        return Err(ApiError::invalid(field, "is required"));
-    }
-    Uuid::parse_str(raw).map_err(|_| ApiError::invalid(field, "must be a UUID"))
-}
-
-fn check_id(v: &mut Violations, field: &str, raw: &str) -> Option<Uuid> {
-    v.check(
-        field,
-        parse_id(field, raw).map_err(|e| match e {
-            ApiError::InvalidArgument(f) => f.into_iter().next().map(|f| f.description).unwrap_or_default(),
-            other => other.to_string(),
-        }),
-    )
 }
 
 /// Organization members (API keys need events:write) and admins change an organization's catalog.
@@ -434,7 +417,7 @@ impl CatalogApi {
             .venue
             .ok_or_else(|| ApiError::invalid("venue", "is required"))?;
         let mut v = Violations::new();
-        let org = check_id(&mut v, "venue.organization_id", &venue.organization_id);
+        let org = v.id("venue.organization_id", &venue.organization_id);
         domain::check_venue_fields(&mut v, &venue);
         let chart = domain::normalize_chart(venue.seating_chart.clone().unwrap_or_default(), &mut v);
         v.into_result()?;
@@ -531,8 +514,8 @@ impl CatalogApi {
             .event
             .ok_or_else(|| ApiError::invalid("event", "is required"))?;
         let mut v = Violations::new();
-        let org = check_id(&mut v, "event.organization_id", &event.organization_id);
-        let venue_id = check_id(&mut v, "event.venue_id", &event.venue_id);
+        let org = v.id("event.organization_id", &event.organization_id);
+        let venue_id = v.id("event.venue_id", &event.venue_id);
         domain::check_event_fields(
             &mut v,
             &event,
@@ -630,10 +613,10 @@ impl CatalogApi {
             EventsToken::decode(&r.page_token).map_err(|_| "is not a token this service issued".to_string()),
         );
         let org = (!r.organization_id.is_empty())
-            .then(|| check_id(&mut v, "organization_id", &r.organization_id))
+            .then(|| v.id("organization_id", &r.organization_id))
             .flatten();
         let venue = (!r.venue_id.is_empty())
-            .then(|| check_id(&mut v, "venue_id", &r.venue_id))
+            .then(|| v.id("venue_id", &r.venue_id))
             .flatten();
         let starts_after = r.starts_after.as_ref().and_then(|ts| {
             v.check(
@@ -790,7 +773,7 @@ impl CatalogApi {
             v.add("event.ends_at", "must be after starts_at");
         }
         let venue_id = if paths.contains(&"venue_id") {
-            check_id(&mut v, "event.venue_id", &event.venue_id)
+            v.id("event.venue_id", &event.venue_id)
         } else {
             None
         };

@@ -9,7 +9,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, Scope, SubjectKind, TokenVerifier},
     db::PgPool,
-    error::Violations,
+    error::{Violations, parse_id},
     pagination::{self, Cursor},
     time::{from_timestamp, to_timestamp, to_timestamp_opt},
 };
@@ -609,10 +609,7 @@ impl IdentityApi {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let org = v.check(
-            "organization_id",
-            parse_id("organization_id", &r.organization_id).map_err(|_| "must be a UUID".to_string()),
-        );
+        let org = v.id("organization_id", &r.organization_id);
         let name = v.check("name", domain::check_required_name(&r.name));
         let mut scopes = Vec::new();
         if r.scopes.is_empty() {
@@ -775,13 +772,6 @@ impl IdentityApi {
 }
 
 // === wire mapping ===
-
-fn parse_id(field: &str, raw: &str) -> ApiResult<Uuid> {
-    if raw.is_empty() {
-        return Err(ApiError::invalid(field, "is required"));
-    }
-    Uuid::parse_str(raw).map_err(|_| ApiError::invalid(field, "must be a UUID"))
-}
 
 fn check_refresh_shape(token: &str) -> ApiResult<()> {
     if token.is_empty() {

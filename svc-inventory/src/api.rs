@@ -8,7 +8,7 @@ use futures::Stream;
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
-    error::Violations,
+    error::{Violations, parse_id},
     time::to_timestamp,
 };
 use ticketing_proto::ticketing::inventory::v1::{self as pb, inventory_service_server::InventoryService};
@@ -35,13 +35,6 @@ pub struct InventoryApi {
     pub verifier: TokenVerifier,
     pub fanout: Fanout,
     pub holds: HoldConfig,
-}
-
-fn parse_id(field: &str, raw: &str) -> ApiResult<Uuid> {
-    if raw.is_empty() {
-        return Err(ApiError::invalid(field, "is required"));
-    }
-    Uuid::parse_str(raw).map_err(|_| ApiError::invalid(field, "must be a UUID"))
 }
 
 fn check_place_id(v: &mut Violations, field: &str, id: &str) {
@@ -288,10 +281,7 @@ impl InventoryApi {
         let owner = self.buyer(&request).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let event = v.check(
-            "event_id",
-            parse_id("event_id", &r.event_id).map_err(|_| "must be a UUID".to_string()),
-        );
+        let event = v.id("event_id", &r.event_id);
         if r.seat_ids.is_empty() {
             v.add("seat_ids", "name at least one seat");
         } else if r.seat_ids.len() > MAX_SEATS_PER_HOLD {
@@ -322,10 +312,7 @@ impl InventoryApi {
         let owner = self.buyer(&request).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let event = v.check(
-            "event_id",
-            parse_id("event_id", &r.event_id).map_err(|_| "must be a UUID".to_string()),
-        );
+        let event = v.id("event_id", &r.event_id);
         check_place_id(&mut v, "tier_id", &r.tier_id);
         let max = i32::try_from(MAX_SEATS_PER_HOLD).unwrap_or(50);
         if !(1..=max).contains(&r.quantity) {
@@ -375,14 +362,8 @@ impl InventoryApi {
         let principal = self.verifier.authenticate(request.metadata()).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let event = v.check(
-            "event_id",
-            parse_id("event_id", &r.event_id).map_err(|_| "must be a UUID".to_string()),
-        );
-        let org = v.check(
-            "organization_id",
-            parse_id("organization_id", &r.organization_id).map_err(|_| "must be a UUID".to_string()),
-        );
+        let event = v.id("event_id", &r.event_id);
+        let org = v.id("organization_id", &r.organization_id);
         if r.version < 1 {
             v.add("version", "must be at least 1");
         }
@@ -450,14 +431,8 @@ impl InventoryApi {
         let principal = self.verifier.authenticate(request.metadata()).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
-        let hold = v.check(
-            "hold_id",
-            parse_id("hold_id", &r.hold_id).map_err(|_| "must be a UUID".to_string()),
-        );
-        let order = v.check(
-            "order_id",
-            parse_id("order_id", &r.order_id).map_err(|_| "must be a UUID".to_string()),
-        );
+        let hold = v.id("hold_id", &r.hold_id);
+        let order = v.id("order_id", &r.order_id);
         v.into_result()?;
         let (Some(hold), Some(order)) = (hold, order) else {
             return Err(ApiError::internal("validated fields missing"));
