@@ -702,11 +702,25 @@ impl CatalogApi {
             .encode(),
             _ => String::new(),
         };
+        // One query for the page's tiers and one for its venues, each chart decoded once.
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let mut venue_ids: Vec<Uuid> = rows.iter().map(|r| r.venue_id).collect();
+        venue_ids.sort();
+        venue_ids.dedup();
+        let tiers = store::tiers_of_events(&mut conn, &ids).await?;
+        let charts: HashMap<Uuid, pb::SeatingChart> = store::venues_by_ids(&mut conn, &venue_ids)
+            .await?
+            .iter()
+            .map(|v| decode_chart(&v.chart).map(|c| (v.id, c)))
+            .collect::<ApiResult<_>>()?;
         drop(conn);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            events.push(self.full_event(row).await?);
-        }
+        let events = rows
+            .iter()
+            .map(|row| {
+                let own: Vec<TierRow> = tiers.iter().filter(|t| t.event_id == row.id).cloned().collect();
+                event_proto(row, &own, charts.get(&row.venue_id))
+            })
+            .collect();
         Ok(pb::ListEventsResponse {
             events,
             next_page_token,

@@ -342,6 +342,24 @@ pub async fn tiers_of(conn: &mut Conn, event: Uuid) -> ApiResult<Vec<TierRow>> {
         .await?)
 }
 
+/// The tiers of several events, in creation order.
+pub async fn tiers_of_events(conn: &mut Conn, events: &[Uuid]) -> ApiResult<Vec<TierRow>> {
+    Ok(tiers::table
+        .filter(tiers::event_id.eq_any(events))
+        .order((tiers::created_at.asc(), tiers::id.asc()))
+        .select(TierRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn venues_by_ids(conn: &mut Conn, ids: &[Uuid]) -> ApiResult<Vec<VenueRow>> {
+    Ok(venues::table
+        .filter(venues::id.eq_any(ids))
+        .select(VenueRow::as_select())
+        .load(conn)
+        .await?)
+}
+
 pub async fn find_tier(conn: &mut Conn, event: Uuid, id: Uuid) -> ApiResult<Option<TierRow>> {
     Ok(tiers::table
         .filter(tiers::event_id.eq(event))

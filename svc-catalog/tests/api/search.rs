@@ -89,6 +89,18 @@ async fn search_filters_by_text_date_city_and_category_and_paginates_stably() {
         "published, soonest first"
     );
     assert_eq!(all.total_size, 5);
+    // Listings carry each event's own tiers with their quotas (seats of the category, area size).
+    for event in &all.events {
+        let mut tiers: Vec<(String, i32)> = event.tiers.iter().map(|t| (t.name.clone(), t.quota)).collect();
+        tiers.sort();
+        let expected: Vec<(String, i32)> = if event.title == "Comedy Evening" {
+            vec![("Floor".into(), 100)]
+        } else {
+            vec![("Floor".into(), 100), ("VIP".into(), 10)]
+        };
+        assert_eq!(tiers, expected, "{}", event.title);
+        assert!(event.tiers.iter().all(|t| t.event_id == event.id));
+    }
 
     let mahler = list(pb::ListEventsRequest {
         query: "mahler".into(),
