@@ -29,6 +29,8 @@ impl Drop for Running {
 }
 
 pub struct Stack {
+    /// The configuration of the running replica, to start more that share its stores.
+    replica_config: Config,
     pub identity: Channel,
     pub channel: Channel,
     pub pool: ticketing_platform::db::PgPool,
@@ -90,6 +92,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     config.holds.sweep_interval = Duration::from_millis(100);
     config.holds.heartbeat_interval = Duration::from_secs(1);
     adjust(&mut config);
+    let replica_config = config.clone();
     let app = svc_inventory::Application::build(config)
         .await
         .expect("inventory");
@@ -100,6 +103,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         let _ = rx.await;
     }));
     Stack {
+        replica_config,
         identity: connect(identity_addr).await,
         channel: connect(addr).await,
         pool,
@@ -112,6 +116,20 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
 }
 
 impl Stack {
+    /// Starts another inventory replica on the same database and Redis; returns a channel to it.
+    pub async fn replica(&mut self) -> Channel {
+        let mut config = self.replica_config.clone();
+        config.server = ServerConfig::with_ports(0, 0);
+        let app = svc_inventory::Application::build(config).await.expect("replica");
+        let addr = app.grpc_addr();
+        let (stop, rx) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        self._running.push(Running { stop: Some(stop) });
+        connect(addr).await
+    }
+
     pub fn client(&self) -> InventoryServiceClient<Channel> {
         InventoryServiceClient::new(self.channel.clone())
     }

@@ -128,3 +128,44 @@ async fn watching_an_event_not_on_sale_is_refused() {
         .expect_err("not on sale");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_sees_holds_made_on_another() {
+    let mut s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let (_, buyer) = s.user(&[]).await;
+    let other = s.replica().await;
+    let mut watcher = pb::inventory_service_client::InventoryServiceClient::new(other)
+        .watch_availability(pb::WatchAvailabilityRequest {
+            event_id: event.to_string(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch on the second replica")
+        .into_inner();
+    let Some(Update::Snapshot(_)) = next_change(&mut watcher).await.update else {
+        panic!("a snapshot first")
+    };
+
+    // The hold goes to the first replica.
+    s.client()
+        .hold_seats(authed(
+            &buyer,
+            pb::HoldSeatsRequest {
+                event_id: event.to_string(),
+                seat_ids: vec![seat(3)],
+                ttl: None,
+            },
+        ))
+        .await
+        .expect("held on the first replica");
+    let Some(Update::Delta(delta)) = next_change(&mut watcher).await.update else {
+        panic!("a delta")
+    };
+    assert_eq!(delta.cause, pb::availability_delta::Cause::Held as i32);
+    assert_eq!(
+        delta.seats.iter().map(|s| s.seat_id.clone()).collect::<Vec<_>>(),
+        [seat(3)]
+    );
+}
