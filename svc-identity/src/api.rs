@@ -387,16 +387,11 @@ impl IdentityApi {
             created_at: u.created_at,
             id: u.id,
         });
-        let mut users = Vec::with_capacity(rows.len());
-        for user in rows {
-            let roles = store::roles_of(&mut conn, user.id).await?;
-            let memberships = store::memberships_of(&mut conn, user.id).await?;
-            users.push(user_proto(&Actor {
-                user,
-                roles,
-                memberships,
-            }));
-        }
+        let users = store::actors_of(&mut conn, rows)
+            .await?
+            .iter()
+            .map(user_proto)
+            .collect();
         Ok(pb::ListUsersResponse {
             users,
             next_page_token,

@@ -223,6 +223,55 @@ pub async fn memberships_of(conn: &mut Conn, user_id: Uuid) -> ApiResult<Vec<Mem
         .collect())
 }
 
+/// Roles and memberships of several users at once (listings), in two queries.
+pub async fn actors_of(conn: &mut Conn, users: Vec<UserRow>) -> ApiResult<Vec<Actor>> {
+    let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+    let roles: Vec<(Uuid, String)> = user_roles::table
+        .filter(user_roles::user_id.eq_any(&ids))
+        .select((user_roles::user_id, user_roles::role))
+        .load(conn)
+        .await?;
+    let memberships: Vec<(Uuid, Uuid, String, String)> = memberships::table
+        .inner_join(organizations::table)
+        .filter(memberships::user_id.eq_any(&ids))
+        .order(organizations::slug.asc())
+        .select((
+            memberships::user_id,
+            memberships::organization_id,
+            organizations::slug,
+            memberships::role,
+        ))
+        .load(conn)
+        .await?;
+    Ok(users
+        .into_iter()
+        .map(|user| {
+            let mut own_roles: Vec<Role> = roles
+                .iter()
+                .filter(|(id, _)| *id == user.id)
+                .filter_map(|(_, r)| Role::parse(r))
+                .collect();
+            own_roles.sort();
+            let own_memberships = memberships
+                .iter()
+                .filter(|(id, ..)| *id == user.id)
+                .filter_map(|(_, org, slug, role)| {
+                    OrgRole::parse(role).map(|role| MembershipView {
+                        organization_id: *org,
+                        slug: slug.clone(),
+                        role,
+                    })
+                })
+                .collect();
+            Actor {
+                user,
+                roles: own_roles,
+                memberships: own_memberships,
+            }
+        })
+        .collect())
+}
+
 pub async fn load_actor(conn: &mut Conn, user_id: Uuid) -> ApiResult<Option<Actor>> {
     let Some(user) = find_user(conn, user_id).await? else {
         return Ok(None);

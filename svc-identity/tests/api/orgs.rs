@@ -265,6 +265,15 @@ async fn listings_paginate_stably_and_refuse_forged_page_tokens() {
         .expect("admins")
         .into_inner();
     assert_eq!(admins.users.len(), 1);
+    assert!(
+        admins.users[0].roles.contains(&(pb::Role::Admin as i32)),
+        "listed users carry their roles"
+    );
+    assert_eq!(
+        admins.users[0].memberships.len(),
+        5,
+        "and their memberships (the five organizations above)"
+    );
     assert_eq!(
         code(
             client
