@@ -1,8 +1,9 @@
 //! The atomic Redis side of holds, as Lua scripts.
 //!
 //! Keys of one event share the prefix `<prefix>:{<event>}` (one hash slot):
-//! `meta` (loaded, version, limit, closed, seq), `seat` (seat -> tier), `kind` (tier -> seat|ga),
-//! `tier:<t>` (the tier's seats, best first), `tiers`, `count` (`<tier>:total|held|sold`),
+//! `meta` (loaded, version, limit, closed, seq), `seat` (seat -> tier), `pos` (seat -> drawing
+//! position), `kind` (tier -> seat|ga), `free:<t>` (the tier's seats neither held nor sold, scored
+//! by position, so best-available is the lowest scores), `tiers`, `count` (`<tier>:total|held|sold`),
 //! `held` (seat -> hold id), `sold` (set of seats), `exp` (hold id -> expiry ms), `committing`,
 //! `cust` / `custsold` (owner -> places held / bought), `hold:<id>` (the hold), and the pub/sub
 //! channel `updates`. `<prefix>:holdevent:<id>` finds a hold's event; `<prefix>:active` lists
@@ -25,6 +26,9 @@ local function tier_counts(t)
   local total, held, sold = tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0')
   return {tier = t, total = total, held = held, sold = sold, free = total - held - sold}
 end
+local function make_free(seat, tier)
+  redis.call('ZADD', k('free:' .. tier), tonumber(redis.call('HGET', k('pos'), seat) or '0'), seat)
+end
 local function publish(cause, seats, status, touched)
   local seq = redis.call('HINCRBY', k('meta'), 'seq', 1)
   local items = {}
@@ -46,6 +50,7 @@ local function free_hold(hid, new_status)
         local tier = redis.call('HGET', k('seat'), seat)
         if tier then
           redis.call('HINCRBY', k('count'), tier .. ':held', -1)
+          make_free(seat, tier)
           touched[tier] = true
         end
         freed[#freed + 1] = seat
@@ -114,12 +119,7 @@ else
     if qty > c.free then return {'TAKEN', tostring(c.free)} end
     ga_tier, ga_qty = tier, qty
   else
-    for _, s in ipairs(redis.call('LRANGE', k('tier:' .. tier), 0, -1)) do
-      if redis.call('SISMEMBER', k('sold'), s) == 0 and redis.call('HEXISTS', k('held'), s) == 0 then
-        seats[#seats + 1] = s
-        if #seats == qty then break end
-      end
-    end
+    seats = redis.call('ZRANGE', k('free:' .. tier), 0, qty - 1)
     if #seats < qty then return {'TAKEN', tostring(#seats)} end
   end
 end
@@ -131,6 +131,7 @@ for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
   local t = redis.call('HGET', k('seat'), s)
   redis.call('HINCRBY', k('count'), t .. ':held', 1)
+  redis.call('ZREM', k('free:' .. t), s)
   touched[t] = true
   seat_tiers[#seat_tiers + 1] = t
 end
@@ -211,6 +212,7 @@ if h[3] ~= '' then
     if redis.call('SADD', k('sold'), seat) == 1 and tier then
       redis.call('HINCRBY', k('count'), tier .. ':sold', 1)
     end
+    if tier then redis.call('ZREM', k('free:' .. tier), seat) end
     if tier then touched[tier] = true end
     seats[#seats + 1] = seat
   end
@@ -241,6 +243,7 @@ for _ = 1, n do
     local tier = redis.call('HGET', k('seat'), seat)
     if tier then
       redis.call('HINCRBY', k('count'), tier .. ':sold', -1)
+      if redis.call('HEXISTS', k('held'), seat) == 0 then make_free(seat, tier) end
       touched[tier] = true
     end
   end
@@ -294,15 +297,16 @@ local old = redis.call('HGETALL', k('count'))
 for j = 1, #old, 2 do
   if string.sub(old[j], -5) == ':held' then ga_held[string.sub(old[j], 1, -6)] = tonumber(old[j + 1]) end
 end
-for _, t in ipairs(redis.call('SMEMBERS', k('tiers'))) do redis.call('DEL', k('tier:' .. t)) end
-redis.call('DEL', k('seat'), k('kind'), k('tiers'), k('count'), k('sold'), k('custsold'))
+for _, t in ipairs(redis.call('SMEMBERS', k('tiers'))) do redis.call('DEL', k('free:' .. t)) end
+redis.call('DEL', k('seat'), k('pos'), k('kind'), k('tiers'), k('count'), k('sold'), k('custsold'))
 local i = 7
 local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
+for position = 1, n do
   local seat, tier = ARGV[i], ARGV[i + 1]; i = i + 2
   redis.call('HSET', k('seat'), seat, tier)
+  redis.call('HSET', k('pos'), seat, position)
   redis.call('HSET', k('kind'), tier, 'seat')
-  redis.call('RPUSH', k('tier:' .. tier), seat)
+  redis.call('ZADD', k('free:' .. tier), position, seat)
   redis.call('SADD', k('tiers'), tier)
   redis.call('HINCRBY', k('count'), tier .. ':total', 1)
 end
@@ -317,7 +321,10 @@ for _ = 1, n do
   local seat = ARGV[i]; i = i + 1
   redis.call('SADD', k('sold'), seat)
   local tier = redis.call('HGET', k('seat'), seat)
-  if tier then redis.call('HINCRBY', k('count'), tier .. ':sold', 1) end
+  if tier then
+    redis.call('HINCRBY', k('count'), tier .. ':sold', 1)
+    redis.call('ZREM', k('free:' .. tier), seat)
+  end
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
@@ -327,7 +334,12 @@ end
 local held = redis.call('HGETALL', k('held'))
 for j = 1, #held, 2 do
   local tier = redis.call('HGET', k('seat'), held[j])
-  if tier then redis.call('HINCRBY', k('count'), tier .. ':held', 1) else redis.call('HDEL', k('held'), held[j]) end
+  if tier then
+    redis.call('HINCRBY', k('count'), tier .. ':held', 1)
+    redis.call('ZREM', k('free:' .. tier), held[j])
+  else
+    redis.call('HDEL', k('held'), held[j])
+  end
 end
 redis.call('HSET', k('meta'), 'loaded', '1', 'version', ARGV[4], 'limit', ARGV[5], 'closed', ARGV[6])
 publish('RESYNC', {}, 'FREE', {})

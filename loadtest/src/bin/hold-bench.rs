@@ -111,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
     // Buyers arrive over many connections; one shared HTTP/2 connection would serialise every
     // frame on one task at each end.
     let connections: usize = arg("connections", 8);
+    // Best available: HoldQuantity of one seat of the tier, instead of naming the seat.
+    let quantity_mode = std::env::args().any(|a| a == "--quantity");
     anyhow::ensure!(
         !password.is_empty(),
         "--password: the demo organizer's password (.dev/demo-password)"
@@ -207,17 +209,31 @@ async fn main() -> anyhow::Result<()> {
                         return Ok::<_, anyhow::Error>((samples, failures));
                     }
                     let token = &tokens[(w + seat) % tokens.len()];
-                    let request = authed(
-                        token,
-                        pb::HoldSeatsRequest {
-                            event_id: event.to_string(),
-                            seat_ids: vec![format!("s{seat}")],
-                            ttl: None,
-                        },
-                    )?;
                     let start = Instant::now();
-                    match client.hold_seats(request).await {
-                        Ok(_) => samples.push(start.elapsed()),
+                    let result = if quantity_mode {
+                        let request = authed(
+                            token,
+                            pb::HoldQuantityRequest {
+                                event_id: event.to_string(),
+                                tier_id: "standard".into(),
+                                quantity: 1,
+                                ttl: None,
+                            },
+                        )?;
+                        client.hold_quantity(request).await.map(|_| ())
+                    } else {
+                        let request = authed(
+                            token,
+                            pb::HoldSeatsRequest {
+                                event_id: event.to_string(),
+                                seat_ids: vec![format!("s{seat}")],
+                                ttl: None,
+                            },
+                        )?;
+                        client.hold_seats(request).await.map(|_| ())
+                    };
+                    match result {
+                        Ok(()) => samples.push(start.elapsed()),
                         Err(_) => failures += 1,
                     }
                 }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use ticketing_proto::ticketing::inventory::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
@@ -495,4 +497,76 @@ async fn quantity_holds_pick_the_best_free_seats_in_order() {
         .await
         .expect_err("one seat left");
     assert_eq!(reason(&refused), "NOT_ENOUGH_AVAILABLE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_available_takes_back_seats_freed_by_release_expiry_and_refund() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 6, 0, 10).await;
+    let (_, alice) = s.user(&[]).await;
+    let (_, bob) = s.user(&[]).await;
+    let best = |token: &str, ttl: Option<prost_types::Duration>| {
+        let mut client = s.client();
+        let request = authed(
+            token,
+            pb::HoldQuantityRequest {
+                event_id: event.to_string(),
+                tier_id: "standard".into(),
+                quantity: 1,
+                ttl,
+            },
+        );
+        async move {
+            let hold = client.hold_quantity(request).await.expect("a seat").into_inner();
+            let seat = match &hold.items[0].place {
+                Some(pb::hold_item::Place::SeatId(seat)) => seat.clone(),
+                other => panic!("a seat, got {other:?}"),
+            };
+            (hold.id, seat)
+        }
+    };
+    // Released: the best seat comes back.
+    let (first, seat0) = best(&alice, None).await;
+    assert_eq!(seat0, seat(0));
+    s.client()
+        .release_hold(authed(&alice, pb::ReleaseHoldRequest { hold_id: first }))
+        .await
+        .expect("released");
+    let (kept, again) = best(&bob, None).await;
+    assert_eq!(again, seat(0), "released seats are best available again");
+
+    // Expired: likewise, without anyone asking.
+    let (_, seat1) = best(&alice, Some(prost_types::Duration { seconds: 1, nanos: 0 })).await;
+    assert_eq!(seat1, seat(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, after_expiry) = best(&alice, None).await;
+    assert_eq!(after_expiry, seat(1), "expired seats are best available again");
+
+    // Sold: never offered; refunded: offered again.
+    let order = Uuid::now_v7().to_string();
+    s.client()
+        .commit_hold(authed(
+            &bob,
+            pb::CommitHoldRequest {
+                hold_id: kept,
+                order_id: order.clone(),
+            },
+        ))
+        .await
+        .expect("sold");
+    let (_, next) = best(&bob, None).await;
+    assert_eq!(next, seat(2));
+    s.client()
+        .release_sold(authed(
+            &bob,
+            pb::ReleaseSoldRequest {
+                order_id: order,
+                items: vec![],
+            },
+        ))
+        .await
+        .expect("refunded");
+    let (_, refunded) = best(&bob, None).await;
+    assert_eq!(refunded, seat(0), "a refunded seat is best available again");
 }
