@@ -96,16 +96,19 @@ if meta[2] == '1' then return {'CLOSED'} end
 local limit = tonumber(meta[3])
 local now = now_ms()
 sweep(now)
-local seats, ga_tier, ga_qty = {}, '', 0
+local seats, tier_of, ga_tier, ga_qty = {}, {}, '', 0
 if ARGV[8] == 'seats' then
   local unknown, taken = {}, {}
   for i = 9, #ARGV do
     local s = ARGV[i]
-    if redis.call('HEXISTS', k('seat'), s) == 0 then
+    local t = redis.call('HGET', k('seat'), s)
+    if not t then
       unknown[#unknown + 1] = s
-    elseif redis.call('SISMEMBER', k('sold'), s) == 1 or redis.call('HEXISTS', k('held'), s) == 1 then
+    elseif not redis.call('ZSCORE', k('free:' .. t), s) then
+      -- Not free: held or sold.
       taken[#taken + 1] = s
     end
+    tier_of[s] = t
     seats[#seats + 1] = s
   end
   if #unknown > 0 then table.insert(unknown, 1, 'UNKNOWN_SEAT'); return unknown end
@@ -121,6 +124,7 @@ else
   else
     seats = redis.call('ZRANGE', k('free:' .. tier), 0, qty - 1)
     if #seats < qty then return {'TAKEN', tostring(#seats)} end
+    for _, s in ipairs(seats) do tier_of[s] = tier end
   end
 end
 local places = #seats + ga_qty
@@ -129,7 +133,7 @@ if have + places > limit then return {'LIMIT', tostring(have), tostring(limit)} 
 local touched, seat_tiers = {}, {}
 for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
-  local t = redis.call('HGET', k('seat'), s)
+  local t = tier_of[s]
   redis.call('HINCRBY', k('count'), t .. ':held', 1)
   redis.call('ZREM', k('free:' .. t), s)
   touched[t] = true

@@ -418,15 +418,24 @@ async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_f
         ))
         .await
         .expect("sold");
-    // Simulate Redis forgetting the sale without a full flush (e.g. a failed write).
+    // Simulate Redis forgetting the sale without a full flush (e.g. a failed write): the seat
+    // is back among the free ones.
     let client = redis::Client::open(ticketing_testkit::redis_url()).expect("client");
     let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
-    let _: () = redis::cmd("SREM")
-        .arg(format!("{}:{{{event}}}:sold", s.redis.prefix))
+    let ep = format!("{}:{{{event}}}", s.redis.prefix);
+    let _: () = redis::pipe()
+        .cmd("SREM")
+        .arg(format!("{ep}:sold"))
         .arg(seat(0))
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{ep}:free:standard"))
+        .arg(1)
+        .arg(seat(0))
+        .ignore()
         .query_async(&mut conn)
         .await
-        .expect("srem");
+        .expect("forget");
     let bobs = s
         .hold_seats(&bob, event, &[seat(0)])
         .await
