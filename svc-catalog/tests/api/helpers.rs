@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use ticketing_e2e::{Identity, connect};
+pub use ticketing_e2e::{authed, reason};
 use ticketing_platform::{
     auth::Role,
     config::{DatabaseConfig, RedisConfig, ServerConfig},
@@ -8,66 +10,34 @@ use ticketing_platform::{
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb, catalog_service_client::CatalogServiceClient},
     common::v1::{Address, Money},
-    identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
+    identity::v1 as idpb,
     inventory::v1::inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
+use ticketing_testkit::{TestDatabase, TestRedisPrefix};
 use tokio::sync::oneshot;
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
-pub const PASSWORD: &str = "a long enough passphrase";
-
 pub struct Stack {
-    pub identity: Channel,
+    pub identity_service: Identity,
     pub inventory: Channel,
     pub catalog: Channel,
-    identity_pool: ticketing_platform::db::PgPool,
+    // Dropping a sender stops its service.
     _stops: Vec<oneshot::Sender<()>>,
     _dbs: Vec<TestDatabase>,
-    _keys: Vec<TestRedisPrefix>,
+    _keys: TestRedisPrefix,
 }
 
-async fn connect(addr: std::net::SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects")
-}
-
-fn serve<F>(run: F) -> oneshot::Sender<()>
-where
-    F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<anyhow::Result<()>>,
-{
-    let (tx, rx) = oneshot::channel();
-    drop(run(rx));
-    tx
+fn serve(app: impl FnOnce(oneshot::Receiver<()>)) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel();
+    app(stopped);
+    stop
 }
 
 pub async fn stack() -> Stack {
-    ticketing_platform::telemetry::init_for_tests();
-    let id_db = TestDatabase::create("cat_identity").await.expect("db");
-    let id_keys = TestRedisPrefix::new("idn");
-    let inv_keys = TestRedisPrefix::new("inv");
-    let identity = svc_identity::Application::build(svc_identity::config::Config {
-        server: ServerConfig::with_ports(0, 0),
-        database: DatabaseConfig::new(id_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), id_keys.prefix.clone()),
-        password: svc_identity::password::PasswordParams {
-            memory_kib: 8 * 1024,
-            iterations: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("identity");
-    let identity_addr = identity.grpc_addr();
-    let identity_pool = identity.pool();
-    let id_stop = serve(|rx| tokio::spawn(identity.run_until_stopped(async move { drop(rx.await) })));
-
+    let identity = Identity::start().await;
     let inv_db = TestDatabase::create("cat_inventory").await.expect("db");
+    let inv_keys = TestRedisPrefix::new("inv");
     let mut inv_config = svc_inventory::config::Config {
         server: ServerConfig::with_ports(0, 0),
         database: DatabaseConfig::new(inv_db.url.clone()),
@@ -77,12 +47,16 @@ pub async fn stack() -> Stack {
     inv_config
         .peers
         .addresses
-        .insert("identity".into(), format!("http://{identity_addr}"));
+        .insert("identity".into(), identity.url());
     let inventory = svc_inventory::Application::build(inv_config)
         .await
         .expect("inventory");
     let inventory_addr = inventory.grpc_addr();
-    let inv_stop = serve(|rx| tokio::spawn(inventory.run_until_stopped(async move { drop(rx.await) })));
+    let inv_stop = serve(|rx| {
+        drop(tokio::spawn(
+            inventory.run_until_stopped(async move { drop(rx.await) }),
+        ))
+    });
 
     let cat_db = TestDatabase::create("catalog").await.expect("db");
     let mut config = svc_catalog::config::Config {
@@ -91,46 +65,27 @@ pub async fn stack() -> Stack {
         ..Default::default()
     };
     config.server.health_interval = Duration::from_millis(200);
-    config
-        .peers
-        .addresses
-        .insert("identity".into(), format!("http://{identity_addr}"));
+    config.peers.addresses.insert("identity".into(), identity.url());
     config
         .peers
         .addresses
         .insert("inventory".into(), format!("http://{inventory_addr}"));
     let catalog = svc_catalog::Application::build(config).await.expect("catalog");
     let catalog_addr = catalog.grpc_addr();
-    let cat_stop = serve(|rx| tokio::spawn(catalog.run_until_stopped(async move { drop(rx.await) })));
+    let cat_stop = serve(|rx| {
+        drop(tokio::spawn(
+            catalog.run_until_stopped(async move { drop(rx.await) }),
+        ))
+    });
 
     Stack {
-        identity: connect(identity_addr).await,
+        identity_service: identity,
         inventory: connect(inventory_addr).await,
         catalog: connect(catalog_addr).await,
-        identity_pool,
-        _stops: vec![cat_stop, inv_stop, id_stop],
-        _dbs: vec![cat_db, inv_db, id_db],
-        _keys: vec![inv_keys, id_keys],
+        _stops: vec![cat_stop, inv_stop],
+        _dbs: vec![cat_db, inv_db],
+        _keys: inv_keys,
     }
-}
-
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    if !token.is_empty() {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
-    }
-    request
-}
-
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
 }
 
 pub fn ts(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
@@ -200,98 +155,16 @@ impl Stack {
         InventoryServiceClient::new(self.inventory.clone())
     }
 
-    pub fn identity(&self) -> IdentityServiceClient<Channel> {
-        IdentityServiceClient::new(self.identity.clone())
-    }
-
-    async fn login(&self, email: &str) -> String {
-        self.identity()
-            .login(idpb::LoginRequest {
-                email: email.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .expect("login")
-            .into_inner()
-            .access_token
-    }
-
     pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {
-        let email = format!("{}@example.com", unique("u"));
-        let user = self
-            .identity()
-            .register(idpb::RegisterRequest {
-                email: email.clone(),
-                password: PASSWORD.into(),
-                display_name: String::new(),
-            })
-            .await
-            .expect("register")
-            .into_inner()
-            .user
-            .expect("user");
-        let id = Uuid::parse_str(&user.id).expect("uuid");
-        let mut conn = self.identity_pool.get().await.expect("conn");
-        for role in roles {
-            svc_identity::store::grant_role(&mut conn, id, *role)
-                .await
-                .expect("grant");
-        }
-        (id, self.login(&email).await)
+        self.identity_service.user(roles).await
     }
 
-    /// An organizer who owns a new organization, with a token that carries the membership.
     pub async fn organizer(&self) -> (Uuid, String) {
-        let (_, token) = self.user(&[Role::Organizer]).await;
-        let org = self
-            .identity()
-            .create_organization(authed(
-                &token,
-                idpb::CreateOrganizationRequest {
-                    organization: Some(idpb::Organization {
-                        slug: unique("org").replace('_', "-"),
-                        display_name: "Org".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .expect("org")
-            .into_inner()
-            .id;
-        let email = self
-            .identity()
-            .get_me(authed(&token, idpb::GetMeRequest {}))
-            .await
-            .expect("me")
-            .into_inner()
-            .email;
-        (Uuid::parse_str(&org).expect("uuid"), self.login(&email).await)
+        self.identity_service.organizer().await
     }
 
-    /// The access token of a new API key of `org` with `scopes`.
     pub async fn api_key(&self, org: Uuid, owner: &str, scopes: &[idpb::ApiKeyScope]) -> String {
-        let secret = self
-            .identity()
-            .create_api_key(authed(
-                owner,
-                idpb::CreateApiKeyRequest {
-                    organization_id: org.to_string(),
-                    name: "partner".into(),
-                    scopes: scopes.iter().map(|s| *s as i32).collect(),
-                    expires_at: None,
-                },
-            ))
-            .await
-            .expect("key")
-            .into_inner()
-            .secret;
-        self.identity()
-            .verify_api_key(idpb::VerifyApiKeyRequest { secret })
-            .await
-            .expect("verify")
-            .into_inner()
-            .access_token
+        self.identity_service.api_key(org, owner, scopes).await
     }
 
     pub async fn fixture(&self) -> Fixture {

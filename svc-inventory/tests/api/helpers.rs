@@ -1,52 +1,30 @@
 use std::time::Duration;
 
 use svc_inventory::config::Config;
+use ticketing_e2e::{Identity, connect};
+pub use ticketing_e2e::{authed, reason};
 use ticketing_platform::{
     auth::Role,
     config::{DatabaseConfig, RedisConfig, ServerConfig},
 };
-use ticketing_proto::ticketing::{
-    identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
-    inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient},
+use ticketing_proto::ticketing::inventory::v1::{
+    self as pb, inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
+use ticketing_testkit::{TestDatabase, TestRedisPrefix};
 use tokio::sync::oneshot;
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
-pub const PASSWORD: &str = "a long enough passphrase";
-
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 pub struct Stack {
-    /// The configuration of the running replica, to start more that share its stores.
-    replica_config: Config,
-    pub identity: Channel,
+    pub identity: Identity,
     pub channel: Channel,
     pub pool: ticketing_platform::db::PgPool,
     pub redis: TestRedisPrefix,
-    _identity_redis: TestRedisPrefix,
-    identity_pool: ticketing_platform::db::PgPool,
-    _running: Vec<Running>,
-    _dbs: Vec<TestDatabase>,
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects")
+    /// The configuration of the running replica, to start more that share its stores.
+    replica_config: Config,
+    // Dropping a sender stops its replica.
+    stops: Vec<oneshot::Sender<()>>,
+    _db: TestDatabase,
 }
 
 pub async fn stack() -> Stack {
@@ -54,28 +32,7 @@ pub async fn stack() -> Stack {
 }
 
 pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
-    ticketing_platform::telemetry::init_for_tests();
-    // identity, for real tokens
-    let id_db = TestDatabase::create("inv_identity").await.expect("db");
-    let identity_redis = TestRedisPrefix::new("idn");
-    let mut id_config = svc_identity::config::Config {
-        server: ServerConfig::with_ports(0, 0),
-        database: DatabaseConfig::new(id_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), identity_redis.prefix.clone()),
-        ..Default::default()
-    };
-    id_config.password.memory_kib = 8 * 1024;
-    id_config.password.iterations = 1;
-    let identity = svc_identity::Application::build(id_config)
-        .await
-        .expect("identity");
-    let identity_addr = identity.grpc_addr();
-    let identity_pool = identity.pool();
-    let (id_stop, id_rx) = oneshot::channel::<()>();
-    tokio::spawn(identity.run_until_stopped(async move {
-        let _ = id_rx.await;
-    }));
-
+    let identity = Identity::start().await;
     let db = TestDatabase::create("inventory").await.expect("db");
     let redis = TestRedisPrefix::new("inv");
     let mut config = Config::default();
@@ -84,10 +41,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     config.server = server;
     config.database = DatabaseConfig::new(db.url.clone());
     config.redis = RedisConfig::new(ticketing_testkit::redis_url(), redis.prefix.clone());
-    config
-        .peers
-        .addresses
-        .insert("identity".into(), format!("http://{identity_addr}"));
+    config.peers.addresses.insert("identity".into(), identity.url());
     config.holds.min_ttl = Duration::from_secs(1);
     config.holds.sweep_interval = Duration::from_millis(100);
     config.holds.heartbeat_interval = Duration::from_secs(1);
@@ -98,20 +52,18 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         .expect("inventory");
     let addr = app.grpc_addr();
     let pool = app.pool();
-    let (stop, rx) = oneshot::channel::<()>();
+    let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
-        let _ = rx.await;
+        let _ = stopped.await;
     }));
     Stack {
-        replica_config,
-        identity: connect(identity_addr).await,
+        identity,
         channel: connect(addr).await,
         pool,
         redis,
-        _identity_redis: identity_redis,
-        identity_pool,
-        _running: vec![Running { stop: Some(stop) }, Running { stop: Some(id_stop) }],
-        _dbs: vec![db, id_db],
+        replica_config,
+        stops: vec![stop],
+        _db: db,
     }
 }
 
@@ -122,88 +74,24 @@ impl Stack {
         config.server = ServerConfig::with_ports(0, 0);
         let app = svc_inventory::Application::build(config).await.expect("replica");
         let addr = app.grpc_addr();
-        let (stop, rx) = oneshot::channel::<()>();
+        let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
+            let _ = stopped.await;
         }));
-        self._running.push(Running { stop: Some(stop) });
+        self.stops.push(stop);
         connect(addr).await
+    }
+
+    pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {
+        self.identity.user(roles).await
+    }
+
+    pub async fn organizer(&self) -> (Uuid, String) {
+        self.identity.organizer().await
     }
 
     pub fn client(&self) -> InventoryServiceClient<Channel> {
         InventoryServiceClient::new(self.channel.clone())
-    }
-
-    /// A new user with `roles`, logged in: (id, access token).
-    pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {
-        let mut identity = IdentityServiceClient::new(self.identity.clone());
-        let email = format!("{}@example.com", unique("u"));
-        let user = identity
-            .register(idpb::RegisterRequest {
-                email: email.clone(),
-                password: PASSWORD.into(),
-                display_name: String::new(),
-            })
-            .await
-            .expect("register")
-            .into_inner()
-            .user
-            .expect("user");
-        let id = Uuid::parse_str(&user.id).expect("uuid");
-        let mut conn = self.identity_pool.get().await.expect("conn");
-        for role in roles {
-            svc_identity::store::grant_role(&mut conn, id, *role)
-                .await
-                .expect("grant");
-        }
-        let token = identity
-            .login(idpb::LoginRequest {
-                email,
-                password: PASSWORD.into(),
-            })
-            .await
-            .expect("login")
-            .into_inner()
-            .access_token;
-        (id, token)
-    }
-
-    /// An organizer with an organization: (org id, token).
-    pub async fn organizer(&self) -> (Uuid, String) {
-        let (_, token) = self.user(&[Role::Organizer]).await;
-        let mut identity = IdentityServiceClient::new(self.identity.clone());
-        let org = identity
-            .create_organization(authed(
-                &token,
-                idpb::CreateOrganizationRequest {
-                    organization: Some(idpb::Organization {
-                        slug: unique("org").replace('_', "-"),
-                        display_name: "Org".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .expect("org")
-            .into_inner()
-            .id;
-        // The membership is in tokens issued from now on.
-        let me = identity
-            .get_me(authed(&token, idpb::GetMeRequest {}))
-            .await
-            .expect("me")
-            .into_inner();
-        let email = me.email;
-        let token = identity
-            .login(idpb::LoginRequest {
-                email,
-                password: PASSWORD.into(),
-            })
-            .await
-            .expect("login")
-            .into_inner()
-            .access_token;
-        (Uuid::parse_str(&org).expect("uuid"), token)
     }
 
     /// Configures an event with `seats` seats in tier "standard" (ids s000..), optionally a GA
@@ -288,23 +176,6 @@ impl Stack {
 
 pub fn seat(i: usize) -> String {
     format!("s{i:03}")
-}
-
-pub fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
-    request
-}
-
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
 }
 
 pub fn seat_states(availability: &pb::Availability) -> std::collections::HashMap<String, i32> {

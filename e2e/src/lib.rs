@@ -1,0 +1,195 @@
+//! Support for tests that start several services in-process: a real identity (with its own
+//! database and Redis keys) that hands out users, organizers and API keys with real tokens, and
+//! the small helpers every such test uses.
+
+use std::net::SocketAddr;
+
+use ticketing_platform::{
+    auth::Role,
+    config::{DatabaseConfig, RedisConfig, ServerConfig},
+    db::PgPool,
+};
+use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
+use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
+use tokio::sync::oneshot;
+use tonic::{Request, transport::Channel};
+use uuid::Uuid;
+
+/// Every test user's password.
+pub const PASSWORD: &str = "a long enough passphrase";
+
+/// A channel to a service listening on `addr`.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// A request carrying `token` as its bearer token; an empty token is an anonymous call.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if !token.is_empty() {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii token"),
+        );
+    }
+    request
+}
+
+/// The `ErrorInfo` reason of a failed call ("" when it has none).
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A running identity service, stopped and cleaned up when dropped.
+pub struct Identity {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pool: PgPool,
+    _stop: oneshot::Sender<()>,
+    _db: TestDatabase,
+    _keys: TestRedisPrefix,
+}
+
+impl Identity {
+    pub async fn start() -> Self {
+        ticketing_platform::telemetry::init_for_tests();
+        let db = TestDatabase::create("identity").await.expect("identity database");
+        let keys = TestRedisPrefix::new("idn");
+        let app = svc_identity::Application::build(svc_identity::config::Config {
+            server: ServerConfig::with_ports(0, 0),
+            database: DatabaseConfig::new(db.url.clone()),
+            redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
+            // The cheapest argon2id the config accepts: tests check behaviour, not cost.
+            password: svc_identity::password::PasswordParams {
+                memory_kib: 8 * 1024,
+                iterations: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .expect("identity starts");
+        let addr = app.grpc_addr();
+        let pool = app.pool();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            channel: connect(addr).await,
+            pool,
+            _stop: stop,
+            _db: db,
+            _keys: keys,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn login(&self, email: &str) -> String {
+        self.client()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("logs in")
+            .into_inner()
+            .access_token
+    }
+
+    /// A new user holding `roles` (granted in the database), logged in: (id, access token).
+    pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {
+        let email = format!("{}@example.com", unique("u"));
+        let user = self
+            .client()
+            .register(pb::RegisterRequest {
+                email: email.clone(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })
+            .await
+            .expect("registers")
+            .into_inner()
+            .user
+            .expect("user");
+        let id = Uuid::parse_str(&user.id).expect("uuid");
+        let mut conn = self.pool.get().await.expect("identity connection");
+        for role in roles {
+            svc_identity::store::grant_role(&mut conn, id, *role)
+                .await
+                .expect("grant");
+        }
+        (id, self.login(&email).await)
+    }
+
+    /// An organizer who owns a new organization: (organization id, a token carrying the membership).
+    pub async fn organizer(&self) -> (Uuid, String) {
+        let (_, token) = self.user(&[Role::Organizer]).await;
+        let org = self
+            .client()
+            .create_organization(authed(
+                &token,
+                pb::CreateOrganizationRequest {
+                    organization: Some(pb::Organization {
+                        slug: unique("org").replace('_', "-"),
+                        display_name: "Org".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("organization")
+            .into_inner()
+            .id;
+        let email = self
+            .client()
+            .get_me(authed(&token, pb::GetMeRequest {}))
+            .await
+            .expect("me")
+            .into_inner()
+            .email;
+        (Uuid::parse_str(&org).expect("uuid"), self.login(&email).await)
+    }
+
+    /// The access token of a new API key of `org` with `scopes`, as the gateway would get it.
+    pub async fn api_key(&self, org: Uuid, owner: &str, scopes: &[pb::ApiKeyScope]) -> String {
+        let secret = self
+            .client()
+            .create_api_key(authed(
+                owner,
+                pb::CreateApiKeyRequest {
+                    organization_id: org.to_string(),
+                    name: "partner".into(),
+                    scopes: scopes.iter().map(|s| *s as i32).collect(),
+                    expires_at: None,
+                },
+            ))
+            .await
+            .expect("API key")
+            .into_inner()
+            .secret;
+        self.client()
+            .verify_api_key(pb::VerifyApiKeyRequest { secret })
+            .await
+            .expect("verifies")
+            .into_inner()
+            .access_token
+    }
+}
