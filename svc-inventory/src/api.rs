@@ -625,8 +625,13 @@ impl InventoryService for InventoryApi {
         r: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::Availability>, Status> {
         let event = parse_id("event_id", &r.get_ref().event_id)?;
-        self.on_sale(event).await?;
-        let snap = self.inventory.snapshot(event, !r.get_ref().counts_only).await?;
+        // Polled by every browser in a sale: answered from Redis, which asks PostgreSQL only to
+        // rebuild a lost event (and so learns that an unknown one is not on sale).
+        let snap = self
+            .inventory
+            .snapshot(event, !r.get_ref().counts_only)
+            .await
+            .map_err(not_on_sale)?;
         Ok(Response::new(availability_proto(event, &snap)))
     }
     async fn watch_availability(

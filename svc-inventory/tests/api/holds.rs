@@ -162,6 +162,17 @@ async fn bad_holds_get_clear_errors_and_change_nothing() {
         (unpublished.code(), reason(&unpublished).as_str()),
         (Code::FailedPrecondition, "EVENT_NOT_ON_SALE")
     );
+    let unknown = client
+        .get_availability(pb::GetAvailabilityRequest {
+            event_id: Uuid::now_v7().to_string(),
+            counts_only: true,
+        })
+        .await
+        .expect_err("not on sale");
+    assert_eq!(
+        (unknown.code(), reason(&unknown).as_str()),
+        (Code::FailedPrecondition, "EVENT_NOT_ON_SALE")
+    );
 
     for (tier, quantity, field) in [
         ("floor", 0, "quantity"),
