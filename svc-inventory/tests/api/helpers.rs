@@ -144,6 +144,37 @@ impl Stack {
             .map(|r| r.into_inner())
     }
 
+    pub async fn commit(
+        &self,
+        token: &str,
+        hold_id: impl Into<String>,
+        order_id: impl Into<String>,
+    ) -> Result<tonic::Response<pb::CommitHoldResponse>, tonic::Status> {
+        let request = pb::CommitHoldRequest {
+            hold_id: hold_id.into(),
+            order_id: order_id.into(),
+        };
+        self.client().commit_hold(authed(token, request)).await
+    }
+
+    /// Holds `quantity` places of `tier`; `ttl_secs` None is the default TTL.
+    pub async fn hold_quantity(
+        &self,
+        token: &str,
+        event: Uuid,
+        tier: &str,
+        quantity: i32,
+        ttl_secs: Option<i64>,
+    ) -> Result<tonic::Response<pb::Hold>, tonic::Status> {
+        let request = pb::HoldQuantityRequest {
+            event_id: event.to_string(),
+            tier_id: tier.into(),
+            quantity,
+            ttl: ttl_secs.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+        };
+        self.client().hold_quantity(authed(token, request)).await
+    }
+
     pub async fn availability(&self, event: Uuid) -> pb::Availability {
         self.client()
             .get_availability(pb::GetAvailabilityRequest {

@@ -242,14 +242,8 @@ async fn only_the_owner_sees_releases_and_commits_a_hold_and_only_the_organizati
         ))
         .await;
     assert_eq!(release.expect_err("not hers").code(), Code::NotFound);
-    let commit = client
-        .commit_hold(authed(
-            &mallory,
-            pb::CommitHoldRequest {
-                hold_id: hold.id.clone(),
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    let commit = s
+        .commit(&mallory, hold.id.clone(), Uuid::now_v7().to_string())
         .await;
     assert_eq!(commit.expect_err("not hers").code(), Code::PermissionDenied);
     client
@@ -343,14 +337,8 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
         .into_inner();
     assert_eq!(first.items, again.items);
     assert_eq!(first.items.len(), 2);
-    let other_order = client
-        .commit_hold(authed(
-            &alice,
-            pb::CommitHoldRequest {
-                hold_id: hold.id.clone(),
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    let other_order = s
+        .commit(&alice, hold.id.clone(), Uuid::now_v7().to_string())
         .await
         .expect_err("one hold, one order");
     assert_eq!(other_order.code(), Code::FailedPrecondition);
@@ -393,14 +381,7 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
         0
     );
     let bobs = s.hold_seats(&bob, event, &[seat(0)]).await.expect("free again");
-    client
-        .commit_hold(authed(
-            &bob,
-            pb::CommitHoldRequest {
-                hold_id: bobs.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    s.commit(&bob, bobs.id, Uuid::now_v7().to_string())
         .await
         .expect("sold to bob");
     let standard = s
@@ -423,40 +404,15 @@ async fn the_per_customer_limit_counts_held_and_bought_places() {
         .hold_seats(&buyer, event, &[seat(0), seat(1)])
         .await
         .expect("2 of 3");
-    let mut client = s.client();
-    client
-        .commit_hold(authed(
-            &buyer,
-            pb::CommitHoldRequest {
-                hold_id: hold.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    s.commit(&buyer, hold.id, Uuid::now_v7().to_string())
         .await
         .expect("bought 2");
-    let over = client
-        .hold_quantity(authed(
-            &buyer,
-            pb::HoldQuantityRequest {
-                event_id: event.to_string(),
-                tier_id: "floor".into(),
-                quantity: 2,
-                ttl: None,
-            },
-        ))
+    let over = s
+        .hold_quantity(&buyer, event, "floor", 2, None)
         .await
         .expect_err("2 + 2 > 3");
     assert_eq!(reason(&over), "PER_CUSTOMER_LIMIT");
-    client
-        .hold_quantity(authed(
-            &buyer,
-            pb::HoldQuantityRequest {
-                event_id: event.to_string(),
-                tier_id: "floor".into(),
-                quantity: 1,
-                ttl: None,
-            },
-        ))
+    s.hold_quantity(&buyer, event, "floor", 1, None)
         .await
         .expect("the third place");
 }
@@ -556,16 +512,7 @@ async fn best_available_takes_back_seats_freed_by_release_expiry_and_refund() {
 
     // Sold: never offered; refunded: offered again.
     let order = Uuid::now_v7().to_string();
-    s.client()
-        .commit_hold(authed(
-            &bob,
-            pb::CommitHoldRequest {
-                hold_id: kept,
-                order_id: order.clone(),
-            },
-        ))
-        .await
-        .expect("sold");
+    s.commit(&bob, kept, order.clone()).await.expect("sold");
     let (_, next) = best(&bob, None).await;
     assert_eq!(next, seat(2));
     s.client()

@@ -139,14 +139,12 @@ async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_sea
     let tasks = commits.map(|(token, hold, order)| {
         let mut client = s.client();
         tokio::spawn(async move {
+            let request = pb::CommitHoldRequest {
+                hold_id: hold.clone(),
+                order_id: order.clone(),
+            };
             let result = client
-                .commit_hold(authed(
-                    &token,
-                    pb::CommitHoldRequest {
-                        hold_id: hold.clone(),
-                        order_id: order.clone(),
-                    },
-                ))
+                .commit_hold(authed(&token, request))
                 .await
                 .map(|r| r.into_inner().items);
             (hold, order, result)
@@ -289,44 +287,21 @@ async fn a_redis_flush_mid_sale_loses_holds_but_never_sells_a_seat_twice() {
     let event = s.event(org, &organizer, 10, 5, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
-    let mut client = s.client();
 
     // Alice buys seats 0-1 and 2 GA places; she also holds seat 5 without paying yet.
     let bought = s
         .hold_seats(&alice, event, &[seat(0), seat(1)])
         .await
         .expect("held");
-    client
-        .commit_hold(authed(
-            &alice,
-            pb::CommitHoldRequest {
-                hold_id: bought.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    s.commit(&alice, bought.id, Uuid::now_v7().to_string())
         .await
         .expect("sold");
-    let ga = client
-        .hold_quantity(authed(
-            &alice,
-            pb::HoldQuantityRequest {
-                event_id: event.to_string(),
-                tier_id: "floor".into(),
-                quantity: 2,
-                ttl: None,
-            },
-        ))
+    let ga = s
+        .hold_quantity(&alice, event, "floor", 2, None)
         .await
         .expect("ga")
         .into_inner();
-    client
-        .commit_hold(authed(
-            &alice,
-            pb::CommitHoldRequest {
-                hold_id: ga.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    s.commit(&alice, ga.id, Uuid::now_v7().to_string())
         .await
         .expect("ga sold");
     let pending = s.hold_seats(&alice, event, &[seat(5)]).await.expect("held");
@@ -349,16 +324,8 @@ async fn a_redis_flush_mid_sale_loses_holds_but_never_sells_a_seat_twice() {
         reason(&s.hold_seats(&bob, event, &[seat(0)]).await.expect_err("sold")),
         "SEAT_UNAVAILABLE"
     );
-    let too_many = client
-        .hold_quantity(authed(
-            &bob,
-            pb::HoldQuantityRequest {
-                event_id: event.to_string(),
-                tier_id: "floor".into(),
-                quantity: 4,
-                ttl: None,
-            },
-        ))
+    let too_many = s
+        .hold_quantity(&bob, event, "floor", 4, None)
         .await
         .expect_err("3 left");
     assert_eq!(reason(&too_many), "NOT_ENOUGH_AVAILABLE");
@@ -368,25 +335,12 @@ async fn a_redis_flush_mid_sale_loses_holds_but_never_sells_a_seat_twice() {
         .hold_seats(&bob, event, &[seat(5)])
         .await
         .expect("free after the flush");
-    let late = client
-        .commit_hold(authed(
-            &alice,
-            pb::CommitHoldRequest {
-                hold_id: pending.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    let late = s
+        .commit(&alice, pending.id, Uuid::now_v7().to_string())
         .await
         .expect_err("hold lost");
     assert_eq!(late.code(), Code::FailedPrecondition);
-    client
-        .commit_hold(authed(
-            &bob,
-            pb::CommitHoldRequest {
-                hold_id: bobs.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    s.commit(&bob, bobs.id, Uuid::now_v7().to_string())
         .await
         .expect("bob buys");
 
@@ -408,14 +362,7 @@ async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_f
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
     let alices = s.hold_seats(&alice, event, &[seat(0)]).await.expect("held");
-    s.client()
-        .commit_hold(authed(
-            &alice,
-            pb::CommitHoldRequest {
-                hold_id: alices.id,
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+    s.commit(&alice, alices.id, Uuid::now_v7().to_string())
         .await
         .expect("sold");
     // Simulate Redis forgetting the sale without a full flush (e.g. a failed write): the seat
