@@ -3,8 +3,12 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ticketing_platform::config::{
-    ConfigError, DatabaseConfig, LogConfig, PeersConfig, RedisConfig, ServerConfig, Validate, duration_secs,
+use ticketing_platform::{
+    config::{
+        ConfigError, DatabaseConfig, LogConfig, PeersConfig, RedisConfig, ServerConfig, Validate,
+        duration_secs,
+    },
+    messaging::MessagingConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -12,6 +16,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub messaging: MessagingConfig,
     pub log: LogConfig,
     pub peers: PeersConfig,
     pub holds: HoldConfig,
@@ -40,6 +45,7 @@ impl Default for Config {
             server: ServerConfig::with_ports(50053, 9103),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/inventory"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "inventory"),
+            messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             peers: PeersConfig {
                 addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
@@ -61,6 +67,7 @@ impl Validate for Config {
         ticketing_platform::config::validate_server(&self.server)?;
         self.database.validate("database")?;
         self.redis.validate("redis")?;
+        self.messaging.validate("messaging")?;
         self.peers.validate()?;
         if !self.peers.addresses.contains_key("identity") {
             return Err(ConfigError::invalid(

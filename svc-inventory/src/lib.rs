@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod events;
 pub mod inventory;
 pub mod lua;
 pub mod schema;
@@ -23,6 +24,7 @@ use ticketing_platform::{
     cache::Cache,
     clients::Peers,
     db::{self, PgPool},
+    messaging::{self, Consumer},
     server::{Host, Probe},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
@@ -47,6 +49,7 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the inventory database")?;
+        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let peers = Peers::new(config.peers.clone());
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
@@ -95,6 +98,16 @@ impl Application {
         );
         let inventory = self.api.inventory.clone();
         let every = self.config.holds.sweep_interval;
+        let consumer = tokio::spawn(
+            Consumer::new(
+                self.api.inventory.pool().clone(),
+                self.config.messaging.clone(),
+                "inventory",
+                events::EVENT_TYPES.to_vec(),
+                events::OrderReturns(self.api.inventory.clone()),
+            )
+            .run(),
+        );
         let sweeper = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             loop {
@@ -107,6 +120,7 @@ impl Application {
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let result = self.host.serve(service, self.probes, shutdown).await;
         sweeper.abort();
+        consumer.abort();
         fanout.abort();
         result
     }

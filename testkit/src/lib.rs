@@ -60,6 +60,91 @@ impl Drop for TestRedisPrefix {
     }
 }
 
+/// RabbitMQ URL (`TEST_AMQP_URL`, default the local broker).
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// An exchange and queue names of one test on the shared broker; its queues and exchanges are
+/// deleted when the value is dropped.
+pub struct TestBroker {
+    pub config: ticketing_platform::messaging::MessagingConfig,
+}
+
+/// The consumers whose queues a test may have created.
+const CONSUMERS: [&str; 5] = ["inventory", "orders", "payments", "notify", "reports"];
+
+impl TestBroker {
+    pub fn new() -> Self {
+        Self::at(&amqp_url())
+    }
+
+    /// The same names on the broker at `url` (e.g. through a [`TcpProxy`]).
+    pub fn at(url: &str) -> Self {
+        let id = unique("t");
+        let config = ticketing_platform::messaging::MessagingConfig {
+            url: secrecy::SecretString::from(url.to_string()),
+            exchange: format!("{id}.events"),
+            queue_prefix: format!("{id}."),
+            // Fast redelivery and a short poll keep tests quick.
+            relay_poll_interval: std::time::Duration::from_millis(100),
+            ..Default::default()
+        };
+        Self { config }
+    }
+
+    /// Another view of the same names through `url`, not cleaning up on drop.
+    pub fn via(&self, url: &str) -> ticketing_platform::messaging::MessagingConfig {
+        let mut config = self.config.clone();
+        config.url = secrecy::SecretString::from(url.to_string());
+        config
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let config = self.config.clone();
+        let handle = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            let result: Result<(), lapin::Error> = rt.block_on(async {
+                use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+                let connection =
+                    lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+                let channel = connection.create_channel().await?;
+                for consumer in CONSUMERS {
+                    let queue = config.queue(consumer);
+                    for name in [queue.clone(), format!("{queue}.dead")] {
+                        channel
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await?;
+                    }
+                }
+                for exchange in [
+                    config.exchange.clone(),
+                    format!("{}.dead-letter", config.exchange),
+                ] {
+                    channel
+                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                        .await?;
+                }
+                connection.close(200, "done".into()).await
+            });
+            if let Err(error) = result {
+                eprintln!("could not clean up test broker names: {error}");
+            }
+        });
+        let _ = handle.join();
+    }
+}
+
 /// A database created for one test and dropped when the value is dropped.
 pub struct TestDatabase {
     pub name: String,

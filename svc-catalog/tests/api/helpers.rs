@@ -13,7 +13,7 @@ use ticketing_proto::ticketing::{
     identity::v1 as idpb,
     inventory::v1::inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestDatabase, TestRedisPrefix};
+use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -26,6 +26,7 @@ pub struct Stack {
     _stops: Vec<oneshot::Sender<()>>,
     _dbs: Vec<TestDatabase>,
     _keys: TestRedisPrefix,
+    _broker: TestBroker,
 }
 
 fn serve(app: impl FnOnce(oneshot::Receiver<()>)) -> oneshot::Sender<()> {
@@ -38,10 +39,12 @@ pub async fn stack() -> Stack {
     let identity = Identity::start().await;
     let inv_db = TestDatabase::create("cat_inventory").await.expect("db");
     let inv_keys = TestRedisPrefix::new("inv");
+    let broker = TestBroker::new();
     let mut inv_config = svc_inventory::config::Config {
         server: ServerConfig::with_ports(0, 0),
         database: DatabaseConfig::new(inv_db.url.clone()),
         redis: RedisConfig::new(ticketing_testkit::redis_url(), inv_keys.prefix.clone()),
+        messaging: broker.config.clone(),
         ..Default::default()
     };
     inv_config
@@ -85,6 +88,7 @@ pub async fn stack() -> Stack {
         _stops: vec![cat_stop, inv_stop],
         _dbs: vec![cat_db, inv_db],
         _keys: inv_keys,
+        _broker: broker,
     }
 }
 

@@ -10,7 +10,7 @@ use ticketing_platform::{
 use ticketing_proto::ticketing::inventory::v1::{
     self as pb, inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestDatabase, TestRedisPrefix};
+use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -25,6 +25,7 @@ pub struct Stack {
     // Dropping a sender stops its replica.
     stops: Vec<oneshot::Sender<()>>,
     _db: TestDatabase,
+    _broker: TestBroker,
 }
 
 pub async fn stack() -> Stack {
@@ -35,7 +36,9 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     let identity = Identity::start().await;
     let db = TestDatabase::create("inventory").await.expect("db");
     let redis = TestRedisPrefix::new("inv");
+    let broker = TestBroker::new();
     let mut config = Config::default();
+    config.messaging = broker.config.clone();
     let mut server = ServerConfig::with_ports(0, 0);
     server.health_interval = Duration::from_millis(200);
     config.server = server;
@@ -64,6 +67,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         replica_config,
         stops: vec![stop],
         _db: db,
+        _broker: broker,
     }
 }
 

@@ -1,0 +1,635 @@
+//! Domain events on RabbitMQ: a transactional outbox, its relay, and idempotent consumers.
+//!
+//! - A service writes its events with [`enqueue`] inside the transaction that changes its state,
+//!   so an event exists exactly when the change does.
+//! - The [`Relay`] publishes the outbox in id order to the durable topic exchange with publisher
+//!   confirms and deletes only what the broker confirmed; a failure leaves the rows for the next
+//!   try, so every event is published at least once. Writers lock the aggregate's row before they
+//!   enqueue, so for one aggregate id order is commit order; the id travels as the envelope's
+//!   `aggregate_sequence`.
+//! - A [`Consumer`] owns a durable quorum queue per service with manual acks and bounded
+//!   prefetch. It records each handled event id in `processed_messages` in the handler's own
+//!   transaction, so a redelivery has no second effect; a message that keeps failing is
+//!   dead-lettered after `max_deliveries`. Both sides reconnect after the broker goes away.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use prost::Message;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use ticketing_proto::ticketing::events::v1::Envelope;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{
+    ApiResult,
+    config::{ConfigError, duration_secs, serialize_secret},
+    db::PgPool,
+    time::to_timestamp,
+};
+
+/// The outbox and inbox tables; run with the service's own migrations.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The header that carries W3C trace context across the broker.
+pub const TRACEPARENT: &str = "traceparent";
+
+pub mod schema {
+    diesel::table! {
+        outbox (id) {
+            id -> Int8,
+            event_id -> Uuid,
+            event_type -> Text,
+            aggregate_type -> Text,
+            aggregate_id -> Text,
+            occurred_at -> Timestamptz,
+            payload -> Bytea,
+            traceparent -> Nullable<Text>,
+        }
+    }
+
+    diesel::table! {
+        processed_messages (consumer, event_id) {
+            consumer -> Text,
+            event_id -> Uuid,
+            event_type -> Text,
+            processed_at -> Timestamptz,
+        }
+    }
+}
+
+use schema::{outbox, processed_messages};
+
+/// Where and how events travel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagingConfig {
+    /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`). Kept out of logs.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// The durable topic exchange every service publishes to.
+    pub exchange: String,
+    /// Prepended to this service's queue names (tests isolate themselves with it).
+    pub queue_prefix: String,
+    /// Unacknowledged deliveries a consumer holds at once.
+    pub prefetch: u16,
+    /// Deliveries of one message before it goes to the dead-letter queue.
+    pub max_deliveries: u32,
+    /// Outbox rows published per relay round.
+    pub relay_batch: i64,
+    /// How often the relay looks for rows written by other processes.
+    #[serde(with = "duration_secs")]
+    pub relay_poll_interval: Duration,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            exchange: "ticketing.events".into(),
+            queue_prefix: String::new(),
+            prefetch: 32,
+            max_deliveries: 5,
+            relay_batch: 200,
+            relay_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl MessagingConfig {
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let url = self.url.expose_secret();
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(ConfigError::invalid(
+                format!("{key}.url"),
+                "must be an amqp:// URL",
+            ));
+        }
+        if self.exchange.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.exchange"),
+                "must not be empty",
+            ));
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.prefetch"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_deliveries == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_deliveries"),
+                "must be at least 1",
+            ));
+        }
+        if !(1..=10_000).contains(&self.relay_batch) {
+            return Err(ConfigError::invalid(
+                format!("{key}.relay_batch"),
+                "must be 1 to 10000",
+            ));
+        }
+        if self.relay_poll_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("{key}.relay_poll_interval"),
+                "must be above zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A queue name of this deployment.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.queue_prefix)
+    }
+
+    fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead-letter", self.exchange)
+    }
+}
+
+/// One event to publish, written with [`enqueue`].
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub event_type: &'static str,
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxEvent {
+    pub fn new(
+        event_type: &'static str,
+        aggregate_type: &'static str,
+        aggregate_id: impl ToString,
+        message: &impl Message,
+    ) -> Self {
+        Self {
+            event_type,
+            aggregate_type,
+            aggregate_id: aggregate_id.to_string(),
+            payload: message.encode_to_vec(),
+        }
+    }
+}
+
+/// Writes events to the outbox. Call it inside the transaction of the state change, after
+/// locking the aggregate's row.
+pub async fn enqueue(conn: &mut AsyncPgConnection, events: Vec<OutboxEvent>) -> ApiResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = events
+        .into_iter()
+        .map(|e| {
+            (
+                outbox::event_id.eq(Uuid::now_v7()),
+                outbox::event_type.eq(e.event_type),
+                outbox::aggregate_type.eq(e.aggregate_type),
+                outbox::aggregate_id.eq(e.aggregate_id),
+                outbox::payload.eq(e.payload),
+            )
+        })
+        .collect();
+    diesel::insert_into(outbox::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+struct OutboxRow {
+    id: i64,
+    event_id: Uuid,
+    event_type: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    occurred_at: DateTime<Utc>,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+}
+
+async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Waits before reconnecting: 100 ms doubling up to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(100);
+    }
+}
+
+/// Wakes the relay right after a commit that wrote events, instead of at its next poll.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Publishes a service's outbox. One per process; several replicas take turns (the batch's
+/// rows are locked), so order per aggregate holds across replicas too.
+pub struct Relay {
+    pool: PgPool,
+    config: MessagingConfig,
+    producer: &'static str,
+    signal: OutboxSignal,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, config: MessagingConfig, producer: &'static str) -> Self {
+        Self {
+            pool,
+            config,
+            producer,
+            signal: OutboxSignal::default(),
+        }
+    }
+
+    pub fn signal(&self) -> OutboxSignal {
+        self.signal.clone()
+    }
+
+    /// Runs until aborted, reconnecting to the broker whenever it goes away.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.session(&mut backoff).await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "outbox relay: reconnecting"),
+            }
+            backoff.wait().await;
+        }
+    }
+
+    async fn session(&self, backoff: &mut Backoff) -> anyhow::Result<()> {
+        let connection =
+            Connection::connect(self.config.url.expose_secret(), ConnectionProperties::default())
+                .await
+                .context("connecting to the broker")?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        declare_exchange(&channel, &self.config.exchange, ExchangeKind::Topic).await?;
+        tracing::info!(exchange = %self.config.exchange, "outbox relay connected");
+        loop {
+            let published = self.publish_batch(&channel).await?;
+            backoff.reset();
+            if published == 0 {
+                tokio::select! {
+                    () = self.signal.0.notified() => {}
+                    () = tokio::time::sleep(self.config.relay_poll_interval) => {}
+                }
+            }
+        }
+    }
+
+    /// Publishes the oldest rows and deletes them once the broker confirmed every one. The rows
+    /// stay locked meanwhile, so another replica waits instead of publishing them out of order.
+    async fn publish_batch(&self, channel: &Channel) -> anyhow::Result<usize> {
+        let mut conn = self.pool.get().await.context("outbox relay: database")?;
+        let exchange = self.config.exchange.as_str();
+        let producer = self.producer;
+        let limit = self.config.relay_batch;
+        conn.transaction::<_, anyhow::Error, _>(async |conn| {
+            let rows: Vec<OutboxRow> = outbox::table
+                .order(outbox::id)
+                .limit(limit)
+                .select(OutboxRow::as_select())
+                .for_update()
+                .load(conn)
+                .await?;
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            let mut confirms = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let envelope = Envelope {
+                    event_id: row.event_id.to_string(),
+                    event_type: row.event_type.clone(),
+                    occurred_at: Some(to_timestamp(row.occurred_at)),
+                    aggregate_type: row.aggregate_type.clone(),
+                    aggregate_id: row.aggregate_id.clone(),
+                    aggregate_sequence: row.id,
+                    producer: producer.to_string(),
+                    payload: row.payload.clone(),
+                };
+                let mut headers = FieldTable::default();
+                if let Some(traceparent) = &row.traceparent {
+                    headers.insert(
+                        TRACEPARENT.into(),
+                        AMQPValue::LongString(LongString::from(traceparent.as_str())),
+                    );
+                }
+                let properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type(ShortString::from("application/x-protobuf"))
+                    .with_message_id(ShortString::from(row.event_id.to_string()))
+                    .with_type(ShortString::from(row.event_type.as_str()))
+                    .with_app_id(ShortString::from(producer))
+                    .with_timestamp(u64::try_from(row.occurred_at.timestamp()).unwrap_or(0))
+                    .with_headers(headers);
+                let confirm = channel
+                    .basic_publish(
+                        exchange.into(),
+                        row.event_type.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &envelope.encode_to_vec(),
+                        properties,
+                    )
+                    .await?;
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                if !confirm.await?.is_ack() {
+                    bail!("the broker refused an event");
+                }
+            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .execute(conn)
+                .await?;
+            metrics::counter!("outbox_published_total", "producer" => producer).increment(rows.len() as u64);
+            Ok(rows.len())
+        })
+        .await
+    }
+}
+
+/// Rows still waiting in the outbox (for readiness checks and tests).
+pub async fn outbox_backlog(conn: &mut AsyncPgConnection) -> ApiResult<i64> {
+    Ok(outbox::table.count().get_result(conn).await?)
+}
+
+/// What a consumer does with one event, inside a transaction that also records the event as
+/// handled. An error rolls both back and the event is delivered again; effects outside the
+/// database must therefore be idempotent themselves.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a Envelope,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+/// A service's subscription: its queue and the event types bound to it.
+pub struct Consumer<H> {
+    pool: PgPool,
+    config: MessagingConfig,
+    /// Also the `consumer` column of `processed_messages`.
+    name: String,
+    event_types: Vec<&'static str>,
+    handler: H,
+    connected: Arc<Notify>,
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(
+        pool: PgPool,
+        config: MessagingConfig,
+        name: impl Into<String>,
+        event_types: Vec<&'static str>,
+        handler: H,
+    ) -> Self {
+        Self {
+            pool,
+            config,
+            name: name.into(),
+            event_types,
+            handler,
+            connected: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Signalled each time the queue is declared and consuming (tests wait for it).
+    pub fn connected(&self) -> Arc<Notify> {
+        self.connected.clone()
+    }
+
+    /// Runs until aborted, reconnecting whenever the broker goes away.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new();
+        loop {
+            if let Err(error) = self.session(&mut backoff).await {
+                tracing::warn!(consumer = %self.name, error = format!("{error:#}"), "consumer: reconnecting");
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// Declares the topology (idempotent): the exchange, a quorum queue bound to the event
+    /// types with a delivery limit, and its dead-letter queue.
+    pub async fn declare(&self, channel: &Channel) -> anyhow::Result<String> {
+        let queue = self.config.queue(&self.name);
+        let dead_letter_exchange = self.config.dead_letter_exchange();
+        let dead_letter_queue = format!("{queue}.dead");
+        declare_exchange(channel, &self.config.exchange, ExchangeKind::Topic).await?;
+        declare_exchange(channel, &dead_letter_exchange, ExchangeKind::Direct).await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut dead_args = FieldTable::default();
+        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        channel
+            .queue_declare(dead_letter_queue.as_str().into(), durable, dead_args)
+            .await?;
+        channel
+            .queue_bind(
+                dead_letter_queue.as_str().into(),
+                dead_letter_exchange.as_str().into(),
+                queue.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(self.config.max_deliveries).unwrap_or(i32::MAX)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(dead_letter_exchange.as_str().into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(queue.as_str().into()),
+        );
+        channel
+            .queue_declare(queue.as_str().into(), durable, args)
+            .await?;
+        for event_type in &self.event_types {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.config.exchange.as_str().into(),
+                    (*event_type).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(queue)
+    }
+
+    async fn session(&self, backoff: &mut Backoff) -> anyhow::Result<()> {
+        let connection =
+            Connection::connect(self.config.url.expose_secret(), ConnectionProperties::default())
+                .await
+                .context("connecting to the broker")?;
+        let channel = connection.create_channel().await?;
+        let queue = self.declare(&channel).await?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!("{}-{}", self.name, Uuid::new_v4().simple())
+                    .as_str()
+                    .into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(consumer = %self.name, %queue, "consuming");
+        backoff.reset();
+        self.connected.notify_waiters();
+        while let Some(delivery) = deliveries.next().await {
+            let delivery = delivery?;
+            self.process(delivery).await?;
+        }
+        bail!("the broker ended the subscription")
+    }
+
+    async fn process(&self, delivery: lapin::message::Delivery) -> anyhow::Result<()> {
+        let Ok(envelope) = Envelope::decode(delivery.data.as_slice()) else {
+            tracing::error!(consumer = %self.name, "undecodable message: dead-lettered");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                })
+                .await?;
+            return Ok(());
+        };
+        let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
+            tracing::error!(consumer = %self.name, "message without an event id: dead-lettered");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                })
+                .await?;
+            return Ok(());
+        };
+        let traceparent = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(TRACEPARENT))
+            .and_then(|v| v.as_long_string().map(|s| s.to_string()));
+        let span = tracing::info_span!(
+            "consume",
+            consumer = %self.name,
+            event_type = %envelope.event_type,
+            %event_id,
+            traceparent = traceparent.as_deref().unwrap_or(""),
+        );
+        let _entered = span.enter();
+        match self.handle_once(event_id, &envelope).await {
+            Ok(first) => {
+                if !first {
+                    tracing::debug!("already handled: acknowledged again");
+                }
+                metrics::counter!("events_consumed_total", "consumer" => self.name.clone(), "event_type" => envelope.event_type.clone(), "duplicate" => (!first).to_string()).increment(1);
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "handling failed: delivered again later"
+                );
+                metrics::counter!("events_failed_total", "consumer" => self.name.clone(), "event_type" => envelope.event_type.clone()).increment(1);
+                // A short pause so a failing dependency is not hammered by redeliveries.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the event unless this consumer already did; Ok(false) for a duplicate.
+    async fn handle_once(&self, event_id: Uuid, envelope: &Envelope) -> anyhow::Result<bool> {
+        let mut conn = self.pool.get().await.context("database")?;
+        let name = self.name.as_str();
+        let handler = &self.handler;
+        conn.transaction::<_, anyhow::Error, _>(async |conn| {
+            let inserted = diesel::insert_into(processed_messages::table)
+                .values((
+                    processed_messages::consumer.eq(name),
+                    processed_messages::event_id.eq(event_id),
+                    processed_messages::event_type.eq(&envelope.event_type),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            handler.handle(conn, envelope).await?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// Decodes an envelope's payload as `T`, naming the event type on failure.
+pub fn payload<T: Message + Default>(envelope: &Envelope) -> anyhow::Result<T> {
+    T::decode(envelope.payload.as_slice()).with_context(|| format!("decoding {}", envelope.event_type))
+}

@@ -1,0 +1,841 @@
+//! The gRPC surface: validate, authorize, call [`Orders`].
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use ticketing_platform::{
+    ApiError, ApiResult,
+    auth::{Principal, Scope, TokenVerifier, bearer_token},
+    error::{Violations, parse_id},
+    pagination::{self, Cursor},
+    time::from_timestamp,
+};
+use ticketing_proto::{
+    google::api::HttpBody,
+    ticketing::orders::v1::{self as pb, orders_service_server::OrdersService},
+};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use uuid::Uuid;
+
+use crate::{
+    orders::{CardInput, DiscountRow, LineRow, NewOrder, OrderRow, Orders, TicketRow},
+    qr,
+    schema::{discount_codes, order_lines, orders, tickets},
+};
+
+pub struct OrdersApi {
+    pub orders: Orders,
+    pub verifier: TokenVerifier,
+}
+
+fn check_key(v: &mut Violations, field: &str, key: &str) {
+    if !(8..=128).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        v.add(field, "must be 8 to 128 printable ASCII characters");
+    }
+}
+
+fn valid_code(code: &str) -> bool {
+    (3..=32).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+impl OrdersApi {
+    async fn caller(&self, metadata: &MetadataMap) -> ApiResult<(Principal, String)> {
+        let principal = self.verifier.authenticate(metadata).await?;
+        let token = bearer_token(metadata)?.unwrap_or_default().to_string();
+        Ok((principal, token))
+    }
+
+    /// Staff of the event's organization (API keys need `scope`) and admins.
+    fn is_staff(principal: &Principal, org: Uuid, scope: Scope) -> bool {
+        principal.is_admin() || (principal.can_act_for(org) && principal.require_scope(scope).is_ok())
+    }
+
+    /// The order if the caller may see it; NOT_FOUND otherwise (no probing of ids).
+    async fn visible_order(&self, principal: &Principal, id: Uuid, scope: Scope) -> ApiResult<OrderRow> {
+        let order = self
+            .orders
+            .find(id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "order" })?;
+        if principal.user_id().ok() == Some(order.buyer_id)
+            || Self::is_staff(principal, order.organization_id, scope)
+        {
+            Ok(order)
+        } else {
+            Err(ApiError::NotFound { resource: "order" })
+        }
+    }
+
+    async fn create_order(&self, request: Request<pb::CreateOrderRequest>) -> ApiResult<pb::Order> {
+        let (principal, token) = self.caller(request.metadata()).await?;
+        principal.require_scope(Scope::OrdersWrite)?;
+        let buyer_id = principal.user_id()?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let hold_id = v.id("hold_id", &r.hold_id);
+        check_key(&mut v, "idempotency_key", &r.idempotency_key);
+        let discount_code =
+            (!r.discount_code.is_empty()).then(|| r.discount_code.trim().to_ascii_uppercase());
+        if discount_code.as_deref().is_some_and(|c| !valid_code(c)) {
+            v.add("discount_code", "must be 3 to 32 letters and digits");
+        }
+        if !r.buyer_email.is_empty() && !email_address::EmailAddress::is_valid(&r.buyer_email) {
+            v.add("buyer_email", "is not an e-mail address");
+        }
+        v.into_result()?;
+        let Some(hold_id) = hold_id else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let order = self
+            .orders
+            .create(
+                &token,
+                NewOrder {
+                    buyer_id,
+                    buyer_email: r.buyer_email.to_lowercase(),
+                    hold_id,
+                    idempotency_key: r.idempotency_key,
+                    discount_code,
+                },
+            )
+            .await?;
+        self.orders.proto(&order).await
+    }
+
+    async fn pay_order(&self, request: Request<pb::PayOrderRequest>) -> ApiResult<pb::Order> {
+        let (principal, token) = self.caller(request.metadata()).await?;
+        let caller = principal.user_id()?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let order_id = v.id("order_id", &r.order_id);
+        let card = match &r.card {
+            Some(card) => {
+                let number: String = card.number.chars().filter(|c| !c.is_whitespace()).collect();
+                if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
+                    v.add("card.number", "must be 12 to 19 digits");
+                }
+                if !(1..=12).contains(&card.exp_month) {
+                    v.add("card.exp_month", "must be 1 to 12");
+                }
+                if !(2000..=2100).contains(&card.exp_year) {
+                    v.add("card.exp_year", "must be a four-digit year");
+                }
+                if !(3..=4).contains(&card.cvc.len()) || !card.cvc.bytes().all(|b| b.is_ascii_digit()) {
+                    v.add("card.cvc", "must be 3 or 4 digits");
+                }
+                Some(CardInput {
+                    number,
+                    exp_month: card.exp_month,
+                    exp_year: card.exp_year,
+                    cvc: card.cvc.clone(),
+                })
+            }
+            None => {
+                v.add("card", "is required");
+                None
+            }
+        };
+        v.into_result()?;
+        let (Some(order_id), Some(card)) = (order_id, card) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let order = self
+            .orders
+            .find(order_id)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "order" })?;
+        if order.buyer_id != caller {
+            return Err(ApiError::NotFound { resource: "order" });
+        }
+        let order = self.orders.pay(&token, order_id, card).await?;
+        self.orders.proto(&order).await
+    }
+
+    async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> ApiResult<pb::Order> {
+        let (principal, _) = self.caller(request.metadata()).await?;
+        let r = request.into_inner();
+        let order_id = parse_id("order_id", &r.order_id)?;
+        if r.reason.len() > 500 {
+            return Err(ApiError::invalid("reason", "at most 500 characters"));
+        }
+        self.visible_order(&principal, order_id, Scope::OrdersWrite)
+            .await?;
+        let order = self.orders.cancel(order_id, &r.reason).await?;
+        self.orders.proto(&order).await
+    }
+
+    async fn refund_order(&self, request: Request<pb::RefundOrderRequest>) -> ApiResult<pb::Order> {
+        let (principal, token) = self.caller(request.metadata()).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let order_id = v.id("order_id", &r.order_id);
+        let lines: Vec<Option<Uuid>> = r
+            .line_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| v.id(&format!("line_ids[{i}]"), id))
+            .collect();
+        if r.reason.len() > 500 {
+            v.add("reason", "at most 500 characters");
+        }
+        v.into_result()?;
+        let Some(order_id) = order_id else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let lines: Vec<Uuid> = lines.into_iter().flatten().collect();
+        let order = self
+            .visible_order(&principal, order_id, Scope::OrdersWrite)
+            .await?;
+        if !Self::is_staff(&principal, order.organization_id, Scope::OrdersWrite) {
+            // Buyers refund their own orders only until the cutoff before the event.
+            let starts = self.orders.event_starts_at(&token, order.event_id).await?;
+            let cutoff = chrono::Duration::from_std(self.orders.buyer_refund_cutoff()).unwrap_or_default();
+            if starts.is_some_and(|s| Utc::now() + cutoff > s) {
+                return Err(ApiError::precondition(
+                    "REFUND_WINDOW_CLOSED",
+                    "refunds by the buyer close before the event; ask the organizer",
+                ));
+            }
+        }
+        let order = self.orders.refund(order_id, &lines).await?;
+        self.orders.proto(&order).await
+    }
+
+    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> ApiResult<pb::Order> {
+        let (principal, _) = self.caller(request.metadata()).await?;
+        let id = parse_id("order_id", &request.get_ref().order_id)?;
+        let order = self.visible_order(&principal, id, Scope::OrdersRead).await?;
+        self.orders.proto(&order).await
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> ApiResult<pb::ListOrdersResponse> {
+        let (principal, token) = self.caller(request.metadata()).await?;
+        let r = request.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let after = Cursor::decode(&r.page_token)?;
+        let mut statuses = Vec::new();
+        for (i, s) in r.statuses.iter().enumerate() {
+            let status = match pb::OrderStatus::try_from(*s) {
+                Ok(pb::OrderStatus::PendingPayment) => "pending_payment",
+                Ok(pb::OrderStatus::Paid) => "paid",
+                Ok(pb::OrderStatus::Cancelled) => "cancelled",
+                Ok(pb::OrderStatus::Expired) => "expired",
+                Ok(pb::OrderStatus::PartiallyRefunded) => "partially_refunded",
+                Ok(pb::OrderStatus::Refunded) => "refunded",
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("statuses[{i}]"),
+                        "is not an order status",
+                    ));
+                }
+            };
+            statuses.push(status);
+        }
+        let mut query = orders::table.select(OrderRow::as_select()).into_boxed();
+        if r.event_id.is_empty() {
+            query = query.filter(orders::buyer_id.eq(principal.user_id()?));
+        } else {
+            let event = parse_id("event_id", &r.event_id)?;
+            let org = self.orders.organization_of(&token, event).await?;
+            if !Self::is_staff(&principal, org, Scope::OrdersRead) {
+                return Err(ApiError::permission_denied(
+                    "only the event's organization sees its orders",
+                ));
+            }
+            query = query.filter(orders::event_id.eq(event));
+        }
+        if !statuses.is_empty() {
+            query = query.filter(orders::status.eq_any(statuses));
+        }
+        if let Some(after) = after {
+            query = query.filter(orders::id.lt(after.id));
+        }
+        let mut conn = self.orders.pool().get().await?;
+        let rows: Vec<OrderRow> = query
+            .order(orders::id.desc())
+            .limit(size + 1)
+            .load(&mut conn)
+            .await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |o| Cursor {
+            created_at: o.created_at,
+            id: o.id,
+        });
+        let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
+        let lines: Vec<LineRow> = order_lines::table
+            .filter(order_lines::order_id.eq_any(&ids))
+            .order((order_lines::order_id, order_lines::position))
+            .select(LineRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let issued: Vec<TicketRow> = tickets::table
+            .filter(tickets::order_id.eq_any(&ids))
+            .select(TicketRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let mut lines_of: HashMap<Uuid, Vec<LineRow>> = HashMap::new();
+        for line in lines {
+            lines_of.entry(line.order_id).or_default().push(line);
+        }
+        let mut tickets_of: HashMap<Uuid, Vec<TicketRow>> = HashMap::new();
+        for ticket in issued {
+            tickets_of.entry(ticket.order_id).or_default().push(ticket);
+        }
+        Ok(pb::ListOrdersResponse {
+            orders: rows
+                .iter()
+                .map(|o| {
+                    o.to_proto(
+                        lines_of.get(&o.id).map(Vec::as_slice).unwrap_or(&[]),
+                        tickets_of.get(&o.id).map(Vec::as_slice).unwrap_or(&[]),
+                    )
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    // Discount codes: the event's organization (events:write for API keys) and admins.
+
+    async fn organizer_of_event(&self, metadata: &MetadataMap, event: Uuid, scope: Scope) -> ApiResult<Uuid> {
+        let (principal, token) = self.caller(metadata).await?;
+        let org = self.orders.organization_of(&token, event).await?;
+        if !Self::is_staff(&principal, org, scope) {
+            return Err(ApiError::permission_denied(
+                "only the event's organization manages its discount codes",
+            ));
+        }
+        Ok(org)
+    }
+
+    async fn create_discount_code(
+        &self,
+        request: Request<pb::CreateDiscountCodeRequest>,
+    ) -> ApiResult<pb::DiscountCode> {
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        let org = self
+            .organizer_of_event(request.metadata(), event, Scope::EventsWrite)
+            .await?;
+        let code = request
+            .into_inner()
+            .discount_code
+            .ok_or_else(|| ApiError::invalid("discount_code", "is required"))?;
+        let mut v = Violations::new();
+        let name = code.code.trim().to_ascii_uppercase();
+        if !valid_code(&name) {
+            v.add("discount_code.code", "must be 3 to 32 letters and digits");
+        }
+        let (percent_off, amount_off, currency) = match &code.amount {
+            Some(pb::discount_code::Amount::PercentOff(p)) => {
+                if !(1..=100).contains(p) {
+                    v.add("discount_code.percent_off", "must be 1 to 100");
+                }
+                (Some(*p), None, None)
+            }
+            Some(pb::discount_code::Amount::AmountOff(m)) => {
+                if m.amount_minor <= 0 {
+                    v.add("discount_code.amount_off.amount_minor", "must be above zero");
+                }
+                if m.currency.len() != 3 || !m.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                    v.add("discount_code.amount_off.currency", "must be an ISO 4217 code");
+                }
+                (None, Some(m.amount_minor), Some(m.currency.clone()))
+            }
+            None => {
+                v.add("discount_code.amount", "percent_off or amount_off is required");
+                (None, None, None)
+            }
+        };
+        if code.max_uses < 0 {
+            v.add("discount_code.max_uses", "must not be negative");
+        }
+        let valid_from = code.valid_from.as_ref().and_then(|t| {
+            v.check(
+                "discount_code.valid_from",
+                from_timestamp("discount_code.valid_from", t).map_err(|e| e.to_string()),
+            )
+        });
+        let valid_until = code.valid_until.as_ref().and_then(|t| {
+            v.check(
+                "discount_code.valid_until",
+                from_timestamp("discount_code.valid_until", t).map_err(|e| e.to_string()),
+            )
+        });
+        if let (Some(from), Some(until)) = (valid_from, valid_until)
+            && until <= from
+        {
+            v.add("discount_code.valid_until", "must be after valid_from");
+        }
+        if code.tier_ids.len() > 100 {
+            v.add("discount_code.tier_ids", "at most 100");
+        }
+        v.into_result()?;
+        let row = DiscountRow {
+            event_id: event,
+            code: name,
+            organization_id: org,
+            percent_off,
+            amount_off,
+            currency,
+            valid_from,
+            valid_until,
+            max_uses: code.max_uses,
+            times_used: 0,
+            // proto3 cannot tell "false" from "unset": new codes start active; UpdateDiscountCode pauses them.
+            active: true,
+            tier_ids: code.tier_ids.clone(),
+            created_at: Utc::now(),
+        };
+        let mut conn = self.orders.pool().get().await?;
+        let inserted = diesel::insert_into(discount_codes::table)
+            .values(&row)
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await?;
+        if inserted == 0 {
+            return Err(ApiError::already_exists(
+                "DISCOUNT_CODE_EXISTS",
+                "the event already has this code",
+            ));
+        }
+        Ok(row.to_proto())
+    }
+
+    async fn discount(&self, event: Uuid, code: &str) -> ApiResult<DiscountRow> {
+        let mut conn = self.orders.pool().get().await?;
+        discount_codes::table
+            .find((event, code.trim().to_ascii_uppercase()))
+            .select(DiscountRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?
+            .ok_or(ApiError::NotFound {
+                resource: "discount code",
+            })
+    }
+
+    async fn get_discount_code(
+        &self,
+        request: Request<pb::GetDiscountCodeRequest>,
+    ) -> ApiResult<pb::DiscountCode> {
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        self.organizer_of_event(request.metadata(), event, Scope::EventsRead)
+            .await?;
+        Ok(self.discount(event, &request.get_ref().code).await?.to_proto())
+    }
+
+    async fn list_discount_codes(
+        &self,
+        request: Request<pb::ListDiscountCodesRequest>,
+    ) -> ApiResult<pb::ListDiscountCodesResponse> {
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        self.organizer_of_event(request.metadata(), event, Scope::EventsRead)
+            .await?;
+        let r = request.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                String::from_utf8(
+                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &r.page_token)
+                        .map_err(|_| ApiError::invalid("page_token", "is not a token this service issued"))?,
+                )
+                .map_err(|_| ApiError::invalid("page_token", "is not a token this service issued"))?,
+            )
+        };
+        let mut query = discount_codes::table
+            .filter(discount_codes::event_id.eq(event))
+            .select(DiscountRow::as_select())
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(discount_codes::code.gt(after));
+        }
+        let mut conn = self.orders.pool().get().await?;
+        let mut rows: Vec<DiscountRow> = query
+            .order(discount_codes::code)
+            .limit(size + 1)
+            .load(&mut conn)
+            .await?;
+        let next_page_token = if rows.len() as i64 > size {
+            rows.truncate(usize::try_from(size).unwrap_or(0));
+            rows.last()
+                .map(|r| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &r.code))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListDiscountCodesResponse {
+            discount_codes: rows.iter().map(DiscountRow::to_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn update_discount_code(
+        &self,
+        request: Request<pb::UpdateDiscountCodeRequest>,
+    ) -> ApiResult<pb::DiscountCode> {
+        let code = request
+            .get_ref()
+            .discount_code
+            .clone()
+            .ok_or_else(|| ApiError::invalid("discount_code", "is required"))?;
+        let event = parse_id("discount_code.event_id", &code.event_id)?;
+        self.organizer_of_event(request.metadata(), event, Scope::EventsWrite)
+            .await?;
+        let mask = request
+            .into_inner()
+            .update_mask
+            .map(|m| m.paths)
+            .unwrap_or_default();
+        if mask.is_empty() {
+            return Err(ApiError::invalid("update_mask", "name the fields to change"));
+        }
+        let current = self.discount(event, &code.code).await?;
+        let mut v = Violations::new();
+        let mut next = current.clone();
+        for path in &mask {
+            match path.as_str() {
+                "valid_from" => {
+                    next.valid_from = code.valid_from.as_ref().and_then(|t| {
+                        v.check(
+                            "discount_code.valid_from",
+                            from_timestamp("discount_code.valid_from", t).map_err(|e| e.to_string()),
+                        )
+                    })
+                }
+                "valid_until" => {
+                    next.valid_until = code.valid_until.as_ref().and_then(|t| {
+                        v.check(
+                            "discount_code.valid_until",
+                            from_timestamp("discount_code.valid_until", t).map_err(|e| e.to_string()),
+                        )
+                    })
+                }
+                "max_uses" => {
+                    if code.max_uses < 0 || (code.max_uses > 0 && code.max_uses < current.times_used) {
+                        v.add(
+                            "discount_code.max_uses",
+                            "must be 0 (unlimited) or at least times_used",
+                        );
+                    }
+                    next.max_uses = code.max_uses;
+                }
+                "active" => next.active = code.active,
+                other => v.add("update_mask", format!("{other} cannot be changed")),
+            }
+        }
+        if let (Some(from), Some(until)) = (next.valid_from, next.valid_until)
+            && until <= from
+        {
+            v.add("discount_code.valid_until", "must be after valid_from");
+        }
+        v.into_result()?;
+        let mut conn = self.orders.pool().get().await?;
+        // Uses counted meanwhile must still fit a new limit.
+        let floor = if next.max_uses == 0 {
+            i32::MAX
+        } else {
+            next.max_uses
+        };
+        let row = diesel::update(discount_codes::table.find((event, &current.code)))
+            .filter(discount_codes::times_used.le(floor))
+            .set((
+                discount_codes::valid_from.eq(next.valid_from),
+                discount_codes::valid_until.eq(next.valid_until),
+                discount_codes::max_uses.eq(next.max_uses),
+                discount_codes::active.eq(next.active),
+            ))
+            .returning(DiscountRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .optional()?
+            .ok_or_else(|| {
+                ApiError::precondition(
+                    "DISCOUNT_CODE_IN_USE",
+                    "the code was used more often meanwhile; retry",
+                )
+            })?;
+        Ok(row.to_proto())
+    }
+
+    async fn delete_discount_code(
+        &self,
+        request: Request<pb::DeleteDiscountCodeRequest>,
+    ) -> ApiResult<pb::DeleteDiscountCodeResponse> {
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        self.organizer_of_event(request.metadata(), event, Scope::EventsWrite)
+            .await?;
+        let current = self.discount(event, &request.get_ref().code).await?;
+        let mut conn = self.orders.pool().get().await?;
+        if current.times_used > 0 {
+            // Orders refer to it: deactivate instead, so their history stays explainable.
+            diesel::update(discount_codes::table.find((event, &current.code)))
+                .set(discount_codes::active.eq(false))
+                .execute(&mut conn)
+                .await?;
+        } else {
+            diesel::delete(discount_codes::table.find((event, &current.code)))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(pb::DeleteDiscountCodeResponse {})
+    }
+
+    // Tickets.
+
+    async fn visible_ticket(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> ApiResult<(TicketRow, Option<LineRow>, bool)> {
+        let mut conn = self.orders.pool().get().await?;
+        let ticket: TicketRow = tickets::table
+            .find(id)
+            .select(TicketRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?
+            .ok_or(ApiError::NotFound { resource: "ticket" })?;
+        let holder = principal.user_id().ok() == Some(ticket.holder_id);
+        if !holder {
+            let org: Uuid = orders::table
+                .find(ticket.order_id)
+                .select(orders::organization_id)
+                .first(&mut conn)
+                .await?;
+            if !Self::is_staff(principal, org, Scope::OrdersRead) {
+                return Err(ApiError::NotFound { resource: "ticket" });
+            }
+        }
+        let line = order_lines::table
+            .find(ticket.line_id)
+            .select(LineRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok((ticket, line, holder))
+    }
+
+    async fn get_ticket(&self, request: Request<pb::GetTicketRequest>) -> ApiResult<pb::Ticket> {
+        let (principal, _) = self.caller(request.metadata()).await?;
+        let id = parse_id("ticket_id", &request.get_ref().ticket_id)?;
+        let (ticket, line, holder) = self.visible_ticket(&principal, id).await?;
+        Ok(ticket.to_proto(line.as_ref(), holder))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<pb::ListTicketsRequest>,
+    ) -> ApiResult<pb::ListTicketsResponse> {
+        let (principal, _) = self.caller(request.metadata()).await?;
+        let r = request.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let after = Cursor::decode(&r.page_token)?;
+        let mut query = tickets::table.select(TicketRow::as_select()).into_boxed();
+        let mut holder_view = true;
+        if r.order_id.is_empty() {
+            query = query.filter(tickets::holder_id.eq(principal.user_id()?));
+        } else {
+            let order_id = parse_id("order_id", &r.order_id)?;
+            let order = self
+                .visible_order(&principal, order_id, Scope::OrdersRead)
+                .await?;
+            holder_view = principal.user_id().ok() == Some(order.buyer_id);
+            query = query.filter(tickets::order_id.eq(order_id));
+        }
+        if let Some(after) = after {
+            query = query.filter(tickets::id.gt(after.id));
+        }
+        let mut conn = self.orders.pool().get().await?;
+        let rows: Vec<TicketRow> = query.order(tickets::id).limit(size + 1).load(&mut conn).await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |t| Cursor {
+            created_at: t.issued_at,
+            id: t.id,
+        });
+        let line_ids: Vec<Uuid> = rows.iter().map(|t| t.line_id).collect();
+        let lines: HashMap<Uuid, LineRow> = order_lines::table
+            .filter(order_lines::id.eq_any(&line_ids))
+            .select(LineRow::as_select())
+            .load(&mut conn)
+            .await?
+            .into_iter()
+            .map(|l: LineRow| (l.id, l))
+            .collect();
+        Ok(pb::ListTicketsResponse {
+            tickets: rows
+                .iter()
+                .map(|t| {
+                    t.to_proto(
+                        lines.get(&t.line_id),
+                        holder_view && principal.user_id().ok() == Some(t.holder_id),
+                    )
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    async fn get_ticket_qr_code(&self, request: Request<pb::GetTicketQrCodeRequest>) -> ApiResult<HttpBody> {
+        let (principal, _) = self.caller(request.metadata()).await?;
+        let r = request.into_inner();
+        let id = parse_id("ticket_id", &r.ticket_id)?;
+        let (ticket, _, holder) = self.visible_ticket(&principal, id).await?;
+        if !holder {
+            return Err(ApiError::permission_denied(
+                "only the ticket's holder gets its code",
+            ));
+        }
+        let format = pb::QrFormat::try_from(r.format)
+            .map_err(|_| ApiError::invalid("format", "is not a QR format"))?;
+        let (content_type, data) = match format {
+            pb::QrFormat::Png => ("image/png", qr::png(&ticket.secret)?),
+            pb::QrFormat::Svg | pb::QrFormat::Unspecified => {
+                ("image/svg+xml", qr::svg(&ticket.secret)?.into_bytes())
+            }
+        };
+        Ok(HttpBody {
+            content_type: content_type.into(),
+            data,
+            extensions: vec![],
+        })
+    }
+
+    async fn check_in(&self, request: Request<pb::CheckInRequest>) -> ApiResult<pb::CheckInResponse> {
+        let (principal, token) = self.caller(request.metadata()).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let event = v.id("event_id", &r.event_id);
+        if r.secret.is_empty() || r.secret.len() > 512 {
+            v.add("secret", "is required (at most 512 characters)");
+        }
+        if r.gate.len() > 100 {
+            v.add("gate", "at most 100 characters");
+        }
+        if r.nonce.len() > 128 {
+            v.add("nonce", "at most 128 characters");
+        }
+        v.into_result()?;
+        let Some(event) = event else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let org = self.orders.organization_of(&token, event).await?;
+        if !Self::is_staff(&principal, org, Scope::CheckIn) {
+            return Err(ApiError::permission_denied(
+                "only the event's staff scan its tickets",
+            ));
+        }
+        self.orders.check_in(event, &r.secret, &r.gate, &r.nonce).await
+    }
+
+    async fn ticket_keys(
+        &self,
+        request: Request<pb::GetTicketVerificationKeysRequest>,
+    ) -> ApiResult<pb::TicketVerificationKeys> {
+        let (principal, token) = self.caller(request.metadata()).await?;
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        let org = self.orders.organization_of(&token, event).await?;
+        if !Self::is_staff(&principal, org, Scope::CheckIn) {
+            return Err(ApiError::permission_denied(
+                "only the event's staff get its scanner keys",
+            ));
+        }
+        let mut conn = self.orders.pool().get().await?;
+        let revoked: Vec<Uuid> = tickets::table
+            .filter(tickets::event_id.eq(event))
+            .filter(tickets::status.eq_any(["refunded", "cancelled"]))
+            .select(tickets::id)
+            .load(&mut conn)
+            .await?;
+        Ok(pb::TicketVerificationKeys {
+            keys: self.orders.signer().public_keys().into_iter().collect(),
+            revoked_ticket_ids: revoked.iter().map(Uuid::to_string).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl OrdersService for OrdersApi {
+    async fn create_order(&self, r: Request<pb::CreateOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(self.create_order(r).await?))
+    }
+    async fn pay_order(&self, r: Request<pb::PayOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(self.pay_order(r).await?))
+    }
+    async fn cancel_order(&self, r: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(self.cancel_order(r).await?))
+    }
+    async fn refund_order(&self, r: Request<pb::RefundOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(self.refund_order(r).await?))
+    }
+    async fn get_order(&self, r: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(self.get_order(r).await?))
+    }
+    async fn list_orders(
+        &self,
+        r: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        Ok(Response::new(self.list_orders(r).await?))
+    }
+    async fn create_discount_code(
+        &self,
+        r: Request<pb::CreateDiscountCodeRequest>,
+    ) -> Result<Response<pb::DiscountCode>, Status> {
+        Ok(Response::new(self.create_discount_code(r).await?))
+    }
+    async fn get_discount_code(
+        &self,
+        r: Request<pb::GetDiscountCodeRequest>,
+    ) -> Result<Response<pb::DiscountCode>, Status> {
+        Ok(Response::new(self.get_discount_code(r).await?))
+    }
+    async fn list_discount_codes(
+        &self,
+        r: Request<pb::ListDiscountCodesRequest>,
+    ) -> Result<Response<pb::ListDiscountCodesResponse>, Status> {
+        Ok(Response::new(self.list_discount_codes(r).await?))
+    }
+    async fn update_discount_code(
+        &self,
+        r: Request<pb::UpdateDiscountCodeRequest>,
+    ) -> Result<Response<pb::DiscountCode>, Status> {
+        Ok(Response::new(self.update_discount_code(r).await?))
+    }
+    async fn delete_discount_code(
+        &self,
+        r: Request<pb::DeleteDiscountCodeRequest>,
+    ) -> Result<Response<pb::DeleteDiscountCodeResponse>, Status> {
+        Ok(Response::new(self.delete_discount_code(r).await?))
+    }
+    async fn get_ticket(&self, r: Request<pb::GetTicketRequest>) -> Result<Response<pb::Ticket>, Status> {
+        Ok(Response::new(self.get_ticket(r).await?))
+    }
+    async fn list_tickets(
+        &self,
+        r: Request<pb::ListTicketsRequest>,
+    ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        Ok(Response::new(self.list_tickets(r).await?))
+    }
+    async fn get_ticket_qr_code(
+        &self,
+        r: Request<pb::GetTicketQrCodeRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        Ok(Response::new(self.get_ticket_qr_code(r).await?))
+    }
+    async fn check_in(
+        &self,
+        r: Request<pb::CheckInRequest>,
+    ) -> Result<Response<pb::CheckInResponse>, Status> {
+        Ok(Response::new(self.check_in(r).await?))
+    }
+    async fn get_ticket_verification_keys(
+        &self,
+        r: Request<pb::GetTicketVerificationKeysRequest>,
+    ) -> Result<Response<pb::TicketVerificationKeys>, Status> {
+        Ok(Response::new(self.ticket_keys(r).await?))
+    }
+}

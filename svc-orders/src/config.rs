@@ -1,0 +1,95 @@
+//! svc-orders' configuration (see `ticketing_platform::config` for how it is read).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ticketing_platform::{
+    config::{ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate, duration_secs},
+    messaging::MessagingConfig,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub messaging: MessagingConfig,
+    pub log: LogConfig,
+    pub peers: PeersConfig,
+    pub checkout: CheckoutConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutConfig {
+    /// Longest time to pay; an order's deadline is also never after its hold's expiry.
+    #[serde(with = "duration_secs")]
+    pub payment_window: Duration,
+    /// How long one PayOrder may own an order's charge before another call may take over.
+    #[serde(with = "duration_secs")]
+    pub charge_lease: Duration,
+    /// How often unpaid orders past their deadline are expired.
+    #[serde(with = "duration_secs")]
+    pub sweep_interval: Duration,
+    /// Buyers may refund their own orders until this long before the event starts.
+    #[serde(with = "duration_secs")]
+    pub buyer_refund_cutoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::with_ports(50054, 9104),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/orders"),
+            messaging: MessagingConfig::default(),
+            log: LogConfig::default(),
+            peers: PeersConfig {
+                addresses: [
+                    ("identity", "http://127.0.0.1:50051"),
+                    ("catalog", "http://127.0.0.1:50052"),
+                    ("inventory", "http://127.0.0.1:50053"),
+                    ("payments", "http://127.0.0.1:50055"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                default_timeout: Duration::from_secs(10),
+            },
+            checkout: CheckoutConfig {
+                payment_window: Duration::from_secs(15 * 60),
+                charge_lease: Duration::from_secs(60),
+                sweep_interval: Duration::from_secs(1),
+                buyer_refund_cutoff: Duration::from_secs(48 * 3600),
+            },
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ticketing_platform::config::validate_server(&self.server)?;
+        self.database.validate("database")?;
+        self.messaging.validate("messaging")?;
+        self.peers.validate()?;
+        for peer in ["identity", "catalog", "inventory", "payments"] {
+            if !self.peers.addresses.contains_key(peer) {
+                return Err(ConfigError::invalid(
+                    format!("peers.addresses.{peer}"),
+                    "orders calls it",
+                ));
+            }
+        }
+        let c = &self.checkout;
+        if c.payment_window.is_zero() || c.charge_lease.is_zero() || c.sweep_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "checkout",
+                "payment_window, charge_lease and sweep_interval must be above zero",
+            ));
+        }
+        if c.charge_lease <= self.peers.default_timeout * 2 {
+            return Err(ConfigError::invalid(
+                "checkout.charge_lease",
+                "must be longer than two peer call timeouts (commit, then charge)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! svc-orders: serves checkout, tickets and check-in.
+
+use svc_orders::{Application, config::Config};
+use ticketing_platform::{config, server::shutdown_signal, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = config::load(Config::default())?;
+    telemetry::init(&config.log);
+    let app = Application::build(config).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}

@@ -1,0 +1,7 @@
+//! svc-orders against real identity, catalog, inventory and payments (in-process), PostgreSQL,
+//! Redis and RabbitMQ.
+
+mod checkout;
+mod faults;
+mod helpers;
+mod tickets;

@@ -1,0 +1,77 @@
+//! svc-payments' configuration (see `ticketing_platform::config` for how it is read).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ticketing_platform::{
+    config::{ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate, duration_secs},
+    messaging::MessagingConfig,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub messaging: MessagingConfig,
+    pub log: LogConfig,
+    pub peers: PeersConfig,
+    pub test_provider: TestProviderConfig,
+    /// A charge still "processing" this long after it started (the process died mid-charge)
+    /// is settled by asking the processor, or voided there if it never arrived.
+    #[serde(with = "duration_secs")]
+    pub stale_after: Duration,
+    #[serde(with = "duration_secs")]
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestProviderConfig {
+    /// How long the "slow response" test card takes.
+    #[serde(with = "duration_secs")]
+    pub slow_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::with_ports(50055, 9105),
+            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/payments"),
+            messaging: MessagingConfig::default(),
+            log: LogConfig::default(),
+            peers: PeersConfig {
+                addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
+                default_timeout: Duration::from_secs(5),
+            },
+            test_provider: TestProviderConfig {
+                slow_delay: Duration::from_secs(3),
+            },
+            stale_after: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ticketing_platform::config::validate_server(&self.server)?;
+        self.database.validate("database")?;
+        self.messaging.validate("messaging")?;
+        self.peers.validate()?;
+        if !self.peers.addresses.contains_key("identity") {
+            return Err(ConfigError::invalid(
+                "peers.addresses.identity",
+                "payments verifies tokens against identity",
+            ));
+        }
+        if self.stale_after <= self.test_provider.slow_delay {
+            return Err(ConfigError::invalid(
+                "stale_after",
+                "must be longer than the slowest charge",
+            ));
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::invalid("sweep_interval", "must be above zero"));
+        }
+        Ok(())
+    }
+}

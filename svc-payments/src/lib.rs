@@ -1,0 +1,156 @@
+//! svc-payments: charges and refunds through a provider abstraction, with a built-in test card
+//! processor. Only a card's brand and last four digits are stored. Charges are idempotent on a
+//! key; events go out through the transactional outbox.
+//!
+//! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
+//! serves, relays the outbox, consumes order closings and settles charges a crash interrupted.
+
+pub mod api;
+pub mod config;
+pub mod payments;
+pub mod provider;
+pub mod schema;
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use anyhow::Context;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use ticketing_platform::{
+    auth::{IdentityKeySource, TokenVerifier},
+    clients::Peers,
+    db::{self, PgPool},
+    messaging::{self, Consumer, Handler, Relay},
+    server::{Host, Probe},
+};
+use ticketing_proto::ticketing::{
+    events::v1 as events, payments::v1::payments_service_server::PaymentsServiceServer,
+};
+use uuid::Uuid;
+
+use crate::{api::PaymentsApi, config::Config, payments::Payments, provider::TestProvider};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The consumer (and queue) name of this service.
+pub const CONSUMER: &str = "payments";
+
+pub struct Application {
+    host: Host,
+    api: PaymentsApi,
+    relay: Relay,
+    consumer: Consumer<OrderClosings>,
+    pool: PgPool,
+    config: Config,
+}
+
+/// `order.expired` and `order.cancelled`: no charge for the order may go through any more.
+/// `order.refunded`: the refunded lines' money goes back, once per refund id.
+pub struct OrderClosings(Payments);
+
+impl Handler for OrderClosings {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a events::Envelope,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let order_id = match envelope.event_type.as_str() {
+                "order.expired" => messaging::payload::<events::OrderExpired>(envelope)?.order_id,
+                "order.cancelled" => messaging::payload::<events::OrderCancelled>(envelope)?.order_id,
+                "order.refunded" => {
+                    let refund: events::OrderRefunded = messaging::payload(envelope)?;
+                    let amount = refund.amount.map(|m| m.amount_minor).unwrap_or(0);
+                    if refund.payment_id.is_empty() || amount == 0 {
+                        // A free order: nothing was charged.
+                        return Ok(());
+                    }
+                    let payment = Uuid::parse_str(&refund.payment_id).context("payment id")?;
+                    let key = format!("order-refund:{}", refund.refund_id);
+                    self.0
+                        .refund(payment, &key, Some(amount), "order refunded")
+                        .await
+                        .map_err(|e| anyhow::anyhow!("refunding payment {payment}: {e}"))?;
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            };
+            let order_id = Uuid::parse_str(&order_id).context("order id")?;
+            self.0.close_order(conn, order_id).await
+        })
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
+            .await
+            .context("preparing the payments database")?;
+        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
+        let peers = Peers::new(config.peers.clone());
+        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
+        let provider = Arc::new(TestProvider::new(pool.clone(), config.test_provider.slow_delay));
+        let payments = Payments::new(pool.clone(), provider, relay.signal());
+        let consumer = Consumer::new(
+            pool.clone(),
+            config.messaging.clone(),
+            CONSUMER,
+            vec!["order.expired", "order.cancelled", "order.refunded"],
+            OrderClosings(payments.clone()),
+        );
+        let host = Host::bind(config.server.clone()).await?;
+        Ok(Self {
+            host,
+            api: PaymentsApi { payments, verifier },
+            relay,
+            consumer,
+            pool,
+            config,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.host.grpc_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.host.admin_addr()
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.pool.clone()
+    }
+
+    pub fn payments(&self) -> Payments {
+        self.api.payments.clone()
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let relay = tokio::spawn(self.relay.run());
+        let consumer = tokio::spawn(self.consumer.run());
+        let payments = self.api.payments.clone();
+        let (every, stale_after) = (self.config.sweep_interval, self.config.stale_after);
+        let sweeper = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = payments.settle_stale(stale_after).await {
+                    tracing::warn!(%error, "settling interrupted charges failed");
+                }
+            }
+        });
+        let service = PaymentsServiceServer::new(self.api);
+        let result = self
+            .host
+            .serve(service, vec![Probe::postgres(self.pool.clone())], shutdown)
+            .await;
+        sweeper.abort();
+        consumer.abort();
+        relay.abort();
+        result
+    }
+}

@@ -1,0 +1,632 @@
+//! Charges and refunds, recorded so that a card is charged at most once per idempotency key and
+//! never kept for an order that closed unpaid.
+//!
+//! A charge is claimed first (a `processing` row, committed), then sent to the processor with
+//! the same key, then settled in a second transaction with its event. A process that dies in
+//! between leaves a `processing` row that [`Payments::settle_stale`] finishes by asking the
+//! processor (which is idempotent on the key) or voiding the key there. The order's row in
+//! `payment_orders` is locked by the claim, the settlement and the order's closing, so a charge
+//! that succeeds for an order that has meanwhile expired is refunded at once.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use diesel::{prelude::*, result::DatabaseErrorKind};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use ticketing_platform::{
+    ApiError, ApiResult,
+    db::PgPool,
+    messaging::{self, OutboxEvent, OutboxSignal},
+    pagination::{self, Cursor},
+    time::to_timestamp,
+};
+use ticketing_proto::ticketing::{
+    common::v1::Money,
+    events::v1 as events,
+    payments::v1::{self as pb, FailureCode, PaymentStatus},
+};
+use uuid::Uuid;
+
+use crate::{
+    provider::{self, Card, Outcome, Provider},
+    schema::{payment_orders, payments, refunds},
+};
+
+type Conn = AsyncPgConnection;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = payments)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub idempotency_key: String,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub organization_id: Option<Uuid>,
+    pub amount: i64,
+    pub currency: String,
+    pub refunded: i64,
+    pub status: String,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub card_brand: String,
+    pub card_last4: String,
+    pub provider: String,
+    pub provider_reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = refunds)]
+pub struct RefundRow {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub idempotency_key: String,
+    pub amount: i64,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    pub fn to_proto(&self) -> pb::Payment {
+        let status = match self.status.as_str() {
+            "succeeded" => PaymentStatus::Succeeded,
+            "failed" => PaymentStatus::Failed,
+            "partially_refunded" => PaymentStatus::PartiallyRefunded,
+            "refunded" => PaymentStatus::Refunded,
+            _ => PaymentStatus::Unspecified,
+        };
+        pb::Payment {
+            id: self.id.to_string(),
+            order_id: self.order_id.to_string(),
+            customer_id: self.customer_id.to_string(),
+            amount: Some(self.money(self.amount)),
+            refunded: Some(self.money(self.refunded)),
+            status: status as i32,
+            failure_code: self
+                .failure_code
+                .as_deref()
+                .and_then(FailureCode::from_str_name)
+                .unwrap_or(FailureCode::Unspecified) as i32,
+            failure_message: self.failure_message.clone().unwrap_or_default(),
+            card_brand: self.card_brand.clone(),
+            card_last4: self.card_last4.clone(),
+            provider: self.provider.clone(),
+            provider_reference: self.provider_reference.clone().unwrap_or_default(),
+            created_at: Some(to_timestamp(self.created_at)),
+            updated_at: Some(to_timestamp(self.updated_at)),
+            organization_id: self.organization_id.map(|o| o.to_string()).unwrap_or_default(),
+        }
+    }
+
+    fn money(&self, amount_minor: i64) -> Money {
+        Money {
+            amount_minor,
+            currency: self.currency.clone(),
+        }
+    }
+
+    pub fn is_processing(&self) -> bool {
+        self.status == "processing"
+    }
+}
+
+impl RefundRow {
+    pub fn to_proto(&self, currency: &str) -> pb::PaymentRefund {
+        pb::PaymentRefund {
+            id: self.id.to_string(),
+            payment_id: self.payment_id.to_string(),
+            amount: Some(Money {
+                amount_minor: self.amount,
+                currency: currency.to_string(),
+            }),
+            reason: self.reason.clone(),
+            created_at: Some(to_timestamp(self.created_at)),
+        }
+    }
+}
+
+/// A validated charge.
+#[derive(Debug, Clone)]
+pub struct ChargeInput {
+    pub key: String,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub organization_id: Option<Uuid>,
+    pub amount: i64,
+    pub currency: String,
+    pub card: Card,
+}
+
+#[derive(Clone)]
+pub struct Payments {
+    pool: PgPool,
+    provider: Arc<dyn Provider>,
+    outbox: OutboxSignal,
+}
+
+/// How long a second caller with the same key waits for the first one's outcome.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(15);
+
+impl Payments {
+    pub fn new(pool: PgPool, provider: Arc<dyn Provider>, outbox: OutboxSignal) -> Self {
+        Self {
+            pool,
+            provider,
+            outbox,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn charge(&self, input: ChargeInput) -> ApiResult<PaymentRow> {
+        let claimed = {
+            let mut conn = self.pool.get().await?;
+            claim(&mut conn, &input, self.provider.name()).await?
+        };
+        let row = match claimed {
+            Claim::Existing(row) => {
+                same_request(&row, &input)?;
+                if !row.is_processing() {
+                    return Ok(row);
+                }
+                return self.wait_for(row.id).await;
+            }
+            Claim::New(row) => row,
+        };
+        let outcome = match self.provider.charge(&input.key, input.amount, &input.card).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Unknown outcome: the row stays processing and the sweeper settles it.
+                tracing::warn!(error = format!("{error:#}"), payment = %row.id, "processor unreachable");
+                return Err(ApiError::Unavailable(
+                    "the card processor did not answer; retry with the same key".into(),
+                ));
+            }
+        };
+        let settled = self.settle(row.id, outcome).await?;
+        Ok(settled)
+    }
+
+    async fn wait_for(&self, id: Uuid) -> ApiResult<PaymentRow> {
+        let until = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut conn = self.pool.get().await?;
+            let row = find(&mut conn, id)
+                .await?
+                .ok_or(ApiError::NotFound { resource: "payment" })?;
+            if !row.is_processing() {
+                return Ok(row);
+            }
+            if tokio::time::Instant::now() > until {
+                return Err(ApiError::Unavailable(
+                    "the same charge is still being processed; retry with the same key".into(),
+                ));
+            }
+        }
+    }
+
+    /// Records the outcome and its event; refunds at once if the order closed meanwhile.
+    async fn settle(&self, id: Uuid, outcome: Outcome) -> ApiResult<PaymentRow> {
+        let mut conn = self.pool.get().await?;
+        let provider = self.provider.clone();
+        let row = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let current = find_for_update(conn, id).await?;
+                if !current.is_processing() {
+                    return Ok(current);
+                }
+                let closed: Option<DateTime<Utc>> = payment_orders::table
+                    .find(current.order_id)
+                    .select(payment_orders::closed_at)
+                    .for_update()
+                    .first(conn)
+                    .await?;
+                let now = Utc::now();
+                match outcome {
+                    Outcome::Succeeded { reference } => {
+                        let mut events = vec![OutboxEvent::new(
+                            "payment.succeeded",
+                            "payment",
+                            current.id,
+                            &events::PaymentSucceeded {
+                                payment_id: current.id.to_string(),
+                                order_id: current.order_id.to_string(),
+                                amount: Some(current.money(current.amount)),
+                            },
+                        )];
+                        let mut status = "succeeded";
+                        let mut refunded = 0;
+                        if closed.is_some() {
+                            // The order expired or was cancelled while the card was charged:
+                            // give the money back rather than keep it without a ticket.
+                            let key = format!("order-closed:{}", current.id);
+                            provider
+                                .refund(&key, &reference, current.amount)
+                                .await
+                                .map_err(ApiError::Internal)?;
+                            let refund_id = insert_refund(conn, current.id, &key, current.amount, "order closed before payment completed").await?;
+                            events.push(refunded_event(&current, refund_id, current.amount));
+                            status = "refunded";
+                            refunded = current.amount;
+                            tracing::warn!(payment = %current.id, order = %current.order_id, "charged after the order closed: refunded");
+                        }
+                        diesel::update(payments::table.find(id))
+                            .set((
+                                payments::status.eq(status),
+                                payments::refunded.eq(refunded),
+                                payments::provider_reference.eq(reference),
+                                payments::updated_at.eq(now),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        messaging::enqueue(conn, events).await?;
+                        metrics::counter!("payments_total", "outcome" => "succeeded").increment(1);
+                    }
+                    Outcome::Failed { code, message } => {
+                        diesel::update(payments::table.find(id))
+                            .set((
+                                payments::status.eq("failed"),
+                                payments::failure_code.eq(code.as_str_name()),
+                                payments::failure_message.eq(message),
+                                payments::updated_at.eq(now),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        messaging::enqueue(
+                            conn,
+                            vec![OutboxEvent::new(
+                                "payment.failed",
+                                "payment",
+                                current.id,
+                                &events::PaymentFailed {
+                                    payment_id: current.id.to_string(),
+                                    order_id: current.order_id.to_string(),
+                                    amount: Some(current.money(current.amount)),
+                                    failure_code: code.as_str_name().to_string(),
+                                },
+                            )],
+                        )
+                        .await?;
+                        metrics::counter!("payments_total", "outcome" => "failed").increment(1);
+                    }
+                }
+                find(conn, id).await?.ok_or(ApiError::NotFound { resource: "payment" })
+            })
+            .await?;
+        self.outbox.notify();
+        Ok(row)
+    }
+
+    /// Settles charges left `processing` by a process that died mid-charge.
+    pub async fn settle_stale(&self, older_than: Duration) -> ApiResult<usize> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+        let stale: Vec<(Uuid, String)> = {
+            let mut conn = self.pool.get().await?;
+            payments::table
+                .filter(payments::status.eq("processing"))
+                .filter(payments::updated_at.lt(cutoff))
+                .select((payments::id, payments::idempotency_key))
+                .limit(100)
+                .load(&mut conn)
+                .await?
+        };
+        for (id, key) in &stale {
+            let outcome = match self.provider.lookup(key).await.map_err(ApiError::Internal)? {
+                Some(outcome) => outcome,
+                None => self.provider.void(key).await.map_err(ApiError::Internal)?,
+            };
+            self.settle(*id, outcome).await?;
+        }
+        Ok(stale.len())
+    }
+
+    /// The order closed unpaid: no charge for it may go through any more, and one that already
+    /// did is refunded.
+    pub async fn close_order(&self, conn: &mut Conn, order_id: Uuid) -> anyhow::Result<()> {
+        diesel::insert_into(payment_orders::table)
+            .values((
+                payment_orders::order_id.eq(order_id),
+                payment_orders::closed_at.eq(Utc::now()),
+            ))
+            .on_conflict(payment_orders::order_id)
+            .do_update()
+            .set(payment_orders::closed_at.eq(Some(Utc::now())))
+            .execute(conn)
+            .await?;
+        // The row lock taken above makes settlement wait; succeeded payments are refunded now.
+        let kept: Vec<PaymentRow> = payments::table
+            .filter(payments::order_id.eq(order_id))
+            .filter(payments::status.eq("succeeded"))
+            .select(PaymentRow::as_select())
+            .load(conn)
+            .await?;
+        for payment in kept {
+            let key = format!("order-closed:{}", payment.id);
+            let reference = payment.provider_reference.clone().unwrap_or_default();
+            self.provider.refund(&key, &reference, payment.amount).await?;
+            let refund_id =
+                insert_refund(conn, payment.id, &key, payment.amount, "order closed unpaid").await?;
+            diesel::update(payments::table.find(payment.id))
+                .set((
+                    payments::status.eq("refunded"),
+                    payments::refunded.eq(payment.amount),
+                    payments::updated_at.eq(Utc::now()),
+                ))
+                .execute(conn)
+                .await?;
+            messaging::enqueue(conn, vec![refunded_event(&payment, refund_id, payment.amount)]).await?;
+            tracing::warn!(payment = %payment.id, %order_id, "order closed with a successful charge: refunded");
+        }
+        Ok(())
+    }
+
+    /// Refunds `amount` (the rest when None) once per key, never above what was charged.
+    pub async fn refund(
+        &self,
+        payment_id: Uuid,
+        key: &str,
+        amount: Option<i64>,
+        reason: &str,
+    ) -> ApiResult<(PaymentRow, RefundRow)> {
+        let mut conn = self.pool.get().await?;
+        let provider = self.provider.clone();
+        let result = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let payment = find_for_update(conn, payment_id).await?;
+                let existing: Option<RefundRow> = refunds::table
+                    .filter(refunds::idempotency_key.eq(key))
+                    .select(RefundRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?;
+                if let Some(existing) = existing {
+                    if existing.payment_id != payment_id || amount.is_some_and(|a| a != existing.amount) {
+                        return Err(ApiError::invalid(
+                            "idempotency_key",
+                            "was used for a different refund",
+                        ));
+                    }
+                    return Ok((payment, existing));
+                }
+                if !matches!(payment.status.as_str(), "succeeded" | "partially_refunded") {
+                    return Err(ApiError::precondition(
+                        "PAYMENT_NOT_REFUNDABLE",
+                        format!("a {} payment cannot be refunded", payment.status),
+                    ));
+                }
+                let remaining = payment.amount - payment.refunded;
+                let amount = amount.unwrap_or(remaining);
+                if amount > remaining {
+                    return Err(ApiError::precondition(
+                        "REFUND_ABOVE_CHARGE",
+                        format!("at most {remaining} can still be refunded"),
+                    ));
+                }
+                let reference = payment.provider_reference.clone().unwrap_or_default();
+                provider
+                    .refund(key, &reference, amount)
+                    .await
+                    .map_err(ApiError::Internal)?;
+                let refund_id = insert_refund(conn, payment.id, key, amount, reason).await?;
+                let refunded = payment.refunded + amount;
+                let status = if refunded == payment.amount {
+                    "refunded"
+                } else {
+                    "partially_refunded"
+                };
+                diesel::update(payments::table.find(payment.id))
+                    .set((
+                        payments::status.eq(status),
+                        payments::refunded.eq(refunded),
+                        payments::updated_at.eq(Utc::now()),
+                    ))
+                    .execute(conn)
+                    .await?;
+                messaging::enqueue(conn, vec![refunded_event(&payment, refund_id, amount)]).await?;
+                let refund = refunds::table
+                    .find(refund_id)
+                    .select(RefundRow::as_select())
+                    .first(conn)
+                    .await?;
+                let payment = find(conn, payment_id)
+                    .await?
+                    .ok_or(ApiError::NotFound { resource: "payment" })?;
+                Ok((payment, refund))
+            })
+            .await?;
+        self.outbox.notify();
+        Ok(result)
+    }
+
+    pub async fn get(&self, id: Uuid) -> ApiResult<Option<PaymentRow>> {
+        let mut conn = self.pool.get().await?;
+        find(&mut conn, id).await
+    }
+
+    /// Payments newest first: a customer's, an order's, or (customer None) all.
+    pub async fn list(
+        &self,
+        customer: Option<Uuid>,
+        order: Option<Uuid>,
+        size: i64,
+        after: Option<Cursor>,
+    ) -> ApiResult<(Vec<PaymentRow>, String)> {
+        let mut conn = self.pool.get().await?;
+        let mut query = payments::table.select(PaymentRow::as_select()).into_boxed();
+        if let Some(customer) = customer {
+            query = query.filter(payments::customer_id.eq(customer));
+        }
+        if let Some(order) = order {
+            query = query.filter(payments::order_id.eq(order));
+        }
+        if let Some(after) = after {
+            query = query.filter(payments::id.lt(after.id));
+        }
+        let rows = query
+            .order(payments::id.desc())
+            .limit(size + 1)
+            .load(&mut conn)
+            .await?;
+        Ok(pagination::finish_page(rows, size, |r| Cursor {
+            created_at: r.created_at,
+            id: r.id,
+        }))
+    }
+}
+
+fn refunded_event(payment: &PaymentRow, refund_id: Uuid, amount: i64) -> OutboxEvent {
+    OutboxEvent::new(
+        "payment.refunded",
+        "payment",
+        payment.id,
+        &events::PaymentRefunded {
+            payment_id: payment.id.to_string(),
+            refund_id: refund_id.to_string(),
+            order_id: payment.order_id.to_string(),
+            amount: Some(payment.money(amount)),
+        },
+    )
+}
+
+async fn insert_refund(
+    conn: &mut Conn,
+    payment_id: Uuid,
+    key: &str,
+    amount: i64,
+    reason: &str,
+) -> ApiResult<Uuid> {
+    let id = Uuid::now_v7();
+    diesel::insert_into(refunds::table)
+        .values((
+            refunds::id.eq(id),
+            refunds::payment_id.eq(payment_id),
+            refunds::idempotency_key.eq(key),
+            refunds::amount.eq(amount),
+            refunds::reason.eq(reason),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+enum Claim {
+    New(PaymentRow),
+    Existing(PaymentRow),
+}
+
+/// The key's payment if there is one; otherwise a new `processing` row, unless the order closed.
+async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> ApiResult<Claim> {
+    if let Some(row) = find_by_key(conn, &input.key).await? {
+        return Ok(Claim::Existing(row));
+    }
+    let inserted = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            diesel::insert_into(payment_orders::table)
+                .values(payment_orders::order_id.eq(input.order_id))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            let closed: Option<DateTime<Utc>> = payment_orders::table
+                .find(input.order_id)
+                .select(payment_orders::closed_at)
+                .for_update()
+                .first(conn)
+                .await?;
+            if closed.is_some() {
+                return Err(ApiError::precondition(
+                    "ORDER_CLOSED",
+                    "the order expired or was cancelled; it can no longer be paid",
+                ));
+            }
+            let now = Utc::now();
+            diesel::insert_into(payments::table)
+                .values((
+                    payments::id.eq(Uuid::now_v7()),
+                    payments::idempotency_key.eq(&input.key),
+                    payments::order_id.eq(input.order_id),
+                    payments::customer_id.eq(input.customer_id),
+                    payments::organization_id.eq(input.organization_id),
+                    payments::amount.eq(input.amount),
+                    payments::currency.eq(&input.currency),
+                    payments::status.eq("processing"),
+                    payments::card_brand.eq(provider::brand(&input.card.number)),
+                    payments::card_last4.eq(provider::last4(&input.card.number)),
+                    payments::provider.eq(provider_name),
+                    payments::created_at.eq(now),
+                    payments::updated_at.eq(now),
+                ))
+                .returning(PaymentRow::as_returning())
+                .get_result(conn)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        ApiError::already_exists("PAYMENT_KEY_TAKEN", "a charge with this key exists")
+                    } else {
+                        ApiError::from(e)
+                    }
+                })
+        })
+        .await;
+    match inserted {
+        Ok(row) => Ok(Claim::New(row)),
+        // A concurrent call with the same key won the insert.
+        Err(ApiError::AlreadyExists { .. }) => find_by_key(conn, &input.key)
+            .await?
+            .map(Claim::Existing)
+            .ok_or_else(|| ApiError::internal("payment vanished after a key conflict")),
+        Err(other) => Err(other),
+    }
+}
+
+/// A key names one charge: replaying it with another order or amount is a client bug.
+fn same_request(row: &PaymentRow, input: &ChargeInput) -> ApiResult<()> {
+    if row.order_id != input.order_id || row.amount != input.amount || row.currency != input.currency {
+        return Err(ApiError::InvalidArgument(vec![
+            ticketing_platform::error::FieldViolation {
+                field: "idempotency_key".into(),
+                description: "was already used for a different charge".into(),
+            },
+        ]));
+    }
+    Ok(())
+}
+
+async fn find(conn: &mut Conn, id: Uuid) -> ApiResult<Option<PaymentRow>> {
+    Ok(payments::table
+        .find(id)
+        .select(PaymentRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+async fn find_for_update(conn: &mut Conn, id: Uuid) -> ApiResult<PaymentRow> {
+    payments::table
+        .find(id)
+        .select(PaymentRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(ApiError::NotFound { resource: "payment" })
+}
+
+async fn find_by_key(conn: &mut Conn, key: &str) -> ApiResult<Option<PaymentRow>> {
+    Ok(payments::table
+        .filter(payments::idempotency_key.eq(key))
+        .select(PaymentRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+fn is_unique_violation(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
