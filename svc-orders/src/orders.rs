@@ -776,27 +776,26 @@ impl Orders {
     }
 
     /// Gives the lease back; `open` keeps the attempt's key for the next try (outcome unknown).
+    /// A payment error, when given, replaces the last one shown to the buyer.
     async fn end_attempt(&self, order_id: Uuid, open: bool, error: Option<String>) -> ApiResult<()> {
         let mut conn = self.pool.get().await?;
-        let mut update = diesel::update(
-            orders::table
-                .find(order_id)
-                .filter(orders::status.eq("pending_payment")),
-        )
-        .set((
+        let pending = orders::table
+            .find(order_id)
+            .filter(orders::status.eq("pending_payment"));
+        let released = (
             orders::attempt_open.eq(open),
             orders::charging_until.eq(None::<DateTime<Utc>>),
             orders::updated_at.eq(Utc::now()),
-        ))
-        .execute(&mut conn)
-        .await?;
-        if let Some(error) = error {
-            update += diesel::update(orders::table.find(order_id))
-                .set(orders::last_payment_error.eq(error))
-                .execute(&mut conn)
-                .await?;
-        }
-        let _ = update;
+        );
+        match error {
+            Some(error) => {
+                diesel::update(pending)
+                    .set((released, orders::last_payment_error.eq(error)))
+                    .execute(&mut conn)
+                    .await?
+            }
+            None => diesel::update(pending).set(released).execute(&mut conn).await?,
+        };
         Ok(())
     }
 
@@ -1190,26 +1189,25 @@ impl Orders {
                 return Ok(org);
             }
         }
-        let response = self
-            .peers
-            .catalog
-            .clone()
-            .batch_get_ticket_tiers(forwarded(
-                token,
-                catalog::BatchGetTicketTiersRequest {
-                    event_id: event_id.to_string(),
-                    tier_ids: vec![],
-                },
-            ))
-            .await
-            .map_err(|s| peer_error("catalog", s))?
-            .into_inner();
-        Uuid::parse_str(&response.organization_id).map_err(|_| ApiError::internal("event organization id"))
+        let event = self.event_facts(token, event_id).await?;
+        Uuid::parse_str(&event.organization_id).map_err(|_| ApiError::internal("event organization id"))
     }
 
     /// When the event starts (for the buyer's refund window).
     pub async fn event_starts_at(&self, token: &str, event_id: Uuid) -> ApiResult<Option<DateTime<Utc>>> {
-        let response = self
+        let event = self.event_facts(token, event_id).await?;
+        Ok(event
+            .event_starts_at
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))))
+    }
+
+    /// The event's status, organization and start, from catalog (no tiers asked for).
+    async fn event_facts(
+        &self,
+        token: &str,
+        event_id: Uuid,
+    ) -> ApiResult<catalog::BatchGetTicketTiersResponse> {
+        Ok(self
             .peers
             .catalog
             .clone()
@@ -1222,10 +1220,7 @@ impl Orders {
             ))
             .await
             .map_err(|s| peer_error("catalog", s))?
-            .into_inner();
-        Ok(response
-            .event_starts_at
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))))
+            .into_inner())
     }
 
     pub fn buyer_refund_cutoff(&self) -> Duration {

@@ -2,7 +2,12 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use ticketing_proto::ticketing::orders::v1 as pb;
+use ticketing_proto::ticketing::{
+    common::v1::Money,
+    inventory::v1 as inv,
+    orders::v1 as pb,
+    payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
+};
 use ticketing_testkit::ProxyMode;
 use tonic::Code;
 use uuid::Uuid;
@@ -122,4 +127,76 @@ async fn events_written_while_the_broker_is_away_are_delivered_once_afterwards()
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stack.payment_totals().await, (1, 18_000, 18_000), "refunded once");
+}
+
+#[tokio::test]
+async fn a_charge_whose_pay_order_never_finished_still_ends_with_tickets() {
+    let stack = stack().await;
+    let sale = stack.sale(10, 30).await;
+    let (_, token) = stack.buyer().await;
+    let hold = stack
+        .hold(&token, &sale, &sale.seats[..1], None)
+        .await
+        .expect("hold");
+    let order = stack
+        .create_order(&token, &hold.id, "crash-key-1", "")
+        .await
+        .expect("order");
+    // All PayOrder did before its process died: the durable reservation and the charge.
+    stack
+        .inventory()
+        .commit_hold(authed(
+            &token,
+            inv::CommitHoldRequest {
+                hold_id: hold.id.clone(),
+                order_id: order.id.clone(),
+            },
+        ))
+        .await
+        .expect("reserved");
+    let charged = PaymentsServiceClient::new(stack.payments.clone())
+        .charge(authed(
+            &token,
+            payments::ChargeRequest {
+                idempotency_key: format!("order:{}:attempt:1", order.id),
+                order_id: order.id.clone(),
+                amount: Some(Money {
+                    amount_minor: 9_000,
+                    currency: "EUR".into(),
+                }),
+                card_number: CARD_OK.into(),
+                exp_month: 12,
+                exp_year: 2099,
+                cvc: "123".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("charged")
+        .into_inner();
+    assert_eq!(charged.status, payments::PaymentStatus::Succeeded as i32);
+    // payment.succeeded finishes the order: paid, with its ticket.
+    stack
+        .eventually("the order is paid from the payment event", || async {
+            stack
+                .orders()
+                .get_order(authed(
+                    &token,
+                    pb::GetOrderRequest {
+                        order_id: order.id.clone(),
+                    },
+                ))
+                .await
+                .map(|o| {
+                    let o = o.into_inner();
+                    o.status == pb::OrderStatus::Paid as i32
+                        && o.lines.iter().all(|l| !l.ticket_id.is_empty())
+                })
+                .unwrap_or(false)
+        })
+        .await;
+    // Paying now returns the paid order and charges nothing more.
+    let paid = stack.pay(&token, &order.id, CARD_OK).await.expect("paid");
+    assert_eq!(paid.status, pb::OrderStatus::Paid as i32);
+    assert_eq!(stack.payment_totals().await, (1, 9_000, 0));
 }

@@ -29,6 +29,8 @@ pub struct Stack {
     pub catalog: Channel,
     pub inventory: Channel,
     pub orders: Channel,
+    /// Straight to payments, not through the proxy.
+    pub payments: Channel,
     pub orders_pool: PgPool,
     pub payments_pool: PgPool,
     pub inventory_pool: PgPool,
@@ -163,6 +165,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut svc_orders::config::Config)) ->
         catalog: connect(catalog_addr).await,
         inventory: connect(inventory_addr).await,
         orders: connect(orders_addr).await,
+        payments: connect(payments_addr).await,
         orders_pool,
         payments_pool,
         inventory_pool,

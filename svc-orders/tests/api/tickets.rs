@@ -33,23 +33,28 @@ async fn scan(
         .into_inner()
 }
 
-#[tokio::test]
-async fn a_ticket_checks_in_once_and_forged_or_altered_secrets_are_refused() {
-    let stack = stack().await;
-    let sale = stack.sale(10, 30).await;
-    let (_, token) = stack.buyer().await;
-    let paid = stack.checkout(&token, &sale, &sale.seats[..1]).await;
-    let ticket = stack
+/// The paid order's first ticket as its holder sees it (with the secret).
+async fn first_ticket(stack: &Stack, token: &str, paid: &pb::Order) -> pb::Ticket {
+    stack
         .orders()
         .get_ticket(authed(
-            &token,
+            token,
             pb::GetTicketRequest {
                 ticket_id: paid.lines[0].ticket_id.clone(),
             },
         ))
         .await
         .expect("ticket")
-        .into_inner();
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_ticket_checks_in_once_and_forged_or_altered_secrets_are_refused() {
+    let stack = stack().await;
+    let sale = stack.sale(10, 30).await;
+    let (_, token) = stack.buyer().await;
+    let paid = stack.checkout(&token, &sale, &sale.seats[..1]).await;
+    let ticket = first_ticket(&stack, &token, &paid).await;
     let first = scan(
         &stack,
         &sale.organizer,
@@ -156,18 +161,7 @@ async fn concurrent_scans_of_one_ticket_admit_exactly_one() {
     let sale = stack.sale(10, 30).await;
     let (_, token) = stack.buyer().await;
     let paid = stack.checkout(&token, &sale, &sale.seats[..1]).await;
-    let secret = stack
-        .orders()
-        .get_ticket(authed(
-            &token,
-            pb::GetTicketRequest {
-                ticket_id: paid.lines[0].ticket_id.clone(),
-            },
-        ))
-        .await
-        .expect("ticket")
-        .into_inner()
-        .secret;
+    let secret = first_ticket(&stack, &token, &paid).await.secret;
     let scans = join_all((0..16).map(|i| {
         let (stack, organizer, event, secret) = (
             stack.clone(),
@@ -201,18 +195,7 @@ async fn a_refunded_ticket_is_revoked_at_the_gate() {
     let sale = stack.sale(10, 30).await;
     let (_, token) = stack.buyer().await;
     let paid = stack.checkout(&token, &sale, &sale.seats[..1]).await;
-    let secret = stack
-        .orders()
-        .get_ticket(authed(
-            &token,
-            pb::GetTicketRequest {
-                ticket_id: paid.lines[0].ticket_id.clone(),
-            },
-        ))
-        .await
-        .expect("ticket")
-        .into_inner()
-        .secret;
+    let secret = first_ticket(&stack, &token, &paid).await.secret;
     stack
         .orders()
         .refund_order(authed(
