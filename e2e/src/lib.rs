@@ -10,7 +10,7 @@ use ticketing_platform::{
     db::PgPool,
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
-use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
+use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix, unique};
 use tokio::sync::oneshot;
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
@@ -57,6 +57,7 @@ pub struct Identity {
     _stop: oneshot::Sender<()>,
     _db: TestDatabase,
     _keys: TestRedisPrefix,
+    _broker: TestBroker,
 }
 
 impl Identity {
@@ -64,10 +65,12 @@ impl Identity {
         ticketing_platform::telemetry::init_for_tests();
         let db = TestDatabase::create("identity").await.expect("identity database");
         let keys = TestRedisPrefix::new("idn");
+        let broker = TestBroker::new();
         let app = svc_identity::Application::build(svc_identity::config::Config {
             server: ServerConfig::with_ports(0, 0),
             database: DatabaseConfig::new(db.url.clone()),
             redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
+            messaging: broker.config.clone(),
             // The cheapest argon2id the config accepts: tests check behaviour, not cost.
             password: svc_identity::password::PasswordParams {
                 memory_kib: 8 * 1024,
@@ -91,6 +94,7 @@ impl Identity {
             _stop: stop,
             _db: db,
             _keys: keys,
+            _broker: broker,
         }
     }
 

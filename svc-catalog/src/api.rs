@@ -12,12 +12,14 @@ use ticketing_platform::{
     auth::{Principal, Scope, TokenVerifier},
     clients::peer_error,
     error::{Violations, parse_id},
+    messaging::{OutboxEvent, OutboxSignal},
     pagination,
     time::{from_timestamp, to_timestamp, to_timestamp_opt},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb, catalog_service_server::CatalogService},
     common::v1::{Address, Money},
+    events::v1 as events,
     inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
@@ -33,6 +35,62 @@ pub struct CatalogApi {
     pub pool: ticketing_platform::db::PgPool,
     pub verifier: TokenVerifier,
     pub inventory: InventoryServiceClient<Channel>,
+    /// Wakes the outbox relay after a lifecycle change was committed.
+    pub outbox: OutboxSignal,
+}
+
+/// A cancellation reason travels to every buyer's notification; a paragraph is plenty.
+const MAX_CANCEL_REASON_CHARS: usize = 1000;
+
+/// The outbox event announcing that `row` became `to` (or changed, for `Published` -> `Published`).
+fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, reason: &str) -> OutboxEvent {
+    let event_id = row.id.to_string();
+    let organization_id = row.organization_id.to_string();
+    let starts_at = Some(to_timestamp(row.starts_at));
+    let title = row.title.clone();
+    match to {
+        EventStatus::Published if changed => OutboxEvent::new(
+            "event.updated",
+            "event",
+            row.id,
+            &events::EventUpdated {
+                event_id,
+                organization_id,
+                title,
+                starts_at,
+            },
+        ),
+        EventStatus::Cancelled => OutboxEvent::new(
+            "event.cancelled",
+            "event",
+            row.id,
+            &events::EventCancelled {
+                event_id,
+                organization_id,
+                reason: reason.to_string(),
+            },
+        ),
+        EventStatus::Completed => OutboxEvent::new(
+            "event.completed",
+            "event",
+            row.id,
+            &events::EventCompleted {
+                event_id,
+                organization_id,
+            },
+        ),
+        _ => OutboxEvent::new(
+            "event.published",
+            "event",
+            row.id,
+            &events::EventPublished {
+                event_id,
+                organization_id,
+                title,
+                starts_at,
+            },
+        ),
+    }
 }
 
 /// Organization members (API keys need events:write) and admins change an organization's catalog.
@@ -829,9 +887,12 @@ impl CatalogApi {
             row.image_urls = event.image_urls;
         }
         row.updated_at = Utc::now();
+        // Drafts are nobody's business yet; changes to a published event are announced.
+        let announce = (status == EventStatus::Published).then(|| lifecycle_event(&row, status, true, ""));
         let mut conn = self.pool.get().await?;
-        store::update_event(&mut conn, &row).await?;
+        store::update_event(&mut conn, &row, announce).await?;
         drop(conn);
+        self.outbox.notify();
         self.full_event(&row).await
     }
 
@@ -870,7 +931,10 @@ impl CatalogApi {
         // Inventory first: once published, the event must be sellable.
         self.sync_inventory(request.metadata(), &row, &chart).await?;
         let mut conn = self.pool.get().await?;
-        store::transition(&mut conn, id, "draft", "published").await?;
+        let announce = lifecycle_event(&row, EventStatus::Published, false, "");
+        if store::transition(&mut conn, id, "draft", "published", announce).await? {
+            self.outbox.notify();
+        }
         let row = store::find_event(&mut conn, id)
             .await?
             .ok_or(ApiError::NotFound { resource: "event" })?;
@@ -879,7 +943,7 @@ impl CatalogApi {
         self.full_event(&row).await
     }
 
-    async fn finish(&self, request: Request<String>, to: EventStatus) -> ApiResult<pb::Event> {
+    async fn finish(&self, request: Request<String>, to: EventStatus, reason: &str) -> ApiResult<pb::Event> {
         let principal = self.principal(&request).await?;
         let id = parse_id("event_id", request.get_ref())?;
         let row = self.event(id).await?;
@@ -904,12 +968,14 @@ impl CatalogApi {
             self.close_inventory(request.metadata(), id).await?;
         }
         let mut conn = self.pool.get().await?;
-        if !store::transition(&mut conn, id, from.as_str(), to.as_str()).await? {
+        let announce = lifecycle_event(&row, to, false, reason);
+        if !store::transition(&mut conn, id, from.as_str(), to.as_str(), announce).await? {
             return Err(ApiError::precondition(
                 "CONCURRENT_CHANGE",
                 "the event changed meanwhile; read it again",
             ));
         }
+        self.outbox.notify();
         let row = store::find_event(&mut conn, id)
             .await?
             .ok_or(ApiError::NotFound { resource: "event" })?;
@@ -1133,8 +1199,14 @@ impl CatalogService for CatalogApi {
     }
     async fn cancel_event(&self, r: Request<pb::CancelEventRequest>) -> Result<Response<pb::Event>, Status> {
         let (metadata, extensions, message) = r.into_parts();
+        if message.reason.chars().count() > MAX_CANCEL_REASON_CHARS {
+            return Err(ApiError::invalid("reason", "is longer than 1000 characters").into());
+        }
         let request = Request::from_parts(metadata, extensions, message.event_id);
-        Ok(Response::new(self.finish(request, EventStatus::Cancelled).await?))
+        Ok(Response::new(
+            self.finish(request, EventStatus::Cancelled, message.reason.trim())
+                .await?,
+        ))
     }
     async fn complete_event(
         &self,
@@ -1142,7 +1214,9 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::Event>, Status> {
         let (metadata, extensions, message) = r.into_parts();
         let request = Request::from_parts(metadata, extensions, message.event_id);
-        Ok(Response::new(self.finish(request, EventStatus::Completed).await?))
+        Ok(Response::new(
+            self.finish(request, EventStatus::Completed, "").await?,
+        ))
     }
     async fn get_seat_map(&self, r: Request<pb::GetSeatMapRequest>) -> Result<Response<pb::SeatMap>, Status> {
         let principal = self.verifier.authenticate_optional(r.metadata()).await?;

@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ticketing_platform::config::{
-    ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate,
+use ticketing_platform::{
+    config::{ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate},
+    messaging::MessagingConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
+    /// Lifecycle events (`event.published`, ...) leave through the outbox to this broker.
+    pub messaging: MessagingConfig,
     pub log: LogConfig,
     pub peers: PeersConfig,
 }
@@ -20,6 +23,7 @@ impl Default for Config {
         Self {
             server: ServerConfig::with_ports(50052, 9102),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/catalog"),
+            messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             peers: PeersConfig {
                 addresses: [
@@ -37,6 +41,7 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ticketing_platform::config::validate_server(&self.server)?;
         self.database.validate("database")?;
+        self.messaging.validate("messaging")?;
         self.peers.validate()?;
         for peer in ["identity", "inventory"] {
             if !self.peers.addresses.contains_key(peer) {

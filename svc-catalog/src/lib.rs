@@ -16,6 +16,7 @@ use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
     clients::Peers,
     db::{self, PgPool},
+    messaging::{self, Relay},
     server::{Host, Probe},
 };
 use ticketing_proto::ticketing::{
@@ -33,6 +34,7 @@ const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 pub struct Application {
     host: Host,
     api: CatalogApi,
+    relay: Relay,
     probes: Vec<Probe>,
 }
 
@@ -41,6 +43,8 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the catalog database")?;
+        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
+        let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
         let peers = Peers::new(config.peers.clone());
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let inventory = InventoryServiceClient::new(peers.channel("inventory")?)
@@ -49,11 +53,13 @@ impl Application {
             pool: pool.clone(),
             verifier,
             inventory,
+            outbox: relay.signal(),
         };
         let host = Host::bind(config.server.clone()).await?;
         Ok(Self {
             host,
             api,
+            relay,
             probes: vec![Probe::postgres(pool)],
         })
     }
@@ -73,6 +79,9 @@ impl Application {
         let service = CatalogServiceServer::new(self.api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        self.host.serve(service, self.probes, shutdown).await
+        let relay = tokio::spawn(self.relay.run());
+        let result = self.host.serve(service, self.probes, shutdown).await;
+        relay.abort();
+        result
     }
 }

@@ -6,8 +6,11 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
     sql_types::{Bool, Text},
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use ticketing_platform::{ApiError, ApiResult};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use ticketing_platform::{
+    ApiError, ApiResult,
+    messaging::{self, OutboxEvent},
+};
 use uuid::Uuid;
 
 use crate::schema::{events, tiers, venues};
@@ -180,12 +183,17 @@ pub async fn find_event(conn: &mut Conn, id: Uuid) -> ApiResult<Option<EventRow>
         .optional()?)
 }
 
-pub async fn update_event(conn: &mut Conn, row: &EventRow) -> ApiResult<()> {
-    diesel::update(events::table.find(row.id))
-        .set(row)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Saves the event and, in the same transaction, queues `announce` (`event.updated` for a
+/// published event) so subscribers never miss nor invent a change.
+pub async fn update_event(conn: &mut Conn, row: &EventRow, announce: Option<OutboxEvent>) -> ApiResult<()> {
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        diesel::update(events::table.find(row.id))
+            .set(row)
+            .execute(conn)
+            .await?;
+        messaging::enqueue(conn, announce.into_iter().collect()).await
+    })
+    .await
 }
 
 /// Marks a change to the event (its tiers, say), so the next publication carries a new version.
@@ -198,18 +206,30 @@ pub async fn touch_event(conn: &mut Conn, id: Uuid) -> ApiResult<()> {
 }
 
 /// Moves `from` -> `to` only if the event is still in `from`: of two concurrent transitions one
-/// wins. Returns whether it moved.
-pub async fn transition(conn: &mut Conn, id: Uuid, from: &str, to: &str) -> ApiResult<bool> {
+/// wins, and only the winner queues `announce` (in the same transaction). Returns whether it moved.
+pub async fn transition(
+    conn: &mut Conn,
+    id: Uuid,
+    from: &str,
+    to: &str,
+    announce: OutboxEvent,
+) -> ApiResult<bool> {
     let publishing = to == "published";
-    let moved = diesel::update(events::table.find(id).filter(events::status.eq(from)))
-        .set((
-            events::status.eq(to),
-            events::updated_at.eq(diesel::dsl::now),
-            events::published_at.eq(publishing.then(Utc::now)),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(moved > 0)
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let moved = diesel::update(events::table.find(id).filter(events::status.eq(from)))
+            .set((
+                events::status.eq(to),
+                events::updated_at.eq(diesel::dsl::now),
+                events::published_at.eq(publishing.then(Utc::now)),
+            ))
+            .execute(conn)
+            .await?;
+        if moved > 0 {
+            messaging::enqueue(conn, vec![announce]).await?;
+        }
+        Ok(moved > 0)
+    })
+    .await
 }
 
 pub async fn delete_event(conn: &mut Conn, id: Uuid) -> ApiResult<bool> {

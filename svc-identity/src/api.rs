@@ -10,6 +10,7 @@ use ticketing_platform::{
     auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, Scope, SubjectKind, TokenVerifier},
     db::PgPool,
     error::{Violations, parse_id},
+    messaging::OutboxSignal,
     pagination::{self, Cursor},
     time::{from_timestamp, to_timestamp, to_timestamp_opt},
 };
@@ -39,6 +40,8 @@ pub struct AppState {
     pub guard: LoginGuard,
     pub tokens: TokenConfig,
     pub login: LoginConfig,
+    /// Wakes the outbox relay after a commit that queued an event.
+    pub outbox: OutboxSignal,
 }
 
 #[derive(Clone)]
@@ -171,6 +174,7 @@ impl IdentityApi {
         };
         let mut conn = self.state.pool.get().await?;
         store::insert_user(&mut conn, &user, &[]).await?;
+        self.state.outbox.notify();
         metrics::counter!("identity_registrations_total").increment(1);
         tracing::info!(user_id = %user.id, "user registered");
         let actor = Actor {

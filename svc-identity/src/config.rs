@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use ticketing_platform::config::{
-    ConfigError, DatabaseConfig, LogConfig, RedisConfig, ServerConfig, Validate, duration_secs,
-    serialize_optional_secret, serialize_secret,
+use ticketing_platform::{
+    config::{
+        ConfigError, DatabaseConfig, LogConfig, RedisConfig, ServerConfig, Validate, duration_secs,
+        serialize_optional_secret, serialize_secret,
+    },
+    messaging::MessagingConfig,
 };
 
 use crate::{lockout::LoginConfig, password::PasswordParams};
@@ -16,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    /// `user.registered` leaves through the outbox to this broker.
+    pub messaging: MessagingConfig,
     pub log: LogConfig,
     pub tokens: TokenConfig,
     pub login: LoginConfig,
@@ -58,6 +63,7 @@ impl Default for Config {
             server: ServerConfig::with_ports(50051, 9101),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/identity"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "identity"),
+            messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             tokens: TokenConfig {
                 access_token_ttl: Duration::from_secs(15 * 60),
@@ -78,6 +84,7 @@ impl Validate for Config {
         ticketing_platform::config::validate_server(&self.server)?;
         self.database.validate("database")?;
         self.redis.validate("redis")?;
+        self.messaging.validate("messaging")?;
         let t = &self.tokens;
         if t.access_token_ttl < Duration::from_secs(30) || t.access_token_ttl > Duration::from_secs(24 * 3600)
         {

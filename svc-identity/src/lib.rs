@@ -22,6 +22,7 @@ use ticketing_platform::{
     auth::{Role, TokenVerifier},
     cache::Cache,
     db::{self, PgPool},
+    messaging::{self, Relay},
     server::{Host, Probe},
 };
 use ticketing_proto::ticketing::identity::v1::identity_service_server::IdentityServiceServer;
@@ -45,6 +46,7 @@ pub struct Application {
     host: Host,
     state: Arc<AppState>,
     probes: Vec<Probe>,
+    relay: Relay,
     key_rotation_check: Duration,
 }
 
@@ -53,6 +55,8 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the identity database")?;
+        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
+        let relay = Relay::new(pool.clone(), config.messaging.clone(), "identity");
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let keys = KeyStore::open(pool.clone(), config.tokens.clone()).await?;
         let verifier = TokenVerifier::new(LocalKeys(keys.clone()));
@@ -70,12 +74,14 @@ impl Application {
             guard: LoginGuard::new(cache.clone(), config.login.clone()),
             tokens: config.tokens.clone(),
             login: config.login.clone(),
+            outbox: relay.signal(),
         });
         let host = Host::bind(config.server.clone()).await?;
         Ok(Self {
             host,
             state,
             probes: vec![Probe::postgres(pool), Probe::redis(cache)],
+            relay,
             key_rotation_check: Duration::from_secs(3600),
         })
     }
@@ -106,10 +112,12 @@ impl Application {
                 }
             }
         });
+        let relay = tokio::spawn(self.relay.run());
         let service = IdentityServiceServer::new(IdentityApi::new(self.state))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let result = self.host.serve(service, self.probes, shutdown).await;
         rotation.abort();
+        relay.abort();
         result
     }
 }

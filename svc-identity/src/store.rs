@@ -10,8 +10,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{OrgRole, Role},
+    messaging::{self, OutboxEvent},
     pagination::Cursor,
 };
+use ticketing_proto::ticketing::events::v1 as events;
 use uuid::Uuid;
 
 use crate::schema::{api_keys, memberships, organizations, refresh_tokens, user_roles, users};
@@ -137,8 +139,9 @@ pub fn is_unique_violation(e: &DieselError) -> bool {
 
 // === users ===
 
-/// Inserts a user with the customer role (and `extra_roles`). ALREADY_EXISTS when the e-mail is
-/// taken: the unique index decides races between concurrent registrations.
+/// Inserts a user with the customer role (and `extra_roles`) and queues `user.registered` in the
+/// same transaction. ALREADY_EXISTS when the e-mail is taken: the unique index decides races
+/// between concurrent registrations.
 pub async fn insert_user(conn: &mut Conn, user: &UserRow, extra_roles: &[Role]) -> ApiResult<()> {
     let user = user.clone();
     let mut roles = vec![Role::Customer];
@@ -165,7 +168,16 @@ pub async fn insert_user(conn: &mut Conn, user: &UserRow, extra_roles: &[Role]) 
                 .execute(conn)
                 .await?;
         }
-        Ok(())
+        let registered = events::UserRegistered {
+            user_id: user.id.to_string(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+        };
+        messaging::enqueue(
+            conn,
+            vec![OutboxEvent::new("user.registered", "user", user.id, &registered)],
+        )
+        .await
     })
     .await
 }

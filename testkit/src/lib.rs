@@ -6,6 +6,7 @@
 mod proxy;
 
 pub use proxy::{ProxyMode, TcpProxy};
+pub use ticketing_proto::ticketing::events::v1::Envelope;
 
 /// PostgreSQL server URL without a database (`TEST_DATABASE_URL`, default the local server).
 pub fn postgres_server_url() -> String {
@@ -93,6 +94,69 @@ impl TestBroker {
         Self { config }
     }
 
+    /// Subscribes to the test's exchange with `binding` (a topic pattern such as `event.*`)
+    /// through a private queue that goes away with the tap. Declares the exchange as the
+    /// services do, so the tap may start before any of them.
+    pub async fn tap(&self, binding: &str) -> anyhow::Result<EventTap> {
+        use lapin::{
+            ExchangeKind,
+            options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+            types::FieldTable,
+        };
+        let connection =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let exchange = self.config.exchange.as_str();
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue = unique("tap");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                queue.as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(EventTap {
+            deliveries,
+            _channel: channel,
+            _connection: connection,
+        })
+    }
+
     /// Another view of the same names through `url`, not cleaning up on drop.
     pub fn via(&self, url: &str) -> ticketing_platform::messaging::MessagingConfig {
         let mut config = self.config.clone();
@@ -142,6 +206,34 @@ impl Drop for TestBroker {
             }
         });
         let _ = handle.join();
+    }
+}
+
+/// The events published on a [`TestBroker`]'s exchange that match a binding, as they arrive.
+pub struct EventTap {
+    deliveries: lapin::Consumer,
+    _channel: lapin::Channel,
+    _connection: lapin::Connection,
+}
+
+impl EventTap {
+    /// The next event's envelope, or an error if none arrives `within`.
+    pub async fn next(&mut self, within: std::time::Duration) -> anyhow::Result<Envelope> {
+        use futures::StreamExt;
+        use prost::Message;
+        let delivery = tokio::time::timeout(within, self.deliveries.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no event within {within:?}"))?
+            .ok_or_else(|| anyhow::anyhow!("the tap's subscription ended"))??;
+        Ok(Envelope::decode(delivery.data.as_slice())?)
+    }
+
+    /// Whether another event arrives `within` (for asserting that none does).
+    pub async fn quiet_for(&mut self, within: std::time::Duration) -> anyhow::Result<()> {
+        match self.next(within).await {
+            Ok(envelope) => anyhow::bail!("unexpected event {}", envelope.event_type),
+            Err(_) => Ok(()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use ticketing_proto::ticketing::{
     identity::v1 as idpb,
     inventory::v1::inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix};
+use ticketing_testkit::{EventTap, TestBroker, TestDatabase, TestRedisPrefix};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -26,7 +26,7 @@ pub struct Stack {
     _stops: Vec<oneshot::Sender<()>>,
     _dbs: Vec<TestDatabase>,
     _keys: TestRedisPrefix,
-    _broker: TestBroker,
+    broker: TestBroker,
 }
 
 fn serve(app: impl FnOnce(oneshot::Receiver<()>)) -> oneshot::Sender<()> {
@@ -65,6 +65,7 @@ pub async fn stack() -> Stack {
     let mut config = svc_catalog::config::Config {
         server: ServerConfig::with_ports(0, 0),
         database: DatabaseConfig::new(cat_db.url.clone()),
+        messaging: broker.config.clone(),
         ..Default::default()
     };
     config.server.health_interval = Duration::from_millis(200);
@@ -88,7 +89,7 @@ pub async fn stack() -> Stack {
         _stops: vec![cat_stop, inv_stop],
         _dbs: vec![cat_db, inv_db],
         _keys: inv_keys,
-        _broker: broker,
+        broker,
     }
 }
 
@@ -151,6 +152,11 @@ pub struct Fixture {
 }
 
 impl Stack {
+    /// Listens to what the services publish (start it before the action that publishes).
+    pub async fn tap(&self, binding: &str) -> EventTap {
+        self.broker.tap(binding).await.expect("broker tap")
+    }
+
     pub fn catalog(&self) -> CatalogServiceClient<Channel> {
         CatalogServiceClient::new(self.catalog.clone())
     }

@@ -1,7 +1,10 @@
 //! Publishing makes an event sellable in inventory; the lifecycle allows only its transitions;
 //! a published map cannot lose a sold seat.
 
-use ticketing_proto::ticketing::{catalog::v1 as pb, inventory::v1 as inv};
+use std::time::Duration;
+
+use ticketing_platform::messaging::payload;
+use ticketing_proto::ticketing::{catalog::v1 as pb, events::v1 as events, inventory::v1 as inv};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -10,6 +13,7 @@ use crate::helpers::{authed, reason, seat_id, stack};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_makes_the_event_sellable_and_only_allowed_transitions_happen() {
     let s = stack().await;
+    let mut lifecycle = s.tap("event.*").await;
     let f = s.fixture().await;
     let (_, buyer) = s.user(&[]).await;
     let event = s.create_event(&f, "Symphony", 20).await;
@@ -50,6 +54,22 @@ async fn publishing_makes_the_event_sellable_and_only_allowed_transitions_happen
     s.publish(&f.organizer, &event)
         .await
         .expect("publishing twice is fine");
+    let announced = lifecycle
+        .next(Duration::from_secs(10))
+        .await
+        .expect("event.published");
+    assert_eq!(announced.event_type, "event.published");
+    assert_eq!(announced.aggregate_id, event.id);
+    let body: events::EventPublished = payload(&announced).expect("payload");
+    assert_eq!(
+        (body.title.as_str(), body.organization_id),
+        ("Symphony", f.org.to_string())
+    );
+    // The second publish changed nothing, so it announced nothing.
+    lifecycle
+        .quiet_for(Duration::from_millis(800))
+        .await
+        .expect("one announcement");
 
     // Sellable at once: VIP seats and the floor, not the untiered STANDARD row.
     let held = s
@@ -125,6 +145,34 @@ async fn publishing_makes_the_event_sellable_and_only_allowed_transitions_happen
         .expect_err("published");
     assert_eq!(delete.code(), Code::FailedPrecondition);
 
+    s.catalog()
+        .update_event(authed(
+            &f.organizer,
+            pb::UpdateEventRequest {
+                event: Some(pb::Event {
+                    id: event.id.clone(),
+                    title: "Symphony No. 9".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["title".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("a published event may be renamed");
+    let rambling = s
+        .catalog()
+        .cancel_event(authed(
+            &f.organizer,
+            pb::CancelEventRequest {
+                event_id: event.id.clone(),
+                reason: "x".repeat(1001),
+            },
+        ))
+        .await
+        .expect_err("reason too long");
+    assert_eq!(rambling.code(), Code::InvalidArgument);
     let cancelled = s
         .catalog()
         .cancel_event(authed(
@@ -138,6 +186,23 @@ async fn publishing_makes_the_event_sellable_and_only_allowed_transitions_happen
         .expect("cancelled")
         .into_inner();
     assert_eq!(cancelled.status, pb::EventStatus::Cancelled as i32);
+    let updated = lifecycle
+        .next(Duration::from_secs(10))
+        .await
+        .expect("event.updated");
+    assert_eq!(updated.event_type, "event.updated");
+    let body: events::EventUpdated = payload(&updated).expect("payload");
+    assert_eq!(body.title, "Symphony No. 9");
+    let closed_event = lifecycle
+        .next(Duration::from_secs(10))
+        .await
+        .expect("event.cancelled");
+    assert_eq!(closed_event.event_type, "event.cancelled");
+    let body: events::EventCancelled = payload(&closed_event).expect("payload");
+    assert_eq!(body.reason, "storm");
+    // Relayed in the order they were committed.
+    assert!(announced.aggregate_sequence < updated.aggregate_sequence);
+    assert!(updated.aggregate_sequence < closed_event.aggregate_sequence);
     let closed = s
         .inventory()
         .hold_seats(hold(&buyer, vec![seat_id(&f.venue, "A2")]))

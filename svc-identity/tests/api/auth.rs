@@ -1,10 +1,42 @@
 use std::time::Duration;
 
-use ticketing_proto::ticketing::identity::v1 as pb;
+use ticketing_proto::ticketing::{events::v1 as events, identity::v1 as pb};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
 use crate::helpers::{PASSWORD, authed, spawn_app, spawn_with, test_config, violated_fields};
+
+/// `user.registered` leaves through the outbox once per account: a refused duplicate
+/// registration publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_publishes_user_registered_once() {
+    let app = spawn_app().await;
+    let mut tap = app.tap("user.*").await;
+    let user = app.register("grace@example.com").await;
+    let envelope = tap.next(Duration::from_secs(10)).await.expect("user.registered");
+    assert_eq!(envelope.event_type, "user.registered");
+    assert_eq!(envelope.aggregate_id, user.id);
+    assert_eq!(envelope.producer, "identity");
+    let registered: events::UserRegistered =
+        ticketing_platform::messaging::payload(&envelope).expect("payload");
+    assert_eq!(registered.user_id, user.id);
+    assert_eq!(registered.email, "grace@example.com");
+
+    let duplicate = app
+        .client()
+        .await
+        .register(pb::RegisterRequest {
+            email: "GRACE@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+        })
+        .await
+        .expect_err("taken");
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    tap.quiet_for(Duration::from_millis(1500))
+        .await
+        .expect("no second event");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_normalises_the_email_and_makes_a_customer() {

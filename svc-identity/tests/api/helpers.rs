@@ -8,7 +8,7 @@ use ticketing_platform::{
     db::PgPool,
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
-use ticketing_testkit::{TestDatabase, TestRedisPrefix, unique};
+use ticketing_testkit::{EventTap, TestBroker, TestDatabase, TestRedisPrefix, unique};
 use tokio::sync::oneshot;
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
@@ -22,16 +22,22 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Dropped last: the database and keys go after the service has stopped.
-    _guards: Guards,
+    guards: Guards,
 }
 
-/// What a test owns outside the process: its database and its Redis keys.
+/// What a test owns outside the process: its database, its Redis keys and its broker names.
 pub struct Guards {
     db: TestDatabase,
     _redis: TestRedisPrefix,
+    broker: TestBroker,
 }
 
 impl Guards {
+    /// Listens to what the service publishes (start it before the action that publishes).
+    pub async fn tap(&self, binding: &str) -> EventTap {
+        self.broker.tap(binding).await.expect("broker tap")
+    }
+
     /// The test database reached through another address (a fault-injecting proxy).
     pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
         self.db.url_via(addr)
@@ -55,7 +61,16 @@ pub async fn test_config() -> (Config, Guards) {
     config.password.memory_kib = 8 * 1024;
     config.password.iterations = 1;
     config.login.trust_forwarded_for = true;
-    (config, Guards { db, _redis: redis })
+    let broker = TestBroker::new();
+    config.messaging = broker.config.clone();
+    (
+        config,
+        Guards {
+            db,
+            _redis: redis,
+            broker,
+        },
+    )
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -78,11 +93,15 @@ pub async fn spawn_with(config: Config, guards: Guards) -> TestApp {
         pool,
         shutdown: Some(tx),
         task: Some(task),
-        _guards: guards,
+        guards,
     }
 }
 
 impl TestApp {
+    pub async fn tap(&self, binding: &str) -> EventTap {
+        self.guards.tap(binding).await
+    }
+
     /// Triggers a graceful shutdown and waits for the service to finish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
