@@ -7,7 +7,7 @@ use anyhow::Context;
 use diesel::QueryableByName;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
-    pooled_connection::{AsyncDieselConnectionManager, bb8::Pool},
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod, bb8::Pool},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use secrecy::ExposeSecret;
@@ -32,7 +32,23 @@ pub async fn connect_and_migrate(
 /// A pool that connects lazily, so a service starts (and reports NOT_SERVING) while the
 /// database is down instead of refusing to start.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose_secret());
+    let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+    // A pooled connection is handed out without a `SELECT 1` round trip (a query and a commit on
+    // every checkout, the largest share of commits per checkout); one whose socket has closed
+    // (server restart, cut connection) is still replaced before use.
+    manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+        Box::pin(async move {
+            if conn.is_broken() {
+                Err(diesel::result::Error::BrokenTransactionManager)
+            } else {
+                Ok(())
+            }
+        })
+    }));
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        config.url.expose_secret(),
+        manager_config,
+    );
     let pool = Pool::builder()
         .max_size(config.pool_size)
         .min_idle(Some(1))

@@ -1,7 +1,10 @@
 //! The `CatalogService` implementation: validate, authenticate, authorize, store, and keep
 //! inventory in step with what is published.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -37,6 +40,33 @@ pub struct CatalogApi {
     pub inventory: InventoryServiceClient<Channel>,
     /// Wakes the outbox relay after a lifecycle change was committed.
     pub outbox: OutboxSignal,
+    pub charts: ChartCache,
+}
+
+/// Decoded seating charts by venue and version: a 10,000-seat chart takes milliseconds to read
+/// and decode, and every order asks for its tiers' quotas.
+#[derive(Clone, Default)]
+pub struct ChartCache(Arc<Mutex<HashMap<Uuid, (DateTime<Utc>, Arc<pb::SeatingChart>)>>>);
+
+/// Venues whose charts are kept; past this the cache starts over.
+const CACHED_CHARTS: usize = 256;
+
+impl ChartCache {
+    fn get(&self, venue: Uuid, version: DateTime<Utc>) -> Option<Arc<pb::SeatingChart>> {
+        let cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .get(&venue)
+            .filter(|(cached, _)| *cached == version)
+            .map(|(_, chart)| chart.clone())
+    }
+
+    fn put(&self, venue: Uuid, version: DateTime<Utc>, chart: Arc<pb::SeatingChart>) {
+        let mut cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= CACHED_CHARTS {
+            cache.clear();
+        }
+        cache.insert(venue, (version, chart));
+    }
 }
 
 /// A cancellation reason travels to every buyer's notification; a paragraph is plenty.
@@ -369,6 +399,24 @@ impl CatalogApi {
         self.verifier.authenticate(request.metadata()).await
     }
 
+    /// The venue's chart, decoded once per version of the venue.
+    async fn chart(&self, venue: Uuid) -> ApiResult<Arc<pb::SeatingChart>> {
+        let mut conn = self.pool.get().await?;
+        let version = store::venue_version(&mut conn, venue)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "venue" })?;
+        if let Some(chart) = self.charts.get(venue, version) {
+            return Ok(chart);
+        }
+        let row = store::find_venue(&mut conn, venue)
+            .await?
+            .ok_or(ApiError::NotFound { resource: "venue" })?;
+        drop(conn);
+        let chart = Arc::new(decode_chart(&row.chart)?);
+        self.charts.put(venue, row.updated_at, chart.clone());
+        Ok(chart)
+    }
+
     async fn venue(&self, id: Uuid) -> ApiResult<VenueRow> {
         let mut conn = self.pool.get().await?;
         store::find_venue(&mut conn, id)
@@ -648,8 +696,7 @@ impl CatalogApi {
     }
 
     async fn full_event(&self, row: &EventRow) -> ApiResult<pb::Event> {
-        let venue = self.venue(row.venue_id).await?;
-        let chart = decode_chart(&venue.chart)?;
+        let chart = self.chart(row.venue_id).await?;
         let mut conn = self.pool.get().await?;
         let tiers = store::tiers_of(&mut conn, row.id).await?;
         Ok(event_proto(row, &tiers, Some(&chart)))
@@ -1222,13 +1269,13 @@ impl CatalogService for CatalogApi {
         let principal = self.verifier.authenticate_optional(r.metadata()).await?;
         let id = parse_id("event_id", &r.get_ref().event_id)?;
         let row = self.visible_event(id, principal.as_ref()).await?;
-        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        let chart = self.chart(row.venue_id).await?;
         let mut conn = self.pool.get().await.map_err(ApiError::from)?;
         let tiers = store::tiers_of(&mut conn, id).await?;
         Ok(Response::new(pb::SeatMap {
             event_id: id.to_string(),
             tiers: tiers.iter().map(|t| tier_proto(t, Some(&chart))).collect(),
-            chart: Some(chart),
+            chart: Some(Arc::unwrap_or_clone(chart)),
         }))
     }
     async fn create_ticket_tier(
@@ -1291,7 +1338,7 @@ impl CatalogService for CatalogApi {
             .map(|(i, t)| parse_id(&format!("tier_ids[{i}]"), t))
             .collect::<ApiResult<Vec<_>>>()?;
         let row = self.event(event).await?;
-        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        let chart = self.chart(row.venue_id).await?;
         let mut conn = self.pool.get().await.map_err(ApiError::from)?;
         let tiers = store::tiers_by_ids(&mut conn, event, &ids).await?;
         let by_id: HashMap<Uuid, &TierRow> = tiers.iter().map(|t| (t.id, t)).collect();

@@ -54,6 +54,7 @@ impl Application {
             verifier,
             inventory,
             outbox: relay.signal(),
+            charts: Default::default(),
         };
         let host = Host::bind(config.server.clone()).await?;
         Ok(Self {

@@ -90,6 +90,16 @@ pub async fn insert_venue(conn: &mut Conn, row: &VenueRow) -> ApiResult<()> {
     Ok(())
 }
 
+/// When the venue last changed (its chart included), without reading the chart.
+pub async fn venue_version(conn: &mut Conn, id: Uuid) -> ApiResult<Option<DateTime<Utc>>> {
+    Ok(venues::table
+        .find(id)
+        .select(venues::updated_at)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 pub async fn find_venue(conn: &mut Conn, id: Uuid) -> ApiResult<Option<VenueRow>> {
     Ok(venues::table
         .find(id)
