@@ -7,7 +7,9 @@ use anyhow::Context;
 use diesel::QueryableByName;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
-    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod, bb8::Pool},
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod, bb8::Pool,
+    },
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use secrecy::ExposeSecret;

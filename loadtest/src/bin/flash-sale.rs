@@ -51,7 +51,11 @@ fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
     Ok(request)
 }
 
-async fn login(identity: &mut IdentityServiceClient<Channel>, email: &str, password: &str) -> anyhow::Result<String> {
+async fn login(
+    identity: &mut IdentityServiceClient<Channel>,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
     Ok(identity
         .login(idpb::LoginRequest {
             email: email.into(),
@@ -194,12 +198,7 @@ struct Sale {
 }
 
 /// One buyer checking out until the event is sold out (or its per-customer limit is reached).
-async fn buy(
-    sale: Arc<Sale>,
-    token: String,
-    inventory: Channel,
-    orders: Channel,
-) -> anyhow::Result<Buyer> {
+async fn buy(sale: Arc<Sale>, token: String, inventory: Channel, orders: Channel) -> anyhow::Result<Buyer> {
     let mut inventory = InventoryServiceClient::new(inventory);
     let mut orders = OrdersServiceClient::new(orders);
     let mut me = Buyer::default();
@@ -219,12 +218,16 @@ async fn buy(
         let hold = match hold {
             Ok(hold) => hold.into_inner(),
             // NOT_ENOUGH_AVAILABLE: the sale is over.
-            Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("available") => {
+            Err(status)
+                if status.code() == Code::FailedPrecondition && status.message().contains("available") =>
+            {
                 sale.sold_out.store(true, Ordering::Relaxed);
                 break;
             }
             // PER_CUSTOMER_LIMIT: this buyer is done.
-            Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("per customer") => {
+            Err(status)
+                if status.code() == Code::FailedPrecondition && status.message().contains("per customer") =>
+            {
                 break;
             }
             Err(status) => {
@@ -293,7 +296,9 @@ struct Commits {
 async fn commits(conn: &mut AsyncPgConnection) -> anyhow::Result<BTreeMap<String, i64>> {
     use diesel_async::RunQueryDsl;
     // Statistics reach pg_stat_database when backends flush them (about once a second).
-    diesel::sql_query("SELECT pg_stat_clear_snapshot()").execute(conn).await?;
+    diesel::sql_query("SELECT pg_stat_clear_snapshot()")
+        .execute(conn)
+        .await?;
     let rows: Vec<Commits> = diesel::sql_query(
         "SELECT datname, xact_commit::bigint AS n FROM pg_stat_database WHERE datname IS NOT NULL",
     )
@@ -528,7 +533,10 @@ async fn main() -> anyhow::Result<()> {
         println!("  e.g. {error}");
     }
     let consistent = consistency(&pg, Uuid::parse_str(&event_id)?).await?;
-    println!("consistency check: {}", if consistent { "PASSED" } else { "FAILED" });
+    println!(
+        "consistency check: {}",
+        if consistent { "PASSED" } else { "FAILED" }
+    );
     anyhow::ensure!(consistent, "the sale left inconsistent records");
     Ok(())
 }
