@@ -46,7 +46,10 @@ pub struct CatalogApi {
 /// Decoded seating charts by venue and version: a 10,000-seat chart takes milliseconds to read
 /// and decode, and every order asks for its tiers' quotas.
 #[derive(Clone, Default)]
-pub struct ChartCache(Arc<Mutex<HashMap<Uuid, (DateTime<Utc>, Arc<pb::SeatingChart>)>>>);
+pub struct ChartCache(Arc<Mutex<HashMap<Uuid, CachedChart>>>);
+
+/// A chart and the venue version it was decoded from.
+type CachedChart = (DateTime<Utc>, Arc<pb::SeatingChart>);
 
 /// Venues whose charts are kept; past this the cache starts over.
 const CACHED_CHARTS: usize = 256;
