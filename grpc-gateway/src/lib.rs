@@ -1,0 +1,640 @@
+//! The REST gateway: REST/JSON and server-sent events in front of every service, transcoded from
+//! the `google.api.http` rules in the compiled descriptors (see [`routes`]). It authenticates the
+//! caller (bearer JWT verified against identity's JWKS, or an API key verified through identity),
+//! forwards the bearer token with a deadline, and maps gRPC errors to HTTP as grpc-gateway does.
+//!
+//! [`Application::build`] binds and loads the descriptors; [`Application::run_until_stopped`]
+//! serves until the shutdown future completes. Tests start the real gateway in-process this way.
+
+pub mod codec;
+pub mod config;
+pub mod errors;
+pub mod openapi;
+pub mod routes;
+pub mod template;
+pub mod transcode;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http_body_util::BodyExt;
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, ReflectMessage, Value};
+use sha2::{Digest, Sha256};
+use ticketing_platform::{
+    auth::{IdentityKeySource, TokenVerifier},
+    clients::Peers,
+};
+use ticketing_proto::ticketing::identity::v1::{
+    self as idpb, identity_service_client::IdentityServiceClient,
+};
+use tokio::net::TcpListener;
+use tonic::{metadata::MetadataValue, transport::Channel};
+
+use crate::{
+    codec::DynamicCodec,
+    config::Config,
+    errors::{HttpError, grpc_to_http},
+    routes::{Resolved, Route, RouteTable},
+};
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+struct Gateway {
+    routes: RouteTable,
+    pool: DescriptorPool,
+    channels: HashMap<String, Channel>,
+    verifier: TokenVerifier,
+    identity: IdentityServiceClient<Channel>,
+    /// Verified API keys by the SHA-256 of the secret: the token to forward (None: refused) and
+    /// when that was learnt.
+    api_keys: Mutex<HashMap<[u8; 32], VerifiedKey>>,
+    config: Config,
+    openapi: Bytes,
+}
+
+/// When an API key was checked, and the token to forward for it (None: refused).
+type VerifiedKey = (Instant, Option<String>);
+
+/// How the caller proved who they are.
+enum Caller {
+    Anonymous,
+    /// A bearer token to forward: the caller's own JWT, or the one identity issued for their key.
+    Bearer(String),
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .context("decoding the descriptors")?;
+        let routes = RouteTable::from_pool(&pool)?;
+        let peers = Peers::new(config.peers.clone());
+        let mut channels = HashMap::new();
+        for route in routes.routes() {
+            if channels.contains_key(&route.upstream) {
+                continue;
+            }
+            if config.peers.addresses.contains_key(&route.upstream) {
+                channels.insert(route.upstream.clone(), peers.channel(&route.upstream)?);
+            } else {
+                tracing::warn!(upstream = %route.upstream, rpc = route.rpc.full_name(), "no address: the route answers 503");
+            }
+        }
+        let identity_channel = peers.channel("identity")?;
+        let verifier = TokenVerifier::new(IdentityKeySource::new(identity_channel.clone()));
+        let openapi = Bytes::from(serde_json::to_vec(&openapi::document(&routes, &pool))?);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let cors = cors(&config);
+        let max_body = config.limits.max_body_bytes;
+        let gateway = Arc::new(Gateway {
+            routes,
+            pool,
+            channels,
+            verifier,
+            identity: IdentityServiceClient::new(identity_channel),
+            api_keys: Mutex::new(HashMap::new()),
+            config,
+            openapi,
+        });
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
+            .route("/v1/health", get(health))
+            .route(
+                "/metrics",
+                get(|| async { ticketing_platform::server::metrics_handle().render() }),
+            )
+            .route("/openapi.json", get(openapi_json))
+            .route("/docs", get(docs_page))
+            .route("/.well-known/jwks.json", get(jwks))
+            .fallback(transcode_request)
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+            .layer(cors)
+            .with_state(gateway);
+        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+        Ok(Self { listener, router })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        Ok(())
+    }
+}
+
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn openapi_json(State(gw): State<Arc<Gateway>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], gw.openapi.clone()).into_response()
+}
+
+async fn docs_page(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        openapi::docs_html(&gw.routes),
+    )
+        .into_response()
+}
+
+async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut identity = gw.identity.clone();
+    match identity.get_jwks(idpb::GetJwksRequest {}).await {
+        Ok(reply) => {
+            let keys: Vec<serde_json::Value> = reply
+                .into_inner()
+                .keys
+                .into_iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "use": k.r#use, "alg": k.alg,
+                    })
+                })
+                .collect();
+            (
+                [(header::CACHE_CONTROL, "public, max-age=300")],
+                axum::Json(serde_json::json!({ "keys": keys })),
+            )
+                .into_response()
+        }
+        Err(status) => grpc_to_http(&gw.pool, &status).into_response(),
+    }
+}
+
+/// Every upstream's `grpc.health.v1` status; 503 unless all serve.
+async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let checks = gw.channels.iter().map(|(name, channel)| {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            let mut request = tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            });
+            request.set_timeout(Duration::from_secs(2));
+            let status = match client.check(request).await {
+                Ok(reply) => match reply.into_inner().status {
+                    1 => "SERVING",
+                    2 => "NOT_SERVING",
+                    _ => "UNKNOWN",
+                },
+                Err(_) => "UNREACHABLE",
+            };
+            (name.clone(), status)
+        }
+    });
+    let results: std::collections::BTreeMap<String, &str> =
+        futures::future::join_all(checks).await.into_iter().collect();
+    let all = results.values().all(|s| *s == "SERVING");
+    let code = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        axum::Json(serde_json::json!({
+            "status": if all { "SERVING" } else { "DEGRADED" },
+            "services": results,
+        })),
+    )
+        .into_response()
+}
+
+async fn transcode_request(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let (route, bindings) = match gw.routes.resolve(&parts.method, &path) {
+        Resolved::Found(route, bindings) => (route, bindings),
+        Resolved::MethodNotAllowed(allowed) => {
+            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let mut response =
+                HttpError::new(StatusCode::METHOD_NOT_ALLOWED, 12, "method not allowed").into_response();
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            return response;
+        }
+        Resolved::NotFound => {
+            return HttpError::new(StatusCode::NOT_FOUND, 5, "no route for this path").into_response();
+        }
+    };
+    let response = match serve(
+        &gw,
+        route,
+        bindings,
+        &parts.headers,
+        parts.uri.query(),
+        body,
+        peer,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    let labels = [
+        ("route", route.template.to_string()),
+        ("method", route.method.to_string()),
+        ("status", status),
+    ];
+    metrics::counter!("gateway_requests_total", &labels).increment(1);
+    metrics::histogram!("gateway_request_duration_seconds", &labels[..2])
+        .record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        method = %route.method, path = %path, status = response.status().as_u16(),
+        rpc = route.rpc.full_name(), elapsed_ms = started.elapsed().as_millis() as u64, "request"
+    );
+    response
+}
+
+async fn serve(
+    gw: &Gateway,
+    route: &Route,
+    bindings: Vec<(Vec<String>, String)>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Body,
+    peer: SocketAddr,
+) -> Result<Response, HttpError> {
+    let caller = gw.authenticate(headers).await?;
+    if matches!(caller, Caller::Anonymous) && !route.anonymous {
+        return Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            16,
+            "this route needs credentials: Authorization: Bearer <token> or X-API-Key",
+        ));
+    }
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+                || error.to_string().contains("length limit");
+            return Err(if too_large {
+                HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, 8, "the request body is too large")
+            } else {
+                HttpError::new(StatusCode::BAD_REQUEST, 3, "the request body could not be read")
+            });
+        }
+    };
+    let mut message =
+        transcode::request_message(route, bindings, query, &body).map_err(HttpError::bad_request)?;
+    if let Some(field) = &route.idempotency_field
+        && let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+        && message.get_field(field).as_str().is_none_or(str::is_empty)
+    {
+        message.set_field(field, Value::String(key.to_string()));
+    }
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Caller::Bearer(token) = &caller
+        && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
+    {
+        metadata.insert("authorization", value);
+    }
+    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(chain) => format!("{chain}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = MetadataValue::try_from(forwarded) {
+        metadata.insert("x-forwarded-for", value);
+    }
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && let Ok(value) = MetadataValue::try_from(id)
+    {
+        metadata.insert("x-request-id", value);
+    }
+    let timeout = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(gw.config.limits.upstream_timeout, |t| {
+            t.min(gw.config.limits.upstream_timeout)
+        });
+    let channel =
+        gw.channels.get(&route.upstream).cloned().ok_or_else(|| {
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, 14, "no upstream for this route")
+        })?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let path = http::uri::PathAndQuery::try_from(route.grpc_path())
+        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, "bad method path"))?;
+    grpc.ready().await.map_err(|_| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            14,
+            "the upstream service is unavailable",
+        )
+    })?;
+    let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
+    if route.is_streaming() {
+        if let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+            resume_after(request.get_mut(), id)?;
+        }
+        let stream = grpc
+            .server_streaming(request, path, DynamicCodec::new(route.rpc.output()))
+            .await
+            .map_err(|status| grpc_to_http(&gw.pool, &status))?
+            .into_inner();
+        let sse = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/event-stream"));
+        return Ok(stream_response(gw, route, stream, sse));
+    }
+    request.set_timeout(timeout);
+    let reply = grpc
+        .unary(request, path, DynamicCodec::new(route.rpc.output()))
+        .await
+        .map_err(|status| grpc_to_http(&gw.pool, &status))?
+        .into_inner();
+    if route.rpc.output().full_name() == "google.api.HttpBody" && route.response_body.is_none() {
+        return Ok(http_body(&reply));
+    }
+    let json = transcode::response_json(route, &reply).map_err(|e| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            13,
+            format!("rendering the reply: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// `Last-Event-ID` resumes a stream whose request has an `after_sequence` field.
+fn resume_after(message: &mut DynamicMessage, id: &str) -> Result<(), HttpError> {
+    let Some(field) = message.descriptor().get_field_by_name("after_sequence") else {
+        return Ok(());
+    };
+    let sequence: i64 = id.trim().parse().map_err(|_| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            3,
+            "Last-Event-ID must be a sequence number",
+        )
+    })?;
+    if matches!(field.kind(), Kind::Int64) {
+        message.set_field(&field, Value::I64(sequence));
+    }
+    Ok(())
+}
+
+/// A `google.api.HttpBody` reply is the HTTP body as it is, with its content type.
+fn http_body(reply: &DynamicMessage) -> Response {
+    let content_type = reply
+        .get_field_by_name("content_type")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let data = reply
+        .get_field_by_name("data")
+        .and_then(|v| v.as_bytes().cloned())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, content_type)], data).into_response()
+}
+
+/// Server streaming as SSE (`id:` from a `sequence` field, heartbeat comments) or as
+/// grpc-gateway's newline-delimited `{"result": ...}` / `{"error": ...}`.
+fn stream_response(
+    gw: &Gateway,
+    route: &Route,
+    mut stream: tonic::Streaming<DynamicMessage>,
+    sse: bool,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    let route = route.clone();
+    let pool = gw.pool.clone();
+    let heartbeat = gw.config.limits.sse_heartbeat;
+    let sequence_field = route.rpc.output().get_field_by_name("sequence");
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.tick().await;
+        loop {
+            let chunk = tokio::select! {
+                next = stream.message() => match next {
+                    Ok(Some(message)) => {
+                        let json = transcode::response_json(&route, &message).unwrap_or_default();
+                        if sse {
+                            let mut out = Vec::with_capacity(json.len() + 32);
+                            if let Some(field) = &sequence_field
+                                && let Some(sequence) = message.get_field(field).as_i64()
+                                && sequence > 0
+                            {
+                                out.extend_from_slice(format!("id: {sequence}\n").as_bytes());
+                            }
+                            out.extend_from_slice(b"data: ");
+                            out.extend_from_slice(&json);
+                            out.extend_from_slice(b"\n\n");
+                            out
+                        } else {
+                            let mut out = Vec::with_capacity(json.len() + 12);
+                            out.extend_from_slice(b"{\"result\":");
+                            out.extend_from_slice(&json);
+                            out.extend_from_slice(b"}\n");
+                            out
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        let error = errors::status_json(&pool, &status);
+                        let text = error.to_string();
+                        let chunk = if sse {
+                            format!("event: error\ndata: {text}\n\n")
+                        } else {
+                            format!("{{\"error\":{text}}}\n")
+                        };
+                        let _ = tx.send(Ok(Bytes::from(chunk))).await;
+                        break;
+                    }
+                },
+                _ = ticker.tick() => {
+                    if !sse {
+                        continue;
+                    }
+                    b": heartbeat\n\n".to_vec()
+                }
+            };
+            ticker.reset();
+            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                // The client went away; dropping the stream cancels the upstream call.
+                break;
+            }
+        }
+    });
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `Grpc-Timeout` as gRPC writes it: digits and a unit (`H M S m u n`).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl Gateway {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, HttpError> {
+        let unauthenticated = |message: &str| HttpError::new(StatusCode::UNAUTHORIZED, 16, message);
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| unauthenticated("Authorization must be `Bearer <token>`"))?;
+            self.verifier
+                .verify(token)
+                .await
+                .map_err(|e| unauthenticated(&format!("the bearer token is not valid: {e}")))?;
+            return Ok(Caller::Bearer(token.to_string()));
+        }
+        if let Some(value) = headers.get("x-api-key") {
+            let secret = value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| unauthenticated("X-API-Key is empty"))?;
+            return self.api_key(secret).await;
+        }
+        Ok(Caller::Anonymous)
+    }
+
+    /// Verifies an API key through identity, trusting the answer for `api_key_cache_ttl`.
+    async fn api_key(&self, secret: &str) -> Result<Caller, HttpError> {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let ttl = self.config.auth.api_key_cache_ttl;
+        let cached = {
+            let keys = self.api_keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.get(&digest)
+                .filter(|(at, _)| at.elapsed() < ttl)
+                .map(|(_, token)| token.clone())
+        };
+        let token = match cached {
+            Some(token) => token,
+            None => {
+                let mut identity = self.identity.clone();
+                let token = match identity
+                    .verify_api_key(idpb::VerifyApiKeyRequest {
+                        secret: secret.to_string(),
+                    })
+                    .await
+                {
+                    Ok(reply) => Some(reply.into_inner().access_token),
+                    Err(status) if status.code() == tonic::Code::Unauthenticated => None,
+                    Err(status) => return Err(grpc_to_http(&self.pool, &status)),
+                };
+                let mut keys = self.api_keys.lock().unwrap_or_else(|p| p.into_inner());
+                if keys.len() > 10_000 {
+                    keys.retain(|_, (at, _)| at.elapsed() < ttl);
+                }
+                keys.insert(digest, (Instant::now(), token.clone()));
+                token
+            }
+        };
+        token.map(Caller::Bearer).ok_or_else(|| {
+            HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                16,
+                "the API key is invalid, expired or revoked",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout("1234567890S"), None);
+    }
+}

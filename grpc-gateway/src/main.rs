@@ -1,1 +1,12 @@
-fn main() {}
+//! grpc-gateway: serves REST/JSON and SSE for every service until SIGINT/SIGTERM.
+
+use grpc_gateway::{Application, config::Config};
+use ticketing_platform::{config, server::shutdown_signal, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = config::load(Config::default())?;
+    telemetry::init(&config.log);
+    let app = Application::build(config).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}

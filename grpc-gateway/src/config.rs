@@ -1,0 +1,111 @@
+//! The gateway's configuration (see `ticketing_platform::config` for how it is read).
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use ticketing_platform::config::{ConfigError, LogConfig, PeersConfig, Validate, duration_secs};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Where REST/JSON, SSE, `/openapi.json`, `/docs`, health and `/metrics` are served.
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    /// The deployed services, by the name in their proto package; routes to a service without
+    /// an address answer 503 (notify and reports are not deployed yet).
+    pub peers: PeersConfig,
+    pub limits: Limits,
+    pub auth: AuthConfig,
+    /// Origins allowed to call from a browser (CORS); empty allows none.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limits {
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Deadline of a unary call upstream unless the client asks for less (`Grpc-Timeout`); past
+    /// it the client gets 504.
+    #[serde(with = "duration_secs")]
+    pub upstream_timeout: Duration,
+    /// A server-sent event stream sends a comment this often when nothing else happens.
+    #[serde(with = "duration_secs")]
+    pub sse_heartbeat: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthConfig {
+    /// How long a verified API key is trusted without asking identity again; a revoked key
+    /// stops working within this time.
+    #[serde(with = "duration_secs")]
+    pub api_key_cache_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: LogConfig::default(),
+            peers: PeersConfig {
+                addresses: [
+                    ("identity", "http://127.0.0.1:50051"),
+                    ("catalog", "http://127.0.0.1:50052"),
+                    ("inventory", "http://127.0.0.1:50053"),
+                    ("orders", "http://127.0.0.1:50054"),
+                    ("payments", "http://127.0.0.1:50055"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                default_timeout: Duration::from_secs(30),
+            },
+            limits: Limits {
+                max_body_bytes: 1024 * 1024,
+                upstream_timeout: Duration::from_secs(15),
+                sse_heartbeat: Duration::from_secs(15),
+            },
+            auth: AuthConfig {
+                api_key_cache_ttl: Duration::from_secs(5),
+            },
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.peers.validate()?;
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_body_bytes",
+                "must be 1 B to 64 MiB",
+            ));
+        }
+        if self.limits.upstream_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.upstream_timeout",
+                "must be positive",
+            ));
+        }
+        if self.limits.sse_heartbeat < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "limits.sse_heartbeat",
+                "must be at least 0.1 s",
+            ));
+        }
+        if self.auth.api_key_cache_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "auth.api_key_cache_ttl",
+                "at most 60 s, so revocation bites quickly",
+            ));
+        }
+        for origin in &self.cors_allowed_origins {
+            if http::HeaderValue::from_str(origin).is_err() || !origin.starts_with("http") {
+                return Err(ConfigError::invalid(
+                    "cors_allowed_origins",
+                    format!("{origin:?} is not an origin like https://example.com"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

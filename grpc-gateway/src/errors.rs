@@ -1,0 +1,160 @@
+//! Errors as HTTP: grpc-gateway's status table and its JSON body, `google.rpc.Status` with
+//! `code`, `message` and `details` (each detail an `Any` with its `@type`).
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use serde_json::{Value as Json, json};
+use tonic::{Code, Status};
+
+use crate::transcode::{BadRequest, serialize_options};
+
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub body: Json,
+}
+
+impl HttpError {
+    /// An error the gateway itself answers with (`code` is the gRPC code it stands for).
+    pub fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({ "code": code, "message": message.into(), "details": [] }),
+        }
+    }
+
+    pub fn bad_request(error: BadRequest) -> Self {
+        let mut details = Vec::new();
+        if let Some(field) = &error.field {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{ "field": field, "description": error.message }],
+            }));
+        }
+        let message = match &error.field {
+            Some(field) => format!("invalid argument: {field}: {}", error.message),
+            None => error.message.clone(),
+        };
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "code": Code::InvalidArgument as i32, "message": message, "details": details }),
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// grpc-gateway's `HTTPStatusFromCode`.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The JSON of a gRPC error: the `google.rpc.Status` it carries when there is one, rendered
+/// with every detail type the descriptors know, else code and message.
+pub fn status_json(pool: &DescriptorPool, status: &Status) -> Json {
+    let code = status.code() as i32;
+    let mut body = json!({ "code": code, "message": status.message(), "details": [] });
+    if status.details().is_empty() {
+        return body;
+    }
+    let Some(descriptor) = pool.get_message_by_name("google.rpc.Status") else {
+        return body;
+    };
+    let Ok(decoded) = DynamicMessage::decode(descriptor, status.details()) else {
+        return body;
+    };
+    if let Ok(Json::Object(rendered)) =
+        decoded.serialize_with_options(serde_json::value::Serializer, &serialize_options())
+        && let Some(details) = rendered.get("details")
+    {
+        body["details"] = details.clone();
+    }
+    body
+}
+
+pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
+    let mut error = HttpError {
+        status: http_status(status.code()),
+        body: status_json(pool, status),
+    };
+    // A transport failure reaching the upstream reads as UNKNOWN or INTERNAL from tonic; the
+    // caller should see it as the upstream being unavailable.
+    if status.code() == Code::Unknown && status.message().contains("transport error") {
+        error.status = StatusCode::SERVICE_UNAVAILABLE;
+        error.body["code"] = json!(Code::Unavailable as i32);
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_grpc_gateways_table() {
+        for (code, http) in [
+            (Code::InvalidArgument, 400),
+            (Code::FailedPrecondition, 400),
+            (Code::OutOfRange, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::Aborted, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Cancelled, 499),
+            (Code::Internal, 500),
+            (Code::Unknown, 500),
+            (Code::DataLoss, 500),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+        ] {
+            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn renders_rich_error_details() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("event.title", "is required");
+        details.set_error_info(
+            "INVALID_ARGUMENT",
+            "ticketing.dev",
+            std::collections::HashMap::new(),
+        );
+        let status = Status::with_error_details(Code::InvalidArgument, "invalid argument", details);
+        let json = status_json(&pool, &status);
+        assert_eq!(json["code"], 3);
+        let details = json["details"].as_array().expect("details");
+        assert!(
+            details
+                .iter()
+                .any(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+                    && d["fieldViolations"][0]["field"] == "event.title")
+        );
+        assert!(details.iter().any(|d| d["reason"] == "INVALID_ARGUMENT"));
+    }
+}

@@ -1,0 +1,319 @@
+//! HTTP request -> request message, and response message -> JSON, by the proto3 JSON mapping.
+//!
+//! The request is assembled as one JSON object (the body, then query parameters, then path
+//! variables, each converted by the field's type) and decoded with the message's descriptor, so
+//! every field type, well-known type and error message comes from one canonical JSON decoder
+//! (prost-reflect's) and unknown fields are refused by name.
+
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::routes::{Body, Route, find_field};
+
+/// A request the client got wrong: 400 with this message and, where known, the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl BadRequest {
+    fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+    fn general(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// The most query parameters one request may carry.
+const MAX_QUERY_PARAMS: usize = 200;
+
+/// Builds the request message of `route` from the path bindings, the query string and the body.
+pub fn request_message(
+    route: &Route,
+    bindings: Vec<(Vec<String>, String)>,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<DynamicMessage, BadRequest> {
+    let input = route.rpc.input();
+    let mut root = Map::new();
+    match &route.body {
+        Body::Whole => {
+            root = parse_body(body)?
+                .map(|json| match json {
+                    Json::Object(map) => Ok(map),
+                    _ => Err(BadRequest::general("the body must be a JSON object")),
+                })
+                .transpose()?
+                .unwrap_or_default();
+            if query.is_some_and(|q| !q.is_empty()) {
+                return Err(BadRequest::general(
+                    "this route takes its fields in the JSON body, not as query parameters",
+                ));
+            }
+        }
+        Body::Field(field) => {
+            if let Some(json) = parse_body(body)? {
+                root.insert(field.json_name().to_string(), json);
+            }
+        }
+        Body::None => {
+            // Clients often send `{}` with a POST; anything more would be silently lost.
+            let empty = match parse_body(body)? {
+                None => true,
+                Some(Json::Object(map)) => map.is_empty(),
+                Some(_) => false,
+            };
+            if !empty {
+                return Err(BadRequest::general(
+                    "this route takes no request body; its fields are path and query parameters",
+                ));
+            }
+        }
+    }
+    if !matches!(route.body, Body::Whole) {
+        let params: Vec<(String, String)> = form_urlencoded(query.unwrap_or(""))?;
+        if params.len() > MAX_QUERY_PARAMS {
+            return Err(BadRequest::general("too many query parameters"));
+        }
+        let body_field = match &route.body {
+            Body::Field(f) => Some(f.name().to_string()),
+            _ => None,
+        };
+        for (name, value) in params {
+            let path: Vec<String> = name.split('.').map(str::to_string).collect();
+            if route.template.variables.iter().any(|v| v.field_path == path) {
+                // Bound by the path already.
+                continue;
+            }
+            if body_field.as_deref() == path.first().map(String::as_str) {
+                return Err(BadRequest::field(name, "is set by the request body"));
+            }
+            set_path(&mut root, &input, &path, &value, &name, true)?;
+        }
+    }
+    for (path, value) in bindings {
+        let name = path.join(".");
+        set_path(&mut root, &input, &path, &value, &name, false)?;
+    }
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    DynamicMessage::deserialize_with_options(input, Json::Object(root), &options)
+        .map_err(|e| BadRequest::general(format!("invalid request: {e}")))
+}
+
+fn parse_body(body: &[u8]) -> Result<Option<Json>, BadRequest> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| BadRequest::general(format!("malformed JSON body: {e}")))
+}
+
+fn form_urlencoded(query: &str) -> Result<Vec<(String, String)>, BadRequest> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            crate::template::decode(&s.replace('+', " "), true).ok_or_else(|| {
+                BadRequest::general(format!("query parameter {s:?} is not valid percent-encoding"))
+            })
+        };
+        out.push((decode(name)?, decode(value)?));
+    }
+    Ok(out)
+}
+
+/// Sets `path` in the JSON tree to `raw`, converted for the field's type; `repeatable` allows
+/// a repeated field to collect several values (query parameters).
+fn set_path(
+    root: &mut Map<String, Json>,
+    message: &MessageDescriptor,
+    path: &[String],
+    raw: &str,
+    name: &str,
+    repeatable: bool,
+) -> Result<(), BadRequest> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err(BadRequest::general("empty field name"));
+    };
+    let mut node = root;
+    let mut current = message.clone();
+    for segment in parents {
+        let field = find_field(&current, segment).ok_or_else(|| BadRequest::field(name, "is not a field"))?;
+        let Kind::Message(inner) = field.kind() else {
+            return Err(BadRequest::field(name, format!("{segment} is not a message")));
+        };
+        if field.is_list() || field.is_map() {
+            return Err(BadRequest::field(
+                name,
+                "repeated messages cannot be set this way",
+            ));
+        }
+        let key = canonical_key(node, &field);
+        let child = node.entry(key).or_insert_with(|| Json::Object(Map::new()));
+        let Json::Object(child) = child else {
+            return Err(BadRequest::field(name, "is set twice"));
+        };
+        node = child;
+        current = inner;
+    }
+    // `labels[key]=value` sets a map entry.
+    if let Some((map_name, key)) = last.strip_suffix(']').and_then(|l| l.split_once('[')) {
+        let field =
+            find_field(&current, map_name).ok_or_else(|| BadRequest::field(name, "is not a field"))?;
+        let Kind::Message(entry) = field.kind() else {
+            return Err(BadRequest::field(name, "is not a map"));
+        };
+        if !field.is_map() {
+            return Err(BadRequest::field(name, "is not a map"));
+        }
+        let value_field = entry.map_entry_value_field();
+        let value = scalar_json(&value_field, raw).map_err(|m| BadRequest::field(name, m))?;
+        let slot = canonical_key(node, &field);
+        let map = node.entry(slot).or_insert_with(|| Json::Object(Map::new()));
+        if let Json::Object(map) = map {
+            map.insert(key.to_string(), value);
+        }
+        return Ok(());
+    }
+    let field = find_field(&current, last).ok_or_else(|| BadRequest::field(name, "is not a field"))?;
+    if field.is_map() {
+        return Err(BadRequest::field(
+            name,
+            format!("is a map: use {last}[key]=value"),
+        ));
+    }
+    let value = scalar_json(&field, raw).map_err(|m| BadRequest::field(name, m))?;
+    let key = canonical_key(node, &field);
+    if field.is_list() {
+        if !repeatable {
+            return Err(BadRequest::field(name, "a path variable cannot be repeated"));
+        }
+        match node.entry(key).or_insert_with(|| Json::Array(Vec::new())) {
+            Json::Array(items) => items.push(value),
+            _ => return Err(BadRequest::field(name, "is set twice")),
+        }
+    } else if repeatable && node.contains_key(&key) {
+        return Err(BadRequest::field(name, "is given more than once"));
+    } else {
+        // A path variable wins over the same field in the body.
+        node.insert(key, value);
+    }
+    Ok(())
+}
+
+/// The key a field is stored under: its JSON name, after removing the proto-name spelling a
+/// body may have used, so the decoder never sees the field twice.
+fn canonical_key(node: &mut Map<String, Json>, field: &FieldDescriptor) -> String {
+    if field.name() != field.json_name()
+        && let Some(value) = node.remove(field.name())
+    {
+        node.entry(field.json_name().to_string()).or_insert(value);
+    }
+    field.json_name().to_string()
+}
+
+/// A path or query string value as the JSON the field's type expects.
+fn scalar_json(field: &FieldDescriptor, raw: &str) -> Result<Json, String> {
+    Ok(match field.kind() {
+        Kind::Bool => match raw {
+            "true" | "1" => Json::Bool(true),
+            "false" | "0" => Json::Bool(false),
+            _ => return Err(format!("{raw:?} is not a boolean")),
+        },
+        Kind::Enum(e) => {
+            if let Ok(number) = raw.parse::<i32>() {
+                Json::from(number)
+            } else if e.get_value_by_name(raw).is_some() {
+                Json::String(raw.to_string())
+            } else {
+                return Err(format!("{raw:?} is not one of {}", enum_names(&e).join(", ")));
+            }
+        }
+        Kind::Message(m) => match m.full_name() {
+            "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue" => Json::String(raw.to_string()),
+            "google.protobuf.BoolValue" => match raw {
+                "true" => Json::Bool(true),
+                "false" => Json::Bool(false),
+                _ => return Err(format!("{raw:?} is not a boolean")),
+            },
+            other => return Err(format!("is a {other}: set its fields as name.field")),
+        },
+        // Numbers travel as strings, which the JSON mapping accepts for every numeric type.
+        _ => Json::String(raw.to_string()),
+    })
+}
+
+pub fn enum_names(e: &prost_reflect::EnumDescriptor) -> Vec<String> {
+    e.values().map(|v| v.name().to_string()).collect()
+}
+
+/// grpc-gateway's defaults: lowerCamelCase names, enums by name, 64-bit integers as strings,
+/// and every field present, set or not, so clients see the whole shape.
+pub fn serialize_options() -> SerializeOptions {
+    SerializeOptions::new().skip_default_fields(false)
+}
+
+/// The JSON of a response message, or of its `response_body` field.
+pub fn response_json(route: &Route, message: &DynamicMessage) -> Result<Vec<u8>, serde_json::Error> {
+    let options = serialize_options();
+    let mut out = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    match &route.response_body {
+        Some(field) => {
+            let value = message.get_field(field);
+            let wrapper = FieldOnly {
+                value: value.as_ref(),
+                field,
+                options: &options,
+            };
+            serde::Serialize::serialize(&wrapper, &mut serializer)?;
+        }
+        None => message.serialize_with_options(&mut serializer, &options)?,
+    }
+    Ok(out)
+}
+
+/// Serializes one field's value as JSON, by putting it alone in a message of its parent's type
+/// and taking it back out.
+struct FieldOnly<'a> {
+    value: &'a prost_reflect::Value,
+    field: &'a FieldDescriptor,
+    options: &'a SerializeOptions,
+}
+
+impl serde::Serialize for FieldOnly<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut holder = DynamicMessage::new(self.field.parent_message().clone());
+        holder.set_field(self.field, self.value.clone());
+        let json = holder
+            .serialize_with_options(serde_json::value::Serializer, self.options)
+            .map_err(S::Error::custom)?;
+        let inner = match json {
+            Json::Object(mut map) => map.remove(self.field.json_name()).unwrap_or(Json::Null),
+            other => other,
+        };
+        serde::Serialize::serialize(&inner, serializer)
+    }
+}

@@ -1,0 +1,244 @@
+use std::{net::SocketAddr, time::Duration};
+
+use chrono::Utc;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+use ticketing_e2e::Identity;
+use ticketing_platform::config::{DatabaseConfig, RedisConfig, ServerConfig};
+use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix};
+use tokio::sync::oneshot;
+
+pub struct Stack {
+    pub identity: Identity,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub gateway_addr: SocketAddr,
+    _stops: Vec<oneshot::Sender<()>>,
+    _dbs: Vec<TestDatabase>,
+    _keys: TestRedisPrefix,
+    _broker: TestBroker,
+}
+
+fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> oneshot::Sender<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(run(stopped));
+    stop
+}
+
+pub async fn stack() -> Stack {
+    stack_with(|_| {}).await
+}
+
+pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) -> Stack {
+    let identity = Identity::start().await;
+    let broker = TestBroker::new();
+    let keys = TestRedisPrefix::new("gw");
+    let inv_db = TestDatabase::create("gw_inventory").await.expect("db");
+    let mut inv_config = svc_inventory::config::Config {
+        server: ServerConfig::with_ports(0, 0),
+        database: DatabaseConfig::new(inv_db.url.clone()),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
+        messaging: broker.config.clone(),
+        ..Default::default()
+    };
+    inv_config
+        .peers
+        .addresses
+        .insert("identity".into(), identity.url());
+    let inventory = svc_inventory::Application::build(inv_config)
+        .await
+        .expect("inventory");
+    let inventory_addr = inventory.grpc_addr();
+    let inv_stop = spawn(|s| inventory.run_until_stopped(async move { drop(s.await) }));
+
+    let cat_db = TestDatabase::create("gw_catalog").await.expect("db");
+    let mut cat_config = svc_catalog::config::Config {
+        server: ServerConfig::with_ports(0, 0),
+        database: DatabaseConfig::new(cat_db.url.clone()),
+        messaging: broker.config.clone(),
+        ..Default::default()
+    };
+    cat_config
+        .peers
+        .addresses
+        .insert("identity".into(), identity.url());
+    cat_config
+        .peers
+        .addresses
+        .insert("inventory".into(), format!("http://{inventory_addr}"));
+    let catalog = svc_catalog::Application::build(cat_config)
+        .await
+        .expect("catalog");
+    let catalog_addr = catalog.grpc_addr();
+    let cat_stop = spawn(|s| catalog.run_until_stopped(async move { drop(s.await) }));
+
+    let mut config = grpc_gateway::config::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    };
+    let peers = &mut config.peers.addresses;
+    peers.insert("identity".into(), identity.url());
+    peers.insert("catalog".into(), format!("http://{catalog_addr}"));
+    peers.insert("inventory".into(), format!("http://{inventory_addr}"));
+    // Orders and payments are not part of this stack: a port nothing listens on.
+    peers.insert("orders".into(), "http://127.0.0.1:1".into());
+    peers.insert("payments".into(), "http://127.0.0.1:1".into());
+    config.limits.max_body_bytes = 64 * 1024;
+    config.limits.sse_heartbeat = Duration::from_millis(300);
+    adjust(&mut config);
+    let gateway = grpc_gateway::Application::build(config).await.expect("gateway");
+    let gateway_addr = gateway.addr();
+    let gw_stop = spawn(|s| gateway.run_until_stopped(async move { drop(s.await) }));
+    Stack {
+        identity,
+        base: format!("http://{gateway_addr}"),
+        http: reqwest::Client::new(),
+        gateway_addr,
+        _stops: vec![gw_stop, cat_stop, inv_stop],
+        _dbs: vec![cat_db, inv_db],
+        _keys: keys,
+        _broker: broker,
+    }
+}
+
+/// A reply: status and JSON body (Null when the body is not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub json: Json,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn ok(self) -> Json {
+        assert!(self.status.is_success(), "{}: {}", self.status, self.json);
+        self.json
+    }
+}
+
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    ApiKey(&'a str),
+}
+
+impl Stack {
+    pub async fn call(&self, method: Method, path: &str, auth: Auth<'_>, body: Option<Json>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        request = match auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::ApiKey(key) => request.header("x-api-key", key),
+        };
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        // 503 and 504 are answers about the upstream; any other 5xx is a defect.
+        if status.is_server_error() && ![503, 504].contains(&status.as_u16()) {
+            panic!("{status} from the gateway: {}", String::from_utf8_lossy(&bytes));
+        }
+        Reply {
+            status,
+            json,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, auth: Auth<'_>) -> Reply {
+        self.call(Method::GET, path, auth, None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: Auth<'_>, body: Json) -> Reply {
+        self.call(Method::POST, path, auth, Some(body)).await
+    }
+
+    /// An organizer with a venue (2 rows of 5 VIP seats) and a published event with a VIP tier.
+    pub async fn published_event(&self) -> Sale {
+        let (org, token) = self.identity.organizer().await;
+        let seats: Vec<Json> = (1..=5)
+            .map(|n| json!({ "label": format!("A{n}"), "categoryCode": "VIP", "x": n, "y": 1 }))
+            .collect();
+        let venue = self
+            .post(
+                "/v1/venues",
+                Auth::Bearer(&token),
+                json!({
+                    "organizationId": org.to_string(),
+                    "name": "Gateway Hall",
+                    "address": { "line1": "Torstraße 1", "city": "Berlin", "postalCode": "10119", "country": "DE" },
+                    "timezone": "Europe/Berlin",
+                    "seatingChart": {
+                        "categories": [{ "code": "VIP", "name": "VIP", "color": "#c0392b" }],
+                        "sections": [{ "name": "Stalls", "rows": [{ "label": "A", "seats": seats }] }],
+                    },
+                }),
+            )
+            .await
+            .ok();
+        let starts = Utc::now() + chrono::Duration::days(20);
+        let event = self
+            .post(
+                "/v1/events",
+                Auth::Bearer(&token),
+                json!({
+                    "organizationId": org.to_string(),
+                    "venueId": venue["id"],
+                    "title": "Gateway Night",
+                    "startsAt": starts.to_rfc3339(),
+                    "endsAt": (starts + chrono::Duration::hours(3)).to_rfc3339(),
+                    "category": "EVENT_CATEGORY_CONCERT",
+                }),
+            )
+            .await
+            .ok();
+        let event_id = event["id"].as_str().expect("event id").to_string();
+        let tier = self
+            .post(
+                &format!("/v1/events/{event_id}/tiers"),
+                Auth::Bearer(&token),
+                json!({
+                    "name": "VIP",
+                    "price": { "amountMinor": "9000", "currency": "EUR" },
+                    "seatCategoryCode": "VIP",
+                    "perOrderLimit": 4,
+                }),
+            )
+            .await
+            .ok();
+        self.post(
+            &format!("/v1/events/{event_id}:publish"),
+            Auth::Bearer(&token),
+            json!({}),
+        )
+        .await
+        .ok();
+        let seat_ids = venue["seatingChart"]["sections"][0]["rows"][0]["seats"]
+            .as_array()
+            .expect("seats")
+            .iter()
+            .map(|s| s["id"].as_str().expect("seat id").to_string())
+            .collect();
+        Sale {
+            org: org.to_string(),
+            organizer: token,
+            event_id,
+            tier_id: tier["id"].as_str().expect("tier id").to_string(),
+            seat_ids,
+        }
+    }
+}
+
+pub struct Sale {
+    pub org: String,
+    pub organizer: String,
+    pub event_id: String,
+    pub tier_id: String,
+    pub seat_ids: Vec<String>,
+}
