@@ -339,12 +339,7 @@ async fn serve(
     };
     let mut message =
         transcode::request_message(route, bindings, query, &body).map_err(HttpError::bad_request)?;
-    if let Some(field) = &route.idempotency_field
-        && let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
-        && message.get_field(field).as_str().is_none_or(str::is_empty)
-    {
-        message.set_field(field, Value::String(key.to_string()));
-    }
+    fill_idempotency_key(route, &mut message, headers);
     let mut metadata = tonic::metadata::MetadataMap::new();
     if let Caller::Bearer(token) = &caller
         && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
@@ -417,6 +412,17 @@ async fn serve(
         )
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// `Idempotency-Key` fills the request's `idempotency_key` when the body left it empty; a key
+/// in the body wins. Routes without such a field ignore the header.
+fn fill_idempotency_key(route: &Route, message: &mut DynamicMessage, headers: &HeaderMap) {
+    if let Some(field) = &route.idempotency_field
+        && let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+        && message.get_field(field).as_str().is_none_or(str::is_empty)
+    {
+        message.set_field(field, Value::String(key.to_string()));
+    }
 }
 
 /// `Last-Event-ID` resumes a stream whose request has an `after_sequence` field.
@@ -627,6 +633,48 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(rpc: &str) -> Route {
+        let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let table = RouteTable::from_pool(&pool).expect("routes");
+        table
+            .routes()
+            .iter()
+            .find(|r| r.rpc.name() == rpc)
+            .cloned()
+            .unwrap_or_else(|| panic!("{rpc}"))
+    }
+
+    fn key_of(message: &DynamicMessage) -> String {
+        message
+            .get_field_by_name("idempotency_key")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_idempotency_header_fills_an_empty_key_and_never_overrides_the_body() {
+        let create = route("CreateOrder");
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", HeaderValue::from_static("from-header-123"));
+        let mut message =
+            transcode::request_message(&create, vec![], None, br#"{"holdId":"h"}"#).expect("valid");
+        fill_idempotency_key(&create, &mut message, &headers);
+        assert_eq!(key_of(&message), "from-header-123");
+        let mut message = transcode::request_message(
+            &create,
+            vec![],
+            None,
+            br#"{"holdId":"h","idempotencyKey":"from-body-456"}"#,
+        )
+        .expect("valid");
+        fill_idempotency_key(&create, &mut message, &headers);
+        assert_eq!(key_of(&message), "from-body-456");
+        let mut message =
+            transcode::request_message(&create, vec![], None, br#"{"holdId":"h"}"#).expect("valid");
+        fill_idempotency_key(&create, &mut message, &HeaderMap::new());
+        assert_eq!(key_of(&message), "");
+    }
 
     #[test]
     fn reads_grpc_timeouts() {

@@ -2,6 +2,43 @@
 
 use std::time::Duration;
 
+use ticketing_proto::ticketing::identity::v1::{
+    self as idpb, identity_service_client::IdentityServiceClient,
+};
+use tonic::{Request, transport::Channel};
+
+/// `message` with `Authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+/// Logs in and returns the access token.
+pub async fn login(
+    identity: &mut IdentityServiceClient<Channel>,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    Ok(identity
+        .login(idpb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        })
+        .await?
+        .into_inner()
+        .access_token)
+}
+
+/// A connected channel to `url`.
+pub async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?)
+}
+
 /// Reads `--name value` from the command line, or the default.
 pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();

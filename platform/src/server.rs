@@ -276,6 +276,25 @@ async fn run_probes(
 }
 
 /// Completes on SIGINT or SIGTERM.
+/// Runs `job` every `every` until the handle is aborted; a failed round is logged as `what`
+/// and the next one runs on schedule (sweepers: expiry, stale charges).
+pub fn spawn_periodic<F, Fut, E>(every: Duration, what: &'static str, job: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = job().await {
+                tracing::warn!(%error, "{what} failed");
+            }
+        }
+    })
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

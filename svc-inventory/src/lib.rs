@@ -25,7 +25,7 @@ use ticketing_platform::{
     clients::Peers,
     db::{self, PgPool},
     messaging::{self, Consumer},
-    server::{Host, Probe},
+    server::{Host, Probe, spawn_periodic},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -108,14 +108,9 @@ impl Application {
             )
             .run(),
         );
-        let sweeper = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                if let Err(error) = inventory.sweep_all().await {
-                    tracing::warn!(%error, "sweeping expired holds failed");
-                }
-            }
+        let sweeper = spawn_periodic(every, "sweeping expired holds", move || {
+            let inventory = inventory.clone();
+            async move { inventory.sweep_all().await.map(drop) }
         });
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let result = self.host.serve(service, self.probes, shutdown).await;

@@ -22,7 +22,7 @@ use ticketing_platform::{
     clients,
     db::{self, PgPool},
     messaging::{self, Consumer, Handler, Relay},
-    server::{Host, Probe},
+    server::{Host, Probe, spawn_periodic},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_client::CatalogServiceClient, events::v1 as events,
@@ -135,14 +135,9 @@ impl Application {
         let consumer = tokio::spawn(self.consumer.run());
         let orders = self.api.orders.clone();
         let every = self.config.checkout.sweep_interval;
-        let sweeper = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                if let Err(error) = orders.expire_due().await {
-                    tracing::warn!(%error, "expiring unpaid orders failed");
-                }
-            }
+        let sweeper = spawn_periodic(every, "expiring unpaid orders", move || {
+            let orders = orders.clone();
+            async move { orders.expire_due().await.map(drop) }
         });
         let service = OrdersServiceServer::new(self.api);
         let result = self

@@ -21,7 +21,7 @@ use ticketing_platform::{
     clients::Peers,
     db::{self, PgPool},
     messaging::{self, Consumer, Handler, Relay},
-    server::{Host, Probe},
+    server::{Host, Probe, spawn_periodic},
 };
 use ticketing_proto::ticketing::{
     events::v1 as events, payments::v1::payments_service_server::PaymentsServiceServer,
@@ -134,14 +134,9 @@ impl Application {
         let consumer = tokio::spawn(self.consumer.run());
         let payments = self.api.payments.clone();
         let (every, stale_after) = (self.config.sweep_interval, self.config.stale_after);
-        let sweeper = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                if let Err(error) = payments.settle_stale(stale_after).await {
-                    tracing::warn!(%error, "settling interrupted charges failed");
-                }
-            }
+        let sweeper = spawn_periodic(every, "settling interrupted charges", move || {
+            let payments = payments.clone();
+            async move { payments.settle_stale(stale_after).await.map(drop) }
         });
         let service = PaymentsServiceServer::new(self.api);
         let result = self

@@ -1,4 +1,4 @@
-//! Authentication at the edge, the idempotency header, OpenAPI, JWKS and health.
+//! Authentication at the edge, OpenAPI, JWKS and health.
 
 use std::time::Duration;
 
@@ -97,24 +97,6 @@ async fn api_keys_work_until_revoked_and_the_cache_lets_go_within_its_ttl() {
         .get(&format!("/v1/venues?organizationId={org}"), Auth::ApiKey(&secret))
         .await;
     assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "{}", revoked.json);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_idempotency_header_fills_the_request_key() {
-    let s = stack().await;
-    let sale = s.published_event().await;
-    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
-    // HoldSeats has no idempotency key; the header is ignored there, not an error.
-    let hold = s
-        .http
-        .post(format!("{}/v1/events/{}/holds:seats", s.base, sale.event_id))
-        .bearer_auth(&buyer)
-        .header("idempotency-key", "hold-once-123")
-        .json(&json!({ "seatIds": [sale.seat_ids[2]] }))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(hold.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

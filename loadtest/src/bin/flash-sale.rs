@@ -28,7 +28,7 @@ use diesel::{
     sql_types::{BigInt, Text},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use loadtest::{arg, ms, summarize};
+use loadtest::{arg, authed, channel, login, ms, summarize};
 use ticketing_proto::ticketing::{
     catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
     common::v1::{Address, Money},
@@ -36,41 +36,12 @@ use ticketing_proto::ticketing::{
     inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
     orders::v1::{self as ord, orders_service_client::OrdersServiceClient},
 };
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
 const BUYER_PASSWORD: &str = "benchmark passphrase 1";
 const PRICE_MINOR: i64 = 5_000;
 const SEATS_PER_ROW: usize = 100;
-
-fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(request)
-}
-
-async fn login(
-    identity: &mut IdentityServiceClient<Channel>,
-    email: &str,
-    password: &str,
-) -> anyhow::Result<String> {
-    Ok(identity
-        .login(idpb::LoginRequest {
-            email: email.into(),
-            password: password.into(),
-        })
-        .await?
-        .into_inner()
-        .access_token)
-}
-
-async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect()
-        .await?)
-}
 
 /// A venue of `seats` seats in rows of 100, an event over it with one tier, published.
 async fn publish_sale(

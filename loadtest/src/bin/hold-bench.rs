@@ -18,38 +18,14 @@ use std::{
     time::Instant,
 };
 
-use loadtest::{arg, ms, summarize};
+use loadtest::{arg, authed, channel, login, ms, summarize};
 use ticketing_proto::ticketing::{
     identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
     inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient},
 };
-use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
 const CUSTOMER_PASSWORD: &str = "benchmark passphrase 1";
-
-fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(request)
-}
-
-async fn login(
-    identity: &mut IdentityServiceClient<Channel>,
-    email: &str,
-    password: &str,
-) -> anyhow::Result<String> {
-    Ok(identity
-        .login(idpb::LoginRequest {
-            email: email.into(),
-            password: password.into(),
-        })
-        .await?
-        .into_inner()
-        .access_token)
-}
 
 /// The raw Redis rate: EVALSHA of a 4-key all-or-nothing hold, 50 connections.
 fn redis_baseline(redis_url: &str, requests: usize) -> anyhow::Result<f64> {
@@ -118,9 +94,7 @@ async fn main() -> anyhow::Result<()> {
         "--password: the demo organizer's password (.dev/demo-password)"
     );
 
-    let identity_channel = tonic::transport::Endpoint::from_shared(identity_url)?
-        .connect()
-        .await?;
+    let identity_channel = channel(&identity_url).await?;
     let mut identity = IdentityServiceClient::new(identity_channel);
     let organizer_token = login(&mut identity, &organizer, &password).await?;
     let me = identity
@@ -150,11 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let tokens = Arc::new(tokens);
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections.max(1) {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(inventory_url.clone())?
-                .connect()
-                .await?,
-        );
+        channels.push(channel(&inventory_url).await?);
     }
     let channel = channels[0].clone();
 
