@@ -2,7 +2,11 @@
 //! database and Redis keys) that hands out users, organizers and API keys with real tokens, and
 //! the small helpers every such test uses.
 
+mod platform;
+
 use std::net::SocketAddr;
+
+pub use platform::{Addrs, Platform};
 
 use ticketing_platform::{
     auth::Role,
@@ -46,6 +50,17 @@ pub fn reason(status: &tonic::Status) -> String {
         .get_error_details()
         .error_info()
         .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The fields named by a status's `BadRequest` violations (every one, where the message names
+/// only the first few).
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
 }
 

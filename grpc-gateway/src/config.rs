@@ -15,6 +15,8 @@ pub struct Config {
     pub peers: PeersConfig,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub breaker: BreakerConfig,
     /// Origins allowed to call from a browser (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
 }
@@ -38,6 +40,28 @@ pub struct AuthConfig {
     /// stops working within this time.
     #[serde(with = "duration_secs")]
     pub api_key_cache_ttl: Duration,
+}
+
+/// Token buckets: a client may make `burst` requests at once and `per_second` sustained. Every
+/// request counts against its client IP; requests with a valid API key also count against the
+/// key (partners behind one address share the IP budget, so size it for them). 0 turns a limit
+/// off. Over the limit: 429 with `Retry-After`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimitConfig {
+    pub per_ip_per_second: u32,
+    pub per_ip_burst: u32,
+    pub per_api_key_per_second: u32,
+    pub per_api_key_burst: u32,
+}
+
+/// A circuit breaker per upstream: after `consecutive_failures` calls in a row that found the
+/// service unavailable or timed out, calls to it answer 503 at once for `cool_down`; then calls
+/// may try again, and the first success closes the circuit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakerConfig {
+    pub consecutive_failures: u32,
+    #[serde(with = "duration_secs")]
+    pub cool_down: Duration,
 }
 
 impl Default for Config {
@@ -65,6 +89,16 @@ impl Default for Config {
             },
             auth: AuthConfig {
                 api_key_cache_ttl: Duration::from_secs(5),
+            },
+            rate_limit: RateLimitConfig {
+                per_ip_per_second: 100,
+                per_ip_burst: 200,
+                per_api_key_per_second: 50,
+                per_api_key_burst: 100,
+            },
+            breaker: BreakerConfig {
+                consecutive_failures: 5,
+                cool_down: Duration::from_secs(5),
             },
             cors_allowed_origins: Vec::new(),
         }
@@ -96,6 +130,40 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "auth.api_key_cache_ttl",
                 "at most 60 s, so revocation bites quickly",
+            ));
+        }
+        let limits = &self.rate_limit;
+        for (field, rate, burst) in [
+            (
+                "rate_limit.per_ip_burst",
+                limits.per_ip_per_second,
+                limits.per_ip_burst,
+            ),
+            (
+                "rate_limit.per_api_key_burst",
+                limits.per_api_key_per_second,
+                limits.per_api_key_burst,
+            ),
+        ] {
+            if rate > 0 && burst < rate {
+                return Err(ConfigError::invalid(
+                    field,
+                    "must be at least the rate per second",
+                ));
+            }
+        }
+        if self.breaker.consecutive_failures == 0 {
+            return Err(ConfigError::invalid(
+                "breaker.consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        if self.breaker.cool_down < Duration::from_millis(100)
+            || self.breaker.cool_down > Duration::from_secs(300)
+        {
+            return Err(ConfigError::invalid(
+                "breaker.cool_down",
+                "must be 0.1 s to 300 s",
             ));
         }
         for origin in &self.cors_allowed_origins {

@@ -15,6 +15,8 @@ use crate::transcode::{BadRequest, serialize_options};
 pub struct HttpError {
     pub status: StatusCode,
     pub body: Json,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl HttpError {
@@ -23,7 +25,33 @@ impl HttpError {
         Self {
             status,
             body: json!({ "code": code, "message": message.into(), "details": [] }),
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to come back after `delay`, in the header and as a `google.rpc.RetryInfo`.
+    pub fn retry_after(mut self, delay: std::time::Duration) -> Self {
+        if let Some(details) = self.body["details"].as_array_mut() {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": format!("{:.3}s", delay.as_secs_f64()),
+            }));
+        }
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// Adds a `google.rpc.ErrorInfo` with a machine-readable reason.
+    pub fn reason(mut self, reason: &str, metadata: Json) -> Self {
+        if let Some(details) = self.body["details"].as_array_mut() {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "gateway.ticketing",
+                "metadata": metadata,
+            }));
+        }
+        self
     }
 
     pub fn bad_request(error: BadRequest) -> Self {
@@ -41,13 +69,21 @@ impl HttpError {
         Self {
             status: StatusCode::BAD_REQUEST,
             body: json!({ "code": Code::InvalidArgument as i32, "message": message, "details": details }),
+            retry_after: None,
         }
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(delay) = self.retry_after {
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }
 
@@ -96,14 +132,26 @@ pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
     let mut error = HttpError {
         status: http_status(status.code()),
         body: status_json(pool, status),
+        retry_after: None,
     };
-    // A transport failure reaching the upstream reads as UNKNOWN or INTERNAL from tonic; the
-    // caller should see it as the upstream being unavailable.
-    if status.code() == Code::Unknown && status.message().contains("transport error") {
+    if upstream_code(status) == Code::Unavailable && status.code() != Code::Unavailable {
         error.status = StatusCode::SERVICE_UNAVAILABLE;
         error.body["code"] = json!(Code::Unavailable as i32);
     }
     error
+}
+
+/// The code a failed call stands for. A failure to reach the upstream (connection refused or
+/// cut) reads from tonic as UNKNOWN, INTERNAL or CANCELLED with the transport error as its
+/// source; to the caller, and to the circuit breaker, that is the upstream being unavailable.
+/// Statuses the upstream itself sent carry no source and keep their code.
+pub fn upstream_code(status: &Status) -> Code {
+    let transport =
+        std::error::Error::source(status).is_some() || status.message().contains("transport error");
+    match status.code() {
+        Code::Unknown | Code::Internal | Code::Cancelled if transport => Code::Unavailable,
+        code => code,
+    }
 }
 
 #[cfg(test)]

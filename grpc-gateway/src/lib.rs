@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod edge;
 pub mod errors;
 pub mod openapi;
 pub mod routes;
@@ -47,7 +48,8 @@ use tonic::{metadata::MetadataValue, transport::Channel};
 use crate::{
     codec::DynamicCodec,
     config::Config,
-    errors::{HttpError, grpc_to_http},
+    edge::{Breakers, Permit, RateLimits, Throttled},
+    errors::{HttpError, grpc_to_http, upstream_code},
     routes::{Resolved, Route, RouteTable},
 };
 
@@ -65,6 +67,8 @@ struct Gateway {
     /// Verified API keys by the SHA-256 of the secret: the token to forward (None: refused) and
     /// when that was learnt.
     api_keys: Mutex<HashMap<[u8; 32], VerifiedKey>>,
+    rate_limits: RateLimits,
+    breakers: Breakers,
     config: Config,
     openapi: Bytes,
 }
@@ -104,6 +108,8 @@ impl Application {
             .with_context(|| format!("binding {}", config.listen))?;
         let cors = cors(&config);
         let max_body = config.limits.max_body_bytes;
+        let rate_limits = RateLimits::new(&config.rate_limit);
+        let breakers = Breakers::new(&config.breaker, channels.keys());
         let gateway = Arc::new(Gateway {
             routes,
             pool,
@@ -111,9 +117,12 @@ impl Application {
             verifier,
             identity: IdentityServiceClient::new(identity_channel),
             api_keys: Mutex::new(HashMap::new()),
+            rate_limits,
+            breakers,
             config,
             openapi,
         });
+        forget_idle_buckets(Arc::downgrade(&gateway));
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
@@ -151,6 +160,39 @@ impl Application {
         .await?;
         Ok(())
     }
+}
+
+/// Drops rate-limit buckets of clients gone quiet, every minute, until the gateway is gone.
+fn forget_idle_buckets(gateway: std::sync::Weak<Gateway>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(gateway) = gateway.upgrade() else {
+                return;
+            };
+            gateway.rate_limits.forget_idle();
+        }
+    });
+}
+
+fn throttled(refused: Throttled) -> HttpError {
+    metrics::counter!("gateway_rate_limited_total", "limit" => refused.limit.as_str()).increment(1);
+    let whose = match refused.limit {
+        edge::Limit::ClientIp => "this client address",
+        edge::Limit::ApiKey => "this API key",
+    };
+    HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        tonic::Code::ResourceExhausted as i32,
+        format!("too many requests from {whose}; retry after the delay given"),
+    )
+    .reason(
+        "RATE_LIMITED",
+        serde_json::json!({ "limit": refused.limit.as_str() }),
+    )
+    .retry_after(refused.retry_after)
 }
 
 fn cors(config: &Config) -> tower_http::cors::CorsLayer {
@@ -260,6 +302,9 @@ async fn transcode_request(
     request: Request,
 ) -> Response {
     let started = Instant::now();
+    if let Err(refused) = gw.rate_limits.check_ip(peer.ip()) {
+        return throttled(refused).into_response();
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let (route, bindings) = match gw.routes.resolve(&parts.method, &path) {
@@ -369,16 +414,32 @@ async fn serve(
         gw.channels.get(&route.upstream).cloned().ok_or_else(|| {
             HttpError::new(StatusCode::SERVICE_UNAVAILABLE, 14, "no upstream for this route")
         })?;
+    if let Permit::Refused { retry_after } = gw.breakers.permit(&route.upstream) {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable as i32,
+            format!(
+                "the {} service is failing; the gateway is not calling it for a while",
+                route.upstream
+            ),
+        )
+        .reason("CIRCUIT_OPEN", serde_json::json!({ "upstream": route.upstream }))
+        .retry_after(retry_after));
+    }
     let mut grpc = tonic::client::Grpc::new(channel);
     let path = http::uri::PathAndQuery::try_from(route.grpc_path())
         .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, "bad method path"))?;
-    grpc.ready().await.map_err(|_| {
-        HttpError::new(
+    if grpc.ready().await.is_err() {
+        gw.breakers.record(&route.upstream, Err(tonic::Code::Unavailable));
+        return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             14,
             "the upstream service is unavailable",
-        )
-    })?;
+        ));
+    }
+    let record = |result: Result<(), &tonic::Status>| {
+        gw.breakers.record(&route.upstream, result.map_err(upstream_code));
+    };
     let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
     if route.is_streaming() {
         if let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
@@ -386,7 +447,9 @@ async fn serve(
         }
         let stream = grpc
             .server_streaming(request, path, DynamicCodec::new(route.rpc.output()))
-            .await
+            .await;
+        record(stream.as_ref().map(|_| ()));
+        let stream = stream
             .map_err(|status| grpc_to_http(&gw.pool, &status))?
             .into_inner();
         let sse = headers
@@ -398,7 +461,9 @@ async fn serve(
     request.set_timeout(timeout);
     let reply = grpc
         .unary(request, path, DynamicCodec::new(route.rpc.output()))
-        .await
+        .await;
+    record(reply.as_ref().map(|_| ()));
+    let reply = reply
         .map_err(|status| grpc_to_http(&gw.pool, &status))?
         .into_inner();
     if route.rpc.output().full_name() == "google.api.HttpBody" && route.response_body.is_none() {
@@ -620,13 +685,16 @@ impl Gateway {
                 token
             }
         };
-        token.map(Caller::Bearer).ok_or_else(|| {
+        let token = token.ok_or_else(|| {
             HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 16,
                 "the API key is invalid, expired or revoked",
             )
-        })
+        })?;
+        // Only valid keys get a bucket: random keys cannot grow the table.
+        self.rate_limits.check_api_key(&digest).map_err(throttled)?;
+        Ok(Caller::Bearer(token))
     }
 }
 

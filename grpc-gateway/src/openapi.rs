@@ -15,9 +15,19 @@ const QUERY_DEPTH: usize = 3;
 pub fn document(table: &RouteTable, pool: &DescriptorPool) -> Json {
     let mut schemas = BTreeMap::new();
     let mut paths: BTreeMap<String, serde_json::Map<String, Json>> = BTreeMap::new();
+    let names = parameter_names(table);
     for route in table.routes() {
-        let operation = operation(route, &mut schemas);
-        let path = paths.entry(route.template.openapi_path()).or_default();
+        let shape = route.template.openapi_path_named(|_| String::new());
+        let names = names.get(&shape).cloned().unwrap_or_default();
+        let operation = operation(route, &names, &mut schemas);
+        let mut next = names.iter();
+        let path = paths
+            .entry(
+                route
+                    .template
+                    .openapi_path_named(|_| next.next().cloned().unwrap_or_default()),
+            )
+            .or_default();
         let method = route.method.as_str().to_ascii_lowercase();
         // Additional bindings of the same method and path are one operation.
         path.entry(method).or_insert(operation);
@@ -46,17 +56,43 @@ pub fn document(table: &RouteTable, pool: &DescriptorPool) -> Json {
     })
 }
 
-fn operation(route: &Route, schemas: &mut BTreeMap<String, Json>) -> Json {
+/// Path parameter names per path shape (the path with its variables blanked). OpenAPI forbids two
+/// paths that differ only in parameter names, so `PATCH /v1/events/{event.id}` and
+/// `GET /v1/events/{event_id}` must share one path and one name per position: the names of the
+/// route with the plainest variables (fewest nested fields), dots turned into underscores.
+fn parameter_names(table: &RouteTable) -> BTreeMap<String, Vec<String>> {
+    let mut names: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+    for route in table.routes() {
+        let shape = route.template.openapi_path_named(|_| String::new());
+        let variables = &route.template.variables;
+        let depth: usize = variables.iter().map(|v| v.field_path.len()).sum();
+        let candidate: Vec<String> = variables.iter().map(|v| v.field_path.join("_")).collect();
+        match names.get(&shape) {
+            Some((best, _)) if *best <= depth => {}
+            _ => {
+                names.insert(shape, (depth, candidate));
+            }
+        }
+    }
+    names.into_iter().map(|(shape, (_, n))| (shape, n)).collect()
+}
+
+fn operation(route: &Route, names: &[String], schemas: &mut BTreeMap<String, Json>) -> Json {
     let input = route.rpc.input();
     let mut parameters = Vec::new();
     let mut bound: BTreeSet<String> = BTreeSet::new();
-    for variable in &route.template.variables {
-        let name = variable.field_path.join(".");
+    for (index, variable) in route.template.variables.iter().enumerate() {
+        let field = variable.field_path.join(".");
+        let name = names.get(index).cloned().unwrap_or_else(|| field.clone());
         let schema = crate::routes::field_at(&input, &variable.field_path)
             .map(|f| field_schema(&f, schemas))
             .unwrap_or_else(|| json!({ "type": "string" }));
-        parameters.push(json!({ "name": name, "in": "path", "required": true, "schema": schema }));
-        bound.insert(name);
+        let mut parameter = json!({ "name": name, "in": "path", "required": true, "schema": schema });
+        if name != field {
+            parameter["description"] = json!(format!("Sets the request field `{field}`."));
+        }
+        parameters.push(parameter);
+        bound.insert(field);
     }
     let mut request_body = None;
     match &route.body {
@@ -336,4 +372,71 @@ pub fn docs_html(table: &RouteTable) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Json {
+        let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let table = RouteTable::from_pool(&pool).expect("routes");
+        document(&table, &pool)
+    }
+
+    #[test]
+    fn paths_differing_only_in_parameter_names_are_one_path() {
+        let doc = doc();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut shapes = BTreeSet::new();
+        for path in paths.keys() {
+            let mut shape = String::new();
+            let mut inside = false;
+            for c in path.chars() {
+                match c {
+                    '{' => inside = true,
+                    '}' => {
+                        inside = false;
+                        shape.push_str("{}");
+                    }
+                    _ if !inside => shape.push(c),
+                    _ => assert!(c != '.', "a dotted parameter name in {path}"),
+                }
+            }
+            assert!(shapes.insert(shape), "two paths for the same URLs: {path}");
+        }
+        // GET, PATCH and DELETE of one event share a path; PATCH's parameter says what it sets.
+        let event = &paths["/v1/events/{event_id}"];
+        assert!(event["get"].is_object() && event["patch"].is_object() && event["delete"].is_object());
+        let patch_param = &event["patch"]["parameters"][0];
+        assert_eq!(patch_param["name"], "event_id");
+        assert!(
+            patch_param["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("event.id"))
+        );
+        let tier = &paths["/v1/events/{event_id}/tiers/{tier_id}"];
+        assert!(tier["patch"].is_object() && tier["delete"].is_object());
+    }
+
+    #[test]
+    fn every_path_parameter_is_declared_once_and_required() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                let declared: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .expect("parameters")
+                    .iter()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().expect("name"))
+                    .collect();
+                let in_path = path.matches('{').count();
+                assert_eq!(declared.len(), in_path, "{method} {path}");
+                for name in declared {
+                    assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: {name}");
+                }
+            }
+        }
+    }
 }

@@ -250,6 +250,11 @@ impl Template {
 
     /// The OpenAPI form: `/v1/events/{event_id}:publish`, `{+name}` for multi-segment variables.
     pub fn openapi_path(&self) -> String {
+        self.openapi_path_named(|v| v.field_path.join("."))
+    }
+
+    /// The OpenAPI form with each variable (in order) named by `name`.
+    pub fn openapi_path_named(&self, mut name: impl FnMut(&Variable) -> String) -> String {
         let mut out = String::new();
         let mut i = 0;
         while i < self.segments.len() {
@@ -260,7 +265,7 @@ impl Template {
                 if multi {
                     out.push('+');
                 }
-                out.push_str(&v.field_path.join("."));
+                out.push_str(&name(v));
                 out.push('}');
                 i = v.end;
                 continue;

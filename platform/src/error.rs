@@ -23,7 +23,7 @@ pub struct FieldViolation {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Bad input. Nothing was changed.
-    #[error("invalid argument: {}", summary(.0))]
+    #[error("invalid argument: {}", summary(.0, .0.len()))]
     InvalidArgument(Vec<FieldViolation>),
     #[error("{resource} not found")]
     NotFound { resource: &'static str },
@@ -55,12 +55,38 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-fn summary(violations: &[FieldViolation]) -> String {
-    violations
+/// Violations reported in one error, and the longest field name or description: the details
+/// travel in HTTP/2 trailers, which peers cap (16 KiB is common), and a request with thousands of
+/// bad seats must still get its INVALID_ARGUMENT rather than a protocol error.
+const MAX_REPORTED_VIOLATIONS: usize = 20;
+const MAX_VIOLATION_TEXT: usize = 200;
+/// Violations named in the status message; the details carry the rest.
+const VIOLATIONS_IN_MESSAGE: usize = 3;
+
+fn summary(violations: &[FieldViolation], total: usize) -> String {
+    let mut text = violations
         .iter()
+        .take(VIOLATIONS_IN_MESSAGE)
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if total > VIOLATIONS_IN_MESSAGE {
+        text.push_str(&format!(" (and {} more)", total - VIOLATIONS_IN_MESSAGE));
+    }
+    text
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -110,10 +136,25 @@ impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         match error {
             ApiError::InvalidArgument(violations) => {
-                let message = format!("invalid argument: {}", summary(&violations));
+                let total = violations.len();
+                let reported: Vec<FieldViolation> = violations
+                    .into_iter()
+                    .take(MAX_REPORTED_VIOLATIONS)
+                    .map(|v| FieldViolation {
+                        field: clip(v.field, MAX_VIOLATION_TEXT),
+                        description: clip(v.description, MAX_VIOLATION_TEXT),
+                    })
+                    .collect();
+                let message = format!("invalid argument: {}", summary(&reported, total));
                 let mut details = ErrorDetails::new();
-                for v in violations {
+                for v in reported {
                     details.add_bad_request_violation(v.field, v.description);
+                }
+                if total > MAX_REPORTED_VIOLATIONS {
+                    details.add_bad_request_violation(
+                        "",
+                        format!("{} more violations not listed", total - MAX_REPORTED_VIOLATIONS),
+                    );
                 }
                 details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::InvalidArgument, message, details)
@@ -284,6 +325,38 @@ mod tests {
         let fields: Vec<_> = bad.field_violations.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["email", "password"]);
         assert!(status.message().contains("email: must be an e-mail address"));
+    }
+
+    #[test]
+    fn thousands_of_violations_fit_in_a_trailer() {
+        let mut v = Violations::new();
+        for n in 0..5_000 {
+            v.add(
+                format!("venue.seating_chart.sections[0].rows[0].seats[{n}].label"),
+                "é".repeat(500),
+            );
+        }
+        let status: Status = v.into_result().expect_err("violations").into();
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest detail");
+        assert_eq!(bad.field_violations.len(), MAX_REPORTED_VIOLATIONS + 1);
+        assert!(
+            bad.field_violations[MAX_REPORTED_VIOLATIONS]
+                .description
+                .contains("4980 more")
+        );
+        assert!(
+            bad.field_violations
+                .iter()
+                .all(|f| f.description.len() <= MAX_VIOLATION_TEXT + 3)
+        );
+        assert!(status.message().contains("(and 4997 more)"));
+        assert!(status.message().len() < 1_000);
+        assert!(
+            status.details().len() < 8 * 1024,
+            "{} bytes of details",
+            status.details().len()
+        );
     }
 
     #[test]

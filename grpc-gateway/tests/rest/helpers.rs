@@ -1,106 +1,75 @@
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use ticketing_e2e::Identity;
-use ticketing_platform::config::{DatabaseConfig, RedisConfig, ServerConfig};
-use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix};
+use ticketing_e2e::Platform;
+use ticketing_testkit::TcpProxy;
 use tokio::sync::oneshot;
 
 pub struct Stack {
-    pub identity: Identity,
+    pub platform: Platform,
     pub base: String,
     pub http: reqwest::Client,
-    pub gateway_addr: SocketAddr,
-    _stops: Vec<oneshot::Sender<()>>,
-    _dbs: Vec<TestDatabase>,
-    _keys: TestRedisPrefix,
-    _broker: TestBroker,
+    /// Between the gateway and orders, for breaker tests.
+    pub orders_proxy: TcpProxy,
+    /// Every call made through [`Stack::call`]: method, path (without the query) and status.
+    pub calls: Arc<Mutex<Vec<(Method, String, StatusCode)>>>,
+    _stop: oneshot::Sender<()>,
 }
 
-fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> oneshot::Sender<()>
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(run(stopped));
-    stop
+impl std::ops::Deref for Stack {
+    type Target = Platform;
+    fn deref(&self) -> &Platform {
+        &self.platform
+    }
 }
 
 pub async fn stack() -> Stack {
     stack_with(|_| {}).await
 }
 
+/// The whole platform with a gateway in front of it, configured by `adjust`. Rate limits are
+/// off unless `adjust` sets them: every test client shares one loopback address.
 pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) -> Stack {
-    let identity = Identity::start().await;
-    let broker = TestBroker::new();
-    let keys = TestRedisPrefix::new("gw");
-    let inv_db = TestDatabase::create("gw_inventory").await.expect("db");
-    let mut inv_config = svc_inventory::config::Config {
-        server: ServerConfig::with_ports(0, 0),
-        database: DatabaseConfig::new(inv_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
-        messaging: broker.config.clone(),
-        ..Default::default()
-    };
-    inv_config
-        .peers
-        .addresses
-        .insert("identity".into(), identity.url());
-    let inventory = svc_inventory::Application::build(inv_config)
-        .await
-        .expect("inventory");
-    let inventory_addr = inventory.grpc_addr();
-    let inv_stop = spawn(|s| inventory.run_until_stopped(async move { drop(s.await) }));
-
-    let cat_db = TestDatabase::create("gw_catalog").await.expect("db");
-    let mut cat_config = svc_catalog::config::Config {
-        server: ServerConfig::with_ports(0, 0),
-        database: DatabaseConfig::new(cat_db.url.clone()),
-        messaging: broker.config.clone(),
-        ..Default::default()
-    };
-    cat_config
-        .peers
-        .addresses
-        .insert("identity".into(), identity.url());
-    cat_config
-        .peers
-        .addresses
-        .insert("inventory".into(), format!("http://{inventory_addr}"));
-    let catalog = svc_catalog::Application::build(cat_config)
-        .await
-        .expect("catalog");
-    let catalog_addr = catalog.grpc_addr();
-    let cat_stop = spawn(|s| catalog.run_until_stopped(async move { drop(s.await) }));
-
+    let platform = Platform::start().await;
+    let orders_proxy = TcpProxy::start(platform.addrs.orders).await.expect("proxy");
     let mut config = grpc_gateway::config::Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Default::default()
     };
     let peers = &mut config.peers.addresses;
-    peers.insert("identity".into(), identity.url());
-    peers.insert("catalog".into(), format!("http://{catalog_addr}"));
-    peers.insert("inventory".into(), format!("http://{inventory_addr}"));
-    // Orders and payments are not part of this stack: a port nothing listens on.
-    peers.insert("orders".into(), "http://127.0.0.1:1".into());
-    peers.insert("payments".into(), "http://127.0.0.1:1".into());
+    peers.insert("identity".into(), platform.identity.url());
+    for (name, addr) in [
+        ("catalog", platform.addrs.catalog),
+        ("inventory", platform.addrs.inventory),
+        ("orders", orders_proxy.addr()),
+        ("payments", platform.addrs.payments),
+    ] {
+        peers.insert(name.into(), format!("http://{addr}"));
+    }
     config.limits.max_body_bytes = 64 * 1024;
     config.limits.sse_heartbeat = Duration::from_millis(300);
+    config.rate_limit.per_ip_per_second = 0;
+    config.rate_limit.per_api_key_per_second = 0;
     adjust(&mut config);
     let gateway = grpc_gateway::Application::build(config).await.expect("gateway");
     let gateway_addr = gateway.addr();
-    let gw_stop = spawn(|s| gateway.run_until_stopped(async move { drop(s.await) }));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
     Stack {
-        identity,
+        platform,
         base: format!("http://{gateway_addr}"),
         http: reqwest::Client::new(),
-        gateway_addr,
-        _stops: vec![gw_stop, cat_stop, inv_stop],
-        _dbs: vec![cat_db, inv_db],
-        _keys: keys,
-        _broker: broker,
+        orders_proxy,
+        calls: Arc::default(),
+        _stop: stop,
     }
 }
 
@@ -126,7 +95,7 @@ pub enum Auth<'a> {
 
 impl Stack {
     pub async fn call(&self, method: Method, path: &str, auth: Auth<'_>, body: Option<Json>) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
         request = match auth {
             Auth::None => request,
             Auth::Bearer(token) => request.bearer_auth(token),
@@ -137,6 +106,11 @@ impl Stack {
         }
         let response = request.send().await.expect("gateway answers");
         let status = response.status();
+        let bare = path.split('?').next().unwrap_or(path).to_string();
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((method, bare, status));
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body");
         let json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);

@@ -123,17 +123,12 @@ async fn openapi_jwks_docs_and_health_are_served() {
             .unwrap_or_default()
             .contains("/v1/orders/{order_id}:pay")
     );
-    // Orders, payments and the rest are not running in this stack: health says so, with 503.
-    let health = s
-        .http
-        .get(format!("{}/v1/health", s.base))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let health: serde_json::Value = health.json().await.expect("json");
-    assert_eq!(health["services"]["catalog"], "SERVING");
-    assert_eq!(health["services"]["orders"], "UNREACHABLE");
+    // Every deployed upstream serves; notify and reports are not deployed here, so not checked.
+    let health = s.get("/v1/health", Auth::None).await.ok();
+    assert_eq!(health["status"], "SERVING");
+    for upstream in ["identity", "catalog", "inventory", "orders", "payments"] {
+        assert_eq!(health["services"][upstream], "SERVING", "{health}");
+    }
     assert!(
         health["services"].get("reports").is_none(),
         "not deployed, not checked"
@@ -148,21 +143,4 @@ async fn openapi_jwks_docs_and_health_are_served() {
         .await;
     assert_eq!(reports.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(s.get("/healthz", Auth::None).await.status, StatusCode::OK);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_upstream_is_503_not_a_hang() {
-    let s = stack().await;
-    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
-    let reply = s
-        .http
-        .get(format!("{}/v1/orders", s.base))
-        .bearer_auth(&buyer)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: serde_json::Value = reply.json().await.expect("json");
-    assert_eq!(body["code"], 14);
-    let _ = s.gateway_addr;
 }

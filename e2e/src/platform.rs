@@ -1,0 +1,187 @@
+//! The whole platform in-process: inventory, catalog, payments and orders (and identity) on
+//! their own databases, Redis prefix and broker vhost, wired as in production, with proxies
+//! where tests cut connections.
+
+use std::{net::SocketAddr, time::Duration};
+
+use ticketing_platform::{
+    config::{DatabaseConfig, RedisConfig, ServerConfig},
+    db::PgPool,
+};
+use ticketing_testkit::{TcpProxy, TestBroker, TestDatabase, TestRedisPrefix};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use crate::{Identity, connect};
+
+pub struct Platform {
+    pub identity: Identity,
+    pub catalog: Channel,
+    pub inventory: Channel,
+    pub orders: Channel,
+    /// Straight to payments, not through the proxy.
+    pub payments: Channel,
+    /// Where each service listens (payments: directly, not through the proxy).
+    pub addrs: Addrs,
+    pub orders_pool: PgPool,
+    pub payments_pool: PgPool,
+    pub inventory_pool: PgPool,
+    /// Between orders and payments.
+    pub payments_proxy: TcpProxy,
+    /// Between orders and RabbitMQ.
+    pub broker_proxy: TcpProxy,
+    _stops: Vec<oneshot::Sender<()>>,
+    _dbs: Vec<TestDatabase>,
+    _keys: TestRedisPrefix,
+    _broker: TestBroker,
+}
+
+pub struct Addrs {
+    pub catalog: SocketAddr,
+    pub inventory: SocketAddr,
+    pub orders: SocketAddr,
+    pub payments: SocketAddr,
+}
+
+fn spawn<F>(
+    run: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+) -> oneshot::Sender<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(run(Box::pin(async move {
+        let _ = stopped.await;
+    })));
+    stop
+}
+
+fn fast_server() -> ServerConfig {
+    let mut server = ServerConfig::with_ports(0, 0);
+    server.health_interval = Duration::from_millis(200);
+    server
+}
+
+fn amqp_addr() -> SocketAddr {
+    let url = ticketing_testkit::amqp_url();
+    let rest = url.split('@').nth(1).unwrap_or("127.0.0.1:5672/%2f");
+    let host_port = rest.split('/').next().unwrap_or("127.0.0.1:5672");
+    host_port.parse().expect("broker address")
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the platform with `adjust` applied to orders' configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut svc_orders::config::Config)) -> Self {
+        let identity = Identity::start().await;
+        let broker = TestBroker::new();
+        let keys = TestRedisPrefix::new("ord");
+
+        let inv_db = TestDatabase::create("o_inventory").await.expect("db");
+        let mut inv_config = svc_inventory::config::Config {
+            server: fast_server(),
+            database: DatabaseConfig::new(inv_db.url.clone()),
+            redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
+            messaging: broker.config.clone(),
+            ..Default::default()
+        };
+        inv_config
+            .peers
+            .addresses
+            .insert("identity".into(), identity.url());
+        inv_config.holds.min_ttl = Duration::from_secs(1);
+        inv_config.holds.sweep_interval = Duration::from_millis(100);
+        let inventory = svc_inventory::Application::build(inv_config)
+            .await
+            .expect("inventory");
+        let inventory_addr = inventory.grpc_addr();
+        let inventory_pool = inventory.pool();
+        let inv_stop = spawn(|s| inventory.run_until_stopped(s));
+
+        let cat_db = TestDatabase::create("o_catalog").await.expect("db");
+        let mut cat_config = svc_catalog::config::Config {
+            server: fast_server(),
+            database: DatabaseConfig::new(cat_db.url.clone()),
+            ..Default::default()
+        };
+        cat_config
+            .peers
+            .addresses
+            .insert("identity".into(), identity.url());
+        cat_config
+            .peers
+            .addresses
+            .insert("inventory".into(), format!("http://{inventory_addr}"));
+        let catalog = svc_catalog::Application::build(cat_config)
+            .await
+            .expect("catalog");
+        let catalog_addr = catalog.grpc_addr();
+        let cat_stop = spawn(|s| catalog.run_until_stopped(s));
+
+        let pay_db = TestDatabase::create("o_payments").await.expect("db");
+        let mut pay_config = svc_payments::config::Config {
+            server: fast_server(),
+            database: DatabaseConfig::new(pay_db.url.clone()),
+            messaging: broker.config.clone(),
+            ..Default::default()
+        };
+        pay_config
+            .peers
+            .addresses
+            .insert("identity".into(), identity.url());
+        pay_config.test_provider.slow_delay = Duration::from_millis(500);
+        let payments = svc_payments::Application::build(pay_config)
+            .await
+            .expect("payments");
+        let payments_addr = payments.grpc_addr();
+        let payments_pool = payments.pool();
+        let pay_stop = spawn(|s| payments.run_until_stopped(s));
+        let payments_proxy = TcpProxy::start(payments_addr).await.expect("proxy");
+
+        let broker_proxy = TcpProxy::start(amqp_addr()).await.expect("proxy");
+        let ord_db = TestDatabase::create("orders").await.expect("db");
+        let mut config = svc_orders::config::Config {
+            server: fast_server(),
+            database: DatabaseConfig::new(ord_db.url.clone()),
+            messaging: broker.via(&format!("amqp://guest:guest@{}/%2f", broker_proxy.addr())),
+            ..Default::default()
+        };
+        let peers = &mut config.peers.addresses;
+        peers.insert("identity".into(), identity.url());
+        peers.insert("catalog".into(), format!("http://{catalog_addr}"));
+        peers.insert("inventory".into(), format!("http://{inventory_addr}"));
+        peers.insert("payments".into(), format!("http://{}", payments_proxy.addr()));
+        config.checkout.sweep_interval = Duration::from_millis(100);
+        adjust(&mut config);
+        let orders = svc_orders::Application::build(config).await.expect("orders");
+        let orders_addr = orders.grpc_addr();
+        let orders_pool = orders.pool();
+        let ord_stop = spawn(|s| orders.run_until_stopped(s));
+
+        Self {
+            identity,
+            catalog: connect(catalog_addr).await,
+            inventory: connect(inventory_addr).await,
+            orders: connect(orders_addr).await,
+            payments: connect(payments_addr).await,
+            addrs: Addrs {
+                catalog: catalog_addr,
+                inventory: inventory_addr,
+                orders: orders_addr,
+                payments: payments_addr,
+            },
+            orders_pool,
+            payments_pool,
+            inventory_pool,
+            payments_proxy,
+            broker_proxy,
+            _stops: vec![ord_stop, pay_stop, cat_stop, inv_stop],
+            _dbs: vec![ord_db, pay_db, cat_db, inv_db],
+            _keys: keys,
+            _broker: broker,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Protection at the edge: token-bucket rate limits per client IP and per API key (governor),
+//! and a circuit breaker per upstream (failsafe) so a failing service is not hammered and its
+//! callers learn at once instead of waiting for connect timeouts.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    num::NonZeroU32,
+    time::{Duration, Instant},
+};
+
+use failsafe::{StateMachine, backoff, failure_policy};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use tonic::Code;
+
+use crate::config::{BreakerConfig, RateLimitConfig};
+
+/// Which bucket refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    ClientIp,
+    ApiKey,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::ClientIp => "client_ip",
+            Limit::ApiKey => "api_key",
+        }
+    }
+}
+
+/// A refused request: which limit, and how long until a token is back.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttled {
+    pub limit: Limit,
+    pub retry_after: Duration,
+}
+
+pub struct RateLimits {
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_key: Option<DefaultKeyedRateLimiter<[u8; 32]>>,
+    clock: DefaultClock,
+}
+
+fn quota(per_second: u32, burst: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(per_second)?;
+    Some(Quota::per_second(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(rate)))
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            per_ip: quota(config.per_ip_per_second, config.per_ip_burst).map(RateLimiter::keyed),
+            per_key: quota(config.per_api_key_per_second, config.per_api_key_burst).map(RateLimiter::keyed),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes a token from the client's IP bucket.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Throttled> {
+        // IPv6 clients get a /64 each, as a provider hands one to a customer; otherwise one
+        // machine could step around the limit by rotating addresses.
+        let key = match ip {
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+            v4 => v4,
+        };
+        self.check(self.per_ip.as_ref(), &key, Limit::ClientIp)
+    }
+
+    /// Takes a token from a verified API key's bucket (keyed by the digest of its secret).
+    pub fn check_api_key(&self, digest: &[u8; 32]) -> Result<(), Throttled> {
+        self.check(self.per_key.as_ref(), digest, Limit::ApiKey)
+    }
+
+    fn check<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limiter: Option<&DefaultKeyedRateLimiter<K>>,
+        key: &K,
+        limit: Limit,
+    ) -> Result<(), Throttled> {
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| Throttled {
+            limit,
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+
+    /// Forgets buckets that are full again, so memory follows the active clients.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.per_ip {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.per_key {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+type Machine = StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, Instrument>;
+
+/// One breaker per upstream service.
+pub struct Breakers {
+    machines: HashMap<String, Machine>,
+    cool_down: Duration,
+}
+
+/// What the breaker lets through.
+pub enum Permit {
+    Call,
+    /// Open: answer 503 at once; the upstream gets another try after the cool-down.
+    Refused {
+        retry_after: Duration,
+    },
+}
+
+impl Breakers {
+    pub fn new<'a>(config: &BreakerConfig, upstreams: impl IntoIterator<Item = &'a String>) -> Self {
+        let machines = upstreams
+            .into_iter()
+            .map(|name| {
+                let policy = failure_policy::consecutive_failures(
+                    config.consecutive_failures,
+                    backoff::constant(config.cool_down),
+                );
+                let instrument = Instrument {
+                    upstream: name.clone(),
+                    opened_at: Default::default(),
+                    cool_down: config.cool_down,
+                };
+                (name.clone(), StateMachine::new(policy, instrument))
+            })
+            .collect();
+        Self {
+            machines,
+            cool_down: config.cool_down,
+        }
+    }
+
+    pub fn permit(&self, upstream: &str) -> Permit {
+        match self.machines.get(upstream) {
+            Some(machine) if !machine.is_call_permitted() => Permit::Refused {
+                retry_after: self.cool_down,
+            },
+            _ => Permit::Call,
+        }
+    }
+
+    /// Records how a call went: only signs of an unhealthy upstream count as failures; a
+    /// caller's bad request or a missing record says the upstream is working.
+    pub fn record(&self, upstream: &str, outcome: Result<(), Code>) {
+        let Some(machine) = self.machines.get(upstream) else {
+            return;
+        };
+        match outcome {
+            Err(Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal) => {
+                machine.on_error()
+            }
+            _ => machine.on_success(),
+        }
+    }
+}
+
+/// Logs and exports the breaker's transitions.
+struct Instrument {
+    upstream: String,
+    opened_at: std::sync::Mutex<Option<Instant>>,
+    cool_down: Duration,
+}
+
+impl failsafe::Instrument for Instrument {
+    fn on_call_rejected(&self) {
+        metrics::counter!("gateway_circuit_rejected_total", "upstream" => self.upstream.clone()).increment(1);
+    }
+
+    fn on_open(&self) {
+        *self.opened_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        metrics::gauge!("gateway_circuit_open", "upstream" => self.upstream.clone()).set(1.0);
+        tracing::warn!(upstream = %self.upstream, cool_down_ms = self.cool_down.as_millis() as u64, "circuit opened");
+    }
+
+    fn on_half_open(&self) {
+        tracing::info!(upstream = %self.upstream, "circuit half-open: letting calls try again");
+    }
+
+    fn on_closed(&self) {
+        metrics::gauge!("gateway_circuit_open", "upstream" => self.upstream.clone()).set(0.0);
+        if let Some(at) = self.opened_at.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tracing::info!(upstream = %self.upstream, open_ms = at.elapsed().as_millis() as u64, "circuit closed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refuses_past_its_burst_and_says_when_to_retry() {
+        let limits = RateLimits::new(&RateLimitConfig {
+            per_ip_per_second: 1,
+            per_ip_burst: 2,
+            per_api_key_per_second: 0,
+            per_api_key_burst: 0,
+        });
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        assert!(limits.check_ip(ip).is_ok());
+        assert!(limits.check_ip(ip).is_ok());
+        let refused = limits.check_ip(ip).expect_err("burst spent");
+        assert_eq!(refused.limit, Limit::ClientIp);
+        assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(1));
+        // Another client has its own bucket; API keys are unlimited when configured so.
+        assert!(limits.check_ip("192.0.2.8".parse().expect("ip")).is_ok());
+        assert!(limits.check_api_key(&[7; 32]).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let limits = RateLimits::new(&RateLimitConfig {
+            per_ip_per_second: 1,
+            per_ip_burst: 1,
+            per_api_key_per_second: 0,
+            per_api_key_burst: 0,
+        });
+        assert!(limits.check_ip("2001:db8::1".parse().expect("ip")).is_ok());
+        assert!(limits.check_ip("2001:db8::2".parse().expect("ip")).is_err());
+        assert!(limits.check_ip("2001:db8:0:1::1".parse().expect("ip")).is_ok());
+    }
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cool_down() {
+        let upstreams = ["orders".to_string()];
+        let breakers = Breakers::new(
+            &BreakerConfig {
+                consecutive_failures: 3,
+                cool_down: Duration::from_millis(200),
+            },
+            &upstreams,
+        );
+        // Errors that are the caller's fault never trip it.
+        for _ in 0..10 {
+            breakers.record("orders", Err(Code::InvalidArgument));
+        }
+        assert!(matches!(breakers.permit("orders"), Permit::Call));
+        for _ in 0..3 {
+            assert!(matches!(breakers.permit("orders"), Permit::Call));
+            breakers.record("orders", Err(Code::Unavailable));
+        }
+        assert!(matches!(breakers.permit("orders"), Permit::Refused { .. }));
+        std::thread::sleep(Duration::from_millis(250));
+        // Half-open: a call may try; its failure opens the circuit again at once.
+        assert!(matches!(breakers.permit("orders"), Permit::Call));
+        breakers.record("orders", Err(Code::Unavailable));
+        assert!(matches!(breakers.permit("orders"), Permit::Refused { .. }));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(matches!(breakers.permit("orders"), Permit::Call));
+        breakers.record("orders", Ok(()));
+        // Closed again: one failure is not enough to open it.
+        breakers.record("orders", Err(Code::Unavailable));
+        assert!(matches!(breakers.permit("orders"), Permit::Call));
+        // Unknown upstreams are not guarded.
+        assert!(matches!(breakers.permit("reports"), Permit::Call));
+    }
+}

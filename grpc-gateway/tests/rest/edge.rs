@@ -1,0 +1,182 @@
+//! Protection at the edge: rate limits per client address and per API key, and the circuit
+//! breaker in front of a failing upstream.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value as Json, json};
+use ticketing_platform::auth::Role;
+use ticketing_testkit::ProxyMode;
+
+use crate::helpers::{Auth, Reply, stack_with};
+
+/// The `ErrorInfo` reason in a JSON error body ("" when there is none).
+fn reason(body: &Json) -> String {
+    body["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo")
+        .and_then(|d| d["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn retry_after_secs(reply: &Reply) -> Option<u64> {
+    reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_address_past_its_burst_gets_429_with_retry_after_until_the_bucket_refills() {
+    let s = stack_with(|c| {
+        c.rate_limit.per_ip_per_second = 1;
+        c.rate_limit.per_ip_burst = 3;
+    })
+    .await;
+    for n in 0..3 {
+        let reply = s.get("/v1/events", Auth::None).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {n} is within the burst");
+    }
+    let refused = s.get("/v1/events", Auth::None).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json["code"], 8, "RESOURCE_EXHAUSTED");
+    assert_eq!(reason(&refused.json), "RATE_LIMITED");
+    assert!(
+        refused.json["details"]
+            .to_string()
+            .contains("type.googleapis.com/google.rpc.RetryInfo"),
+        "{}",
+        refused.json
+    );
+    assert_eq!(retry_after_secs(&refused), Some(1));
+    // Unknown routes and bad requests spend tokens too: the limit comes before any work.
+    assert_eq!(
+        s.get("/v1/nowhere", Auth::None).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(s.get("/v1/events", Auth::None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_api_key_has_its_own_bucket() {
+    let s = stack_with(|c| {
+        c.rate_limit.per_api_key_per_second = 1;
+        c.rate_limit.per_api_key_burst = 2;
+    })
+    .await;
+    let (org, owner) = s.identity.organizer().await;
+    let mut keys = Vec::new();
+    for name in ["first partner", "second partner"] {
+        let created = s
+            .post(
+                &format!("/v1/organizations/{org}/apiKeys"),
+                Auth::Bearer(&owner),
+                json!({ "name": name, "scopes": ["API_KEY_SCOPE_EVENTS_READ"] }),
+            )
+            .await
+            .ok();
+        keys.push(created["secret"].as_str().expect("secret").to_string());
+    }
+    let venues = format!("/v1/venues?organizationId={org}");
+    for _ in 0..2 {
+        assert_eq!(
+            s.get(&venues, Auth::ApiKey(&keys[0])).await.status,
+            StatusCode::OK
+        );
+    }
+    let refused = s.get(&venues, Auth::ApiKey(&keys[0])).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.json);
+    assert!(refused.json.to_string().contains("api_key"), "{}", refused.json);
+    assert!(retry_after_secs(&refused).is_some_and(|s| s >= 1));
+    // The other key, and callers with their own tokens, are not held back by it.
+    assert_eq!(
+        s.get(&venues, Auth::ApiKey(&keys[1])).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.get(&venues, Auth::Bearer(&owner)).await.status, StatusCode::OK);
+    // Invalid keys get 401, never a bucket of their own.
+    for _ in 0..5 {
+        assert_eq!(
+            s.get(&venues, Auth::ApiKey("tk_nope_nope")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_fails_fast_while_an_upstream_is_down_and_closes_when_it_is_back() {
+    let s = stack_with(|c| {
+        c.breaker.consecutive_failures = 3;
+        c.breaker.cool_down = Duration::from_millis(600);
+    })
+    .await;
+    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
+    assert_eq!(
+        s.get("/v1/orders", Auth::Bearer(&buyer)).await.status,
+        StatusCode::OK
+    );
+    s.orders_proxy.set_mode(ProxyMode::Refuse);
+    // Each of the first failures went to orders and found it unavailable.
+    for n in 0..3 {
+        let failed = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+        assert_eq!(
+            failed.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "call {n}: {}",
+            failed.json
+        );
+        assert_eq!(failed.json["code"], 14);
+        assert_ne!(reason(&failed.json), "CIRCUIT_OPEN", "call {n}");
+    }
+    // Then the circuit is open: answered at once, with when to come back.
+    let open = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+    assert_eq!(open.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reason(&open.json), "CIRCUIT_OPEN", "{}", open.json);
+    assert_eq!(retry_after_secs(&open), Some(1));
+    // Only orders' circuit: the other upstreams are called as usual.
+    assert_eq!(s.get("/v1/events", Auth::None).await.status, StatusCode::OK);
+    // Orders comes back; after the cool-down a call goes through and closes the circuit.
+    s.orders_proxy.set_mode(ProxyMode::Pass);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        s.get("/v1/orders", Auth::Bearer(&buyer)).await.status,
+        StatusCode::OK
+    );
+    // Closed: a single failure is passed on as it is, not met with an open circuit.
+    s.orders_proxy.set_mode(ProxyMode::Refuse);
+    let failed = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_ne!(reason(&failed.json), "CIRCUIT_OPEN");
+    let again = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+    assert_ne!(reason(&again.json), "CIRCUIT_OPEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_that_are_the_callers_fault_never_open_the_circuit() {
+    let s = stack_with(|c| {
+        c.breaker.consecutive_failures = 2;
+        c.breaker.cool_down = Duration::from_secs(30);
+    })
+    .await;
+    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
+    for _ in 0..5 {
+        let missing = s
+            .get(
+                &format!("/v1/orders/{}", uuid::Uuid::now_v7()),
+                Auth::Bearer(&buyer),
+            )
+            .await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.json);
+        let invalid = s.get("/v1/orders/not-an-id", Auth::Bearer(&buyer)).await;
+        assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(
+        s.get("/v1/orders", Auth::Bearer(&buyer)).await.status,
+        StatusCode::OK
+    );
+}
