@@ -106,8 +106,17 @@ pub fn request_message(
         set_path(&mut root, &input, &path, &value, &name, false)?;
     }
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    DynamicMessage::deserialize_with_options(input, Json::Object(root), &options)
-        .map_err(|e| BadRequest::general(format!("invalid request: {e}")))
+    // The path tracker names the field a value was wrong for (`venue.seatingChart.sections[0]`).
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(Json::Object(root), &mut track);
+    DynamicMessage::deserialize_with_options(input, deserializer, &options).map_err(|e| {
+        let path = track.path().to_string();
+        if path.is_empty() || path == "." {
+            BadRequest::general(format!("invalid request: {e}"))
+        } else {
+            BadRequest::field(path.clone(), format!("invalid value for {path}: {e}"))
+        }
+    })
 }
 
 fn parse_body(body: &[u8]) -> Result<Option<Json>, BadRequest> {
@@ -259,9 +268,24 @@ fn scalar_json(field: &FieldDescriptor, raw: &str) -> Result<Json, String> {
             },
             other => return Err(format!("is a {other}: set its fields as name.field")),
         },
-        // Numbers travel as strings, which the JSON mapping accepts for every numeric type.
-        _ => Json::String(raw.to_string()),
+        // Numbers travel as strings, which the JSON mapping accepts for every numeric type;
+        // checked here so the error names the parameter.
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => number::<i32>(raw, "a 32-bit integer")?,
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => number::<i64>(raw, "a 64-bit integer")?,
+        Kind::Uint32 | Kind::Fixed32 => number::<u32>(raw, "an unsigned 32-bit integer")?,
+        Kind::Uint64 | Kind::Fixed64 => number::<u64>(raw, "an unsigned 64-bit integer")?,
+        Kind::Float | Kind::Double => match raw {
+            "NaN" | "Infinity" | "-Infinity" => Json::String(raw.to_string()),
+            _ => number::<f64>(raw, "a number")?,
+        },
+        Kind::String | Kind::Bytes => Json::String(raw.to_string()),
     })
+}
+
+fn number<T: std::str::FromStr>(raw: &str, what: &str) -> Result<Json, String> {
+    raw.parse::<T>()
+        .map(|_| Json::String(raw.to_string()))
+        .map_err(|_| format!("{raw:?} is not {what}"))
 }
 
 pub fn enum_names(e: &prost_reflect::EnumDescriptor) -> Vec<String> {
@@ -315,5 +339,172 @@ impl serde::Serialize for FieldOnly<'_> {
             other => other,
         };
         serde::Serialize::serialize(&inner, serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::{DescriptorPool, ReflectMessage, Value};
+
+    use super::*;
+    use crate::routes::RouteTable;
+
+    fn route(rpc: &str, template: &str) -> Route {
+        let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let table = RouteTable::from_pool(&pool).expect("routes");
+        table
+            .routes()
+            .iter()
+            .find(|r| r.rpc.name() == rpc && r.template.to_string() == template)
+            .cloned()
+            .unwrap_or_else(|| panic!("{rpc} {template}"))
+    }
+
+    fn field(message: &DynamicMessage, path: &str) -> Value {
+        let mut current = message.clone();
+        let parts: Vec<&str> = path.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            current = current
+                .get_field_by_name(part)
+                .and_then(|v| v.as_message().cloned())
+                .expect("a message");
+        }
+        current
+            .get_field_by_name(parts[parts.len() - 1])
+            .map(|v| v.into_owned())
+            .expect("a field")
+    }
+
+    #[test]
+    fn query_parameters_fill_repeated_enums_timestamps_numbers_and_booleans() {
+        let list = route("ListEvents", "/v1/events");
+        let message = request_message(
+            &list,
+            vec![],
+            Some(
+                "statuses=EVENT_STATUS_PUBLISHED&statuses=2&pageSize=25&startsAfter=2026-12-24T18%3A00%3A00Z\
+                 &orderBy=EVENT_ORDER_BY_STARTS_AT&query=caf%C3%A9+concert",
+            ),
+            b"",
+        )
+        .expect("valid");
+        assert_eq!(
+            field(&message, "statuses"),
+            Value::List(vec![Value::EnumNumber(2), Value::EnumNumber(2)])
+        );
+        assert_eq!(field(&message, "page_size"), Value::I32(25));
+        assert_eq!(field(&message, "query"), Value::String("café concert".into()));
+        let starts = field(&message, "starts_after");
+        let seconds = starts
+            .as_message()
+            .and_then(|m| m.get_field_by_name("seconds"))
+            .and_then(|v| v.as_i64());
+        assert_eq!(seconds, Some(1_798_135_200));
+        let availability = route("GetAvailability", "/v1/events/{event_id}/availability");
+        let message = request_message(
+            &availability,
+            vec![(vec!["event_id".into()], "e1".into())],
+            Some("countsOnly=true"),
+            b"",
+        )
+        .expect("valid");
+        assert_eq!(field(&message, "counts_only"), Value::Bool(true));
+        assert_eq!(field(&message, "event_id"), Value::String("e1".into()));
+    }
+
+    #[test]
+    fn query_parameters_that_cannot_be_mapped_are_refused_by_name() {
+        let list = route("ListEvents", "/v1/events");
+        for (query, name) in [
+            ("pageSize=ten", "pageSize"),
+            ("statuses=EVENT_STATUS_NAPPING", "statuses"),
+            ("colour=red", "colour"),
+            ("pageSize=1&pageSize=2", "pageSize"),
+            ("startsAfter.seconds=5", "startsAfter"),
+            ("query=%ZZ", "%ZZ"),
+        ] {
+            let error = request_message(&list, vec![], Some(query), b"").expect_err(query);
+            let text = format!("{error:?}");
+            assert!(text.contains(name), "{query}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_nested_path_variable_sets_the_field_inside_the_body_message() {
+        let update = route("UpdateEvent", "/v1/events/{event.id}");
+        let message = request_message(
+            &update,
+            vec![(vec!["event".into(), "id".into()], "from-path".into())],
+            Some("updateMask=title,description"),
+            br#"{"id": "from-body", "title": "New"}"#,
+        )
+        .expect("valid");
+        // The path wins over the body; the body fills the rest of its field.
+        assert_eq!(field(&message, "event.id"), Value::String("from-path".into()));
+        assert_eq!(field(&message, "event.title"), Value::String("New".into()));
+        let mask = field(&message, "update_mask");
+        let paths = mask
+            .as_message()
+            .and_then(|m| m.get_field_by_name("paths"))
+            .map(|v| v.into_owned());
+        assert_eq!(
+            paths,
+            Some(Value::List(vec![
+                Value::String("title".into()),
+                Value::String("description".into())
+            ]))
+        );
+        // A query parameter may not reach into the body field.
+        let error = request_message(
+            &update,
+            vec![(vec!["event".into(), "id".into()], "x".into())],
+            Some("event.title=Sneaky"),
+            br#"{}"#,
+        )
+        .expect_err("set by the body");
+        assert_eq!(error.field.as_deref(), Some("event.title"));
+    }
+
+    #[test]
+    fn body_star_takes_everything_from_json_and_nothing_from_the_query() {
+        let create = route("CreateOrder", "/v1/orders");
+        let message = request_message(
+            &create,
+            vec![],
+            None,
+            br#"{"hold_id": "h1", "idempotencyKey": "k-123456"}"#,
+        )
+        .expect("proto names are accepted too");
+        assert_eq!(field(&message, "hold_id"), Value::String("h1".into()));
+        assert!(request_message(&create, vec![], Some("holdId=h1"), b"{}").is_err());
+        assert!(request_message(&create, vec![], None, b"[1, 2]").is_err());
+        let unknown =
+            request_message(&create, vec![], None, br#"{"holdId":"h","tip":5}"#).expect_err("unknown field");
+        assert!(unknown.message.contains("tip"), "{}", unknown.message);
+    }
+
+    #[test]
+    fn response_body_renders_one_field_of_the_reply() {
+        let mut get = route("GetEvent", "/v1/events/{event_id}");
+        let output = get.rpc.output();
+        let title = output.get_field_by_name("title").expect("title");
+        let tiers = output.get_field_by_name("tiers").expect("tiers");
+        let mut reply = DynamicMessage::new(output.clone());
+        reply.set_field(&title, Value::String("Night".into()));
+        let tier_descriptor = match tiers.kind() {
+            Kind::Message(m) => m,
+            _ => panic!("tiers are messages"),
+        };
+        let mut tier = DynamicMessage::new(tier_descriptor);
+        tier.set_field_by_name("name", Value::String("VIP".into()));
+        reply.set_field(&tiers, Value::List(vec![Value::Message(tier)]));
+        let whole: Json = serde_json::from_slice(&response_json(&get, &reply).expect("json")).expect("parse");
+        assert_eq!(whole["title"], "Night");
+        get.response_body = Some(title);
+        assert_eq!(response_json(&get, &reply).expect("json"), br#""Night""#);
+        get.response_body = Some(tiers);
+        let list: Json = serde_json::from_slice(&response_json(&get, &reply).expect("json")).expect("parse");
+        assert_eq!(list[0]["name"], "VIP");
+        assert_eq!(reply.descriptor().full_name(), output.full_name());
     }
 }

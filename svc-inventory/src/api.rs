@@ -1,7 +1,7 @@
 //! The `InventoryService` implementation: validate, authenticate, authorize, then holds and
 //! sales through [`Inventory`].
 
-use std::{collections::HashSet, pin::Pin, time::Duration};
+use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures::Stream;
@@ -530,6 +530,7 @@ async fn feed_watcher(
     event: Uuid,
     tx: mpsc::Sender<Result<pb::AvailabilityUpdate, Status>>,
     heartbeat: Duration,
+    resume: Option<(i64, Vec<Arc<Delta>>)>,
 ) {
     let snapshot = |inventory: Inventory| async move {
         inventory.snapshot(event, true).await.map(|snap| {
@@ -544,17 +545,30 @@ async fn feed_watcher(
             )
         })
     };
-    let mut last = match snapshot(inventory.clone()).await {
-        Ok((seq, update)) => {
-            if tx.send(Ok(update)).await.is_err() {
+    let mut last = match resume {
+        // A resumed watcher gets what it missed instead of a snapshot.
+        Some((after, missed)) => {
+            let mut last = after;
+            for delta in missed {
+                last = delta.seq;
+                if tx.send(Ok(delta_proto(&delta))).await.is_err() {
+                    return;
+                }
+            }
+            last
+        }
+        None => match snapshot(inventory.clone()).await {
+            Ok((seq, update)) => {
+                if tx.send(Ok(update)).await.is_err() {
+                    return;
+                }
+                seq
+            }
+            Err(error) => {
+                let _ = tx.send(Err(error.into())).await;
                 return;
             }
-            seq
-        }
-        Err(error) => {
-            let _ = tx.send(Err(error.into())).await;
-            return;
-        }
+        },
     };
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.reset();
@@ -639,16 +653,22 @@ impl InventoryService for InventoryApi {
         r: Request<pb::WatchAvailabilityRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let event = parse_id("event_id", &r.get_ref().event_id)?;
+        let after = r.get_ref().after_sequence;
+        if after < 0 {
+            return Err(ApiError::invalid("after_sequence", "must not be negative").into());
+        }
         self.on_sale(event).await?;
         // Subscribe before the snapshot, so nothing falls between them.
-        let signals = self.fanout.subscribe(event);
+        let (signals, replay) = self.fanout.subscribe_after(event, after);
         let (tx, rx) = mpsc::channel(64);
+        let resume = replay.map(|deltas| (after, deltas));
         tokio::spawn(feed_watcher(
             self.inventory.clone(),
             signals,
             event,
             tx,
             self.holds.heartbeat_interval,
+            resume,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -3,9 +3,9 @@
 //! fans the deltas out to the local watchers of each event.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
@@ -63,19 +63,71 @@ pub enum Signal {
     Resync,
 }
 
+/// Deltas kept per watched event so a watcher that reconnects (SSE `Last-Event-ID`) resumes
+/// where it stopped instead of downloading the whole seat map again.
+const RECENT_DELTAS: usize = 512;
+/// How long an event stays subscribed, with its recent deltas, after its last watcher left: long
+/// enough for a browser to reconnect.
+const LINGER: Duration = Duration::from_secs(30);
+
+struct Watched {
+    sender: broadcast::Sender<Signal>,
+    /// The latest deltas, with consecutive sequence numbers.
+    recent: VecDeque<Arc<Delta>>,
+    /// Since when nobody has been listening.
+    idle_since: Option<Instant>,
+}
+
+impl Watched {
+    fn remember(&mut self, delta: &Arc<Delta>) {
+        if self.recent.back().is_some_and(|last| last.seq + 1 != delta.seq) {
+            // A gap: what is kept no longer leads up to the present.
+            self.recent.clear();
+        }
+        if self.recent.len() == RECENT_DELTAS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(delta.clone());
+    }
+
+    /// The deltas after `after`, when they are all still here.
+    fn since(&self, after: i64) -> Option<Vec<Arc<Delta>>> {
+        let (first, last) = (self.recent.front()?, self.recent.back()?);
+        if after < first.seq - 1 || after > last.seq {
+            return None;
+        }
+        Some(self.recent.iter().filter(|d| d.seq > after).cloned().collect())
+    }
+}
+
 /// Per-event broadcast channels fed by one Redis pattern subscription.
 #[derive(Clone, Default)]
 pub struct Fanout {
-    channels: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Signal>>>>,
+    channels: Arc<Mutex<HashMap<Uuid, Watched>>>,
 }
 
 impl Fanout {
     pub fn subscribe(&self, event: Uuid) -> broadcast::Receiver<Signal> {
+        self.subscribe_after(event, 0).0
+    }
+
+    /// Subscribes, and when `after` is a sequence this replica still has every later delta of,
+    /// returns those deltas to send first (instead of a snapshot). The receiver gets every
+    /// delta after them: both are taken under one lock.
+    pub fn subscribe_after(
+        &self,
+        event: Uuid,
+        after: i64,
+    ) -> (broadcast::Receiver<Signal>, Option<Vec<Arc<Delta>>>) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        channels
-            .entry(event)
-            .or_insert_with(|| broadcast::channel(1024).0)
-            .subscribe()
+        let watched = channels.entry(event).or_insert_with(|| Watched {
+            sender: broadcast::channel(1024).0,
+            recent: VecDeque::new(),
+            idle_since: None,
+        });
+        watched.idle_since = None;
+        let replay = (after > 0).then(|| watched.since(after)).flatten();
+        (watched.sender.subscribe(), replay)
     }
 
     fn is_watched(&self, event: Uuid) -> bool {
@@ -85,20 +137,30 @@ impl Fanout {
             .contains_key(&event)
     }
 
-    fn dispatch(&self, event: Uuid, signal: Signal) {
+    fn dispatch(&self, event: Uuid, delta: Delta) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = channels.get(&event)
-            && sender.send(signal).is_err()
-        {
-            // Nobody listens any more.
-            channels.remove(&event);
+        let Some(watched) = channels.get_mut(&event) else {
+            return;
+        };
+        let delta = Arc::new(delta);
+        if delta.cause == "RESYNC" {
+            watched.recent.clear();
+        } else {
+            watched.remember(&delta);
+        }
+        if watched.sender.send(Signal::Delta(delta)).is_err() {
+            let idle_since = *watched.idle_since.get_or_insert_with(Instant::now);
+            if idle_since.elapsed() > LINGER {
+                channels.remove(&event);
+            }
         }
     }
 
     fn resync_all(&self) {
-        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        for sender in channels.values() {
-            let _ = sender.send(Signal::Resync);
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for watched in channels.values_mut() {
+            watched.recent.clear();
+            let _ = watched.sender.send(Signal::Resync);
         }
     }
 
@@ -141,7 +203,7 @@ impl Fanout {
                 Err(_) => continue,
             };
             match serde_json::from_str::<Delta>(&payload) {
-                Ok(delta) => self.dispatch(event, Signal::Delta(Arc::new(delta))),
+                Ok(delta) => self.dispatch(event, delta),
                 Err(error) => tracing::warn!(%error, "unreadable availability delta"),
             }
         }

@@ -51,7 +51,7 @@ async fn generated_requests_against_the_openapi_document_never_get_a_5xx() {
             ])
             .env("SCHEMATHESIS_HOOKS", "")
             .current_dir(cwd)
-        .stdin(Stdio::null())
+            .stdin(Stdio::null())
             .output()
     })
     .await

@@ -96,6 +96,21 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
             "{what}"
         );
     }
+    // A value of the wrong type is named by its path.
+    let wrong_type = s
+        .post(
+            "/v1/venues",
+            Auth::Bearer(&token),
+            json!({ "organizationId": org.to_string(), "seatingChart": { "sections": [{ "rows": "A" }] } }),
+        )
+        .await;
+    assert!(
+        wrong_type.json["details"]
+            .to_string()
+            .contains("venue.seatingChart.sections[0].rows"),
+        "{}",
+        wrong_type.json
+    );
     let unknown = s
         .post("/v1/venues", Auth::Bearer(&token), json!({ "bogus": 1 }))
         .await;
@@ -285,7 +300,63 @@ async fn an_event_source_sees_the_snapshot_and_a_seat_held_through_rest() {
     assert!(delta.contains(&sale.seat_ids[1]), "{delta}");
     assert!(delta.contains("CAUSE_HELD"), "{delta}");
     let id_line = delta.lines().find(|l| l.starts_with("id: ")).expect("an SSE id");
-    assert!(id_line[4..].parse::<i64>().is_ok_and(|n| n > 0));
+    let last_id: i64 = id_line[4..].parse().expect("a sequence");
+    assert!(last_id > 0);
+
+    // The browser loses the connection, a seat is held meanwhile, and EventSource reconnects
+    // with Last-Event-ID: the stream resumes with what was missed, not a new snapshot.
+    drop(body);
+    s.post(
+        &format!("/v1/events/{}/holds:seats", sale.event_id),
+        Auth::Bearer(&buyer),
+        json!({ "seatIds": [sale.seat_ids[2]] }),
+    )
+    .await
+    .ok();
+    let resumed = s
+        .http
+        .get(format!(
+            "{}/v1/events/{}/availability:watch",
+            s.base, sale.event_id
+        ))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", last_id.to_string())
+        .send()
+        .await
+        .expect("stream reopens");
+    let mut body = resumed.bytes_stream();
+    let mut text = String::new();
+    let first = loop {
+        if let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if !event.starts_with(':') {
+                break event;
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    };
+    assert!(first.contains("\"delta\""), "{first}");
+    assert!(first.contains(&sale.seat_ids[2]), "{first}");
+    assert!(first.contains(&format!("id: {}", last_id + 1)), "{first}");
+    drop(body);
+    let bad = s
+        .http
+        .get(format!(
+            "{}/v1/events/{}/availability:watch",
+            s.base, sale.event_id
+        ))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
     // The same stream in grpc-gateway's framing: one {"result": ...} per line.
     let ndjson = s

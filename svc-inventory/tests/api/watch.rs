@@ -169,3 +169,87 @@ async fn a_watcher_on_one_replica_sees_holds_made_on_another() {
         [seat(3)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_comes_back_resumes_after_its_last_sequence_without_a_snapshot() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let (_, buyer) = s.user(&[]).await;
+    let watch = |after_sequence| pb::WatchAvailabilityRequest {
+        event_id: event.to_string(),
+        after_sequence,
+    };
+    let hold = |n| {
+        let mut client = s.client();
+        let buyer = buyer.clone();
+        async move {
+            client
+                .hold_seats(authed(
+                    &buyer,
+                    pb::HoldSeatsRequest {
+                        event_id: event.to_string(),
+                        seat_ids: vec![seat(n)],
+                        ttl: None,
+                    },
+                ))
+                .await
+                .expect("held");
+        }
+    };
+    let mut first = s
+        .client()
+        .watch_availability(watch(0))
+        .await
+        .expect("watch")
+        .into_inner();
+    let Some(Update::Snapshot(_)) = next_change(&mut first).await.update else {
+        panic!("a snapshot first")
+    };
+    hold(1).await;
+    let seen = next_change(&mut first).await.sequence;
+    // The watcher goes away; two more changes happen; it comes back with its last sequence.
+    drop(first);
+    hold(2).await;
+    hold(3).await;
+    let mut back = s
+        .client()
+        .watch_availability(watch(seen))
+        .await
+        .expect("resume")
+        .into_inner();
+    for (n, expected) in [(2, seen + 1), (3, seen + 2)] {
+        let update = next_change(&mut back).await;
+        assert_eq!(update.sequence, expected);
+        let Some(Update::Delta(delta)) = update.update else {
+            panic!("the missed delta, not a snapshot: {update:?}")
+        };
+        assert_eq!(
+            delta.seats.iter().map(|s| s.seat_id.clone()).collect::<Vec<_>>(),
+            [seat(n)]
+        );
+    }
+    // And it goes on live.
+    hold(4).await;
+    assert_eq!(next_change(&mut back).await.sequence, seen + 3);
+
+    // A sequence this replica cannot account for (from the future, or unset) gets a snapshot.
+    for after in [seen + 100, 0] {
+        let mut fresh = s
+            .client()
+            .watch_availability(watch(after))
+            .await
+            .expect("watch")
+            .into_inner();
+        let Some(Update::Snapshot(snapshot)) = next_change(&mut fresh).await.update else {
+            panic!("a snapshot for after_sequence {after}")
+        };
+        assert_eq!(snapshot.sequence, seen + 3);
+    }
+    let negative = s
+        .client()
+        .watch_availability(watch(-1))
+        .await
+        .expect_err("invalid");
+    assert_eq!(negative.code(), tonic::Code::InvalidArgument);
+}
