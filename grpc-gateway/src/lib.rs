@@ -137,6 +137,12 @@ impl Application {
             .fallback(transcode_request)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
             .layer(cors)
+            // Every request gets an id (a client's own is kept), echoed in the response, passed
+            // upstream and written in the access log.
+            .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                tower_http::request_id::MakeRequestUuid,
+            ))
             .with_state(gateway);
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
         Ok(Self { listener, router })
@@ -307,6 +313,12 @@ async fn transcode_request(
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let (route, bindings) = match gw.routes.resolve(&parts.method, &path) {
         Resolved::Found(route, bindings) => (route, bindings),
         Resolved::MethodNotAllowed(allowed) => {
@@ -347,7 +359,8 @@ async fn transcode_request(
         .record(started.elapsed().as_secs_f64());
     tracing::info!(
         method = %route.method, path = %path, status = response.status().as_u16(),
-        rpc = route.rpc.full_name(), elapsed_ms = started.elapsed().as_millis() as u64, "request"
+        rpc = route.rpc.full_name(), elapsed_ms = started.elapsed().as_millis() as u64,
+        request_id = %request_id, "request"
     );
     response
 }

@@ -143,10 +143,33 @@ impl RouteTable {
 
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
-        let mut buckets: HashMap<String, Vec<usize>> = HashMap::new();
+        // Each route under its leading literals (at most two: `v1/events`, `v1`, or none).
+        let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let key = route.template.first_literal().unwrap_or("").to_string();
-            buckets.entry(key).or_default().push(i);
+            by_prefix
+                .entry(route.template.literal_prefix(2))
+                .or_default()
+                .push(i);
+        }
+        // A path may match routes of its own two-literal prefix, of its first literal alone,
+        // and of none: each list holds all three, still in specificity order.
+        let mut buckets: HashMap<String, Vec<usize>> = HashMap::new();
+        for key in by_prefix.keys() {
+            let mut wider = vec![key.as_str()];
+            if let Some((first, _)) = key.split_once('/') {
+                wider.push(first);
+            }
+            if !key.is_empty() {
+                wider.push("");
+            }
+            let mut merged: Vec<usize> = wider
+                .iter()
+                .filter_map(|k| by_prefix.get(*k))
+                .flatten()
+                .copied()
+                .collect();
+            merged.sort_unstable();
+            buckets.insert(key.clone(), merged);
         }
         Self { routes, buckets }
     }
@@ -155,25 +178,50 @@ impl RouteTable {
         &self.routes
     }
 
+    /// The routes `path` may match: those filed under its first two segments, else its first.
+    fn candidates(&self, path: &str) -> &[usize] {
+        let mut parts = path.trim_start_matches('/').splitn(3, '/');
+        let literal = |part: Option<&str>| {
+            let part = part.unwrap_or("");
+            let part = if part.contains('%') {
+                crate::template::decode(part, true).unwrap_or_default()
+            } else {
+                part.to_string()
+            };
+            // A literal never holds a colon: what follows one is the verb.
+            match part.split_once(':') {
+                Some((before, _)) => before.to_string(),
+                None => part,
+            }
+        };
+        let first = literal(parts.next());
+        let second = parts.next().map(|p| literal(Some(p)));
+        second
+            .and_then(|second| self.buckets.get(&format!("{first}/{second}")))
+            .or_else(|| self.buckets.get(&first))
+            .or_else(|| self.buckets.get(""))
+            .map_or(&[], Vec::as_slice)
+    }
+
     pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_> {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        let candidates = self
-            .buckets
-            .get(first)
-            .into_iter()
-            .flatten()
-            .chain(self.buckets.get("").into_iter().flatten());
+        let candidates = self.candidates(path);
+        let serves = |route: &Route| {
+            route.method == *method || (*method == Method::HEAD && route.method == Method::GET)
+        };
+        for &i in candidates {
+            let route = &self.routes[i];
+            if serves(route)
+                && let Some(bindings) = route.template.matches(path)
+            {
+                return Resolved::Found(route, bindings);
+            }
+        }
+        // No route for this method: which methods would have matched (405 rather than 404)?
         let mut allowed = Vec::new();
         for &i in candidates {
             let route = &self.routes[i];
-            if route.method != *method && !(*method == Method::HEAD && route.method == Method::GET) {
-                if route.template.matches(path).is_some() && !allowed.contains(&route.method) {
-                    allowed.push(route.method.clone());
-                }
-                continue;
-            }
-            if let Some(bindings) = route.template.matches(path) {
-                return Resolved::Found(route, bindings);
+            if !serves(route) && !allowed.contains(&route.method) && route.template.matches(path).is_some() {
+                allowed.push(route.method.clone());
             }
         }
         if allowed.is_empty() {
@@ -370,6 +418,39 @@ mod tests {
             table.resolve(&Method::GET, "/v2/nothing"),
             Resolved::NotFound
         ));
+    }
+
+    #[test]
+    fn lookup_by_leading_literals_handles_verbs_encodings_and_short_paths() {
+        let table = table();
+        // The verb sits on the second segment, which is also the bucket's literal.
+        assert_eq!(
+            rpc_of(&table, Method::POST, "/v1/auth:login").as_deref(),
+            Some("Login")
+        );
+        // Literals may be percent-encoded (%61 is `a`).
+        assert_eq!(
+            rpc_of(&table, Method::POST, "/v1/%61uth:login").as_deref(),
+            Some("Login")
+        );
+        assert_eq!(
+            rpc_of(&table, Method::GET, "/v1/users/me").as_deref(),
+            Some("GetMe")
+        );
+        assert_eq!(
+            rpc_of(&table, Method::GET, "/v1/users/u1").as_deref(),
+            Some("GetUser")
+        );
+        match table.resolve(&Method::GET, "/v1/auth:login") {
+            Resolved::MethodNotAllowed(allowed) => assert_eq!(allowed, [Method::POST]),
+            _ => panic!("GET of a POST route is 405"),
+        }
+        for path in ["/", "", "/v1", "/v1/", "/v1/auth:", "/v1/nowhere/x"] {
+            assert!(
+                matches!(table.resolve(&Method::POST, path), Resolved::NotFound),
+                "{path}"
+            );
+        }
     }
 
     #[test]

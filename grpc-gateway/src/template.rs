@@ -180,10 +180,11 @@ impl Template {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(literal) => {
-                    if parts
-                        .get(at)
-                        .is_none_or(|p| decode(p, true).as_deref() != Some(literal.as_str()))
-                    {
+                    let same = |p: &&str| {
+                        *p == literal.as_str()
+                            || (p.contains('%') && decode(p, true).as_deref() == Some(literal.as_str()))
+                    };
+                    if !parts.get(at).is_some_and(same) {
                         return None;
                     }
                     spans.push((at, at + 1));
@@ -285,11 +286,17 @@ impl Template {
     }
 
     /// The first segment when it is a literal (routes are bucketed by it).
-    pub fn first_literal(&self) -> Option<&str> {
-        match self.segments.first() {
-            Some(Segment::Literal(l)) => Some(l),
-            _ => None,
-        }
+    /// The leading literal segments, at most `n`, joined by `/` (`v1/events`; "" for none).
+    pub fn literal_prefix(&self, n: usize) -> String {
+        self.segments
+            .iter()
+            .take(n)
+            .map_while(|s| match s {
+                Segment::Literal(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 

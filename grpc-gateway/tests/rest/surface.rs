@@ -143,4 +143,23 @@ async fn openapi_jwks_docs_and_health_are_served() {
         .await;
     assert_eq!(reports.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(s.get("/healthz", Auth::None).await.status, StatusCode::OK);
+    // Request ids: one is made when the client sends none; a client's own comes back.
+    let made = s.get("/v1/events", Auth::None).await;
+    assert!(
+        made.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+    );
+    let echoed = s
+        .http
+        .get(format!("{}/v1/events", s.base))
+        .header("x-request-id", "partner-trace-42")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        echoed.headers().get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some("partner-trace-42")
+    );
 }

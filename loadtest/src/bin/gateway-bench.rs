@@ -25,6 +25,45 @@ struct Phase {
     p50: Duration,
     p99: Duration,
     errors: usize,
+    requests: usize,
+}
+
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in USER_HZ, 100 per second on every common configuration.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The pid of a running process by its exact name.
+fn pid_of(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == name).then_some(pid)
+    })
+}
+
+/// CPU per request of each watched process during `phase`, in µs.
+async fn with_cpu(
+    watched: &[(&str, Option<u32>)],
+    phase: impl std::future::Future<Output = Phase>,
+) -> (Phase, String) {
+    let before: Vec<_> = watched.iter().map(|(_, pid)| pid.and_then(cpu_time)).collect();
+    let phase = phase.await;
+    let costs = watched
+        .iter()
+        .zip(before)
+        .filter_map(|((name, pid), before)| {
+            let used = cpu_time((*pid)?)?.checked_sub(before?)?;
+            let per = used.as_secs_f64() * 1e6 / phase.requests.max(1) as f64;
+            Some(format!("{name} {per:.0} µs"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    (phase, costs)
 }
 
 /// Runs `clients` loops of `call` for `seconds`, and summarizes the successful calls.
@@ -65,6 +104,7 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     let summary = summarize(samples);
     Phase {
+        requests: summary.count,
         rate: summary.count as f64 / elapsed,
         p50: summary.p50,
         p99: summary.p99,
@@ -144,10 +184,17 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up: connections open, caches filled, both paths' code paged in.
     grpc_phase(2.0).await;
     rest_phase(2.0).await;
+    // CPU per request of the processes on the path (found by name; absent ones are skipped).
+    let watched = [
+        ("gateway", pid_of("grpc-gateway")),
+        ("inventory", pid_of("svc-inventory")),
+        ("redis", pid_of("redis-server")),
+        ("load generator", Some(std::process::id())),
+    ];
     let mut ratios = Vec::new();
     for round in 1..=rounds {
-        let grpc = grpc_phase(seconds).await;
-        let rest = rest_phase(seconds).await;
+        let (grpc, grpc_cpu) = with_cpu(&watched, grpc_phase(seconds)).await;
+        let (rest, rest_cpu) = with_cpu(&watched, rest_phase(seconds)).await;
         let ratio = rest.rate / grpc.rate.max(1.0);
         ratios.push(ratio);
         println!(
@@ -162,6 +209,8 @@ async fn main() -> anyhow::Result<()> {
             rest.errors,
             ratio * 100.0
         );
+        println!("  CPU per request, gRPC path: {grpc_cpu}");
+        println!("  CPU per request, gateway path: {rest_cpu}");
     }
     ratios.sort_by(f64::total_cmp);
     if let Some(median) = ratios.get(ratios.len() / 2) {
