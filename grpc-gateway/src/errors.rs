@@ -134,9 +134,10 @@ pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
         body: status_json(pool, status),
         retry_after: None,
     };
-    if upstream_code(status) == Code::Unavailable && status.code() != Code::Unavailable {
-        error.status = StatusCode::SERVICE_UNAVAILABLE;
-        error.body["code"] = json!(Code::Unavailable as i32);
+    let code = upstream_code(status);
+    if code != status.code() {
+        error.status = http_status(code);
+        error.body["code"] = json!(code as i32);
     }
     error
 }
@@ -144,8 +145,19 @@ pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
 /// The code a failed call stands for. A failure to reach the upstream (connection refused or
 /// cut) reads from tonic as UNKNOWN, INTERNAL or CANCELLED with the transport error as its
 /// source; to the caller, and to the circuit breaker, that is the upstream being unavailable.
-/// Statuses the upstream itself sent carry no source and keep their code.
+/// Statuses the upstream itself sent carry no source and keep their code. A deadline that
+/// expired on the way is DEADLINE_EXCEEDED (504).
 pub fn upstream_code(status: &Status) -> Code {
+    // The channel's own deadline fired: tonic reports its `TimeoutExpired` as CANCELLED.
+    let mut source = std::error::Error::source(status);
+    let mut timed_out = status.message() == tonic::TimeoutExpired(()).to_string();
+    while let Some(error) = source {
+        timed_out |= error.is::<tonic::TimeoutExpired>();
+        source = error.source();
+    }
+    if timed_out {
+        return Code::DeadlineExceeded;
+    }
     let transport =
         std::error::Error::source(status).is_some() || status.message().contains("transport error");
     match status.code() {

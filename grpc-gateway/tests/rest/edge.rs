@@ -180,3 +180,111 @@ async fn errors_that_are_the_callers_fault_never_open_the_circuit() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_is_a_504_within_the_deadline_and_a_shorter_grpc_timeout_wins() {
+    let s = stack_with(|c| c.limits.upstream_timeout = Duration::from_secs(2)).await;
+    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
+    s.orders_proxy.set_mode(ProxyMode::Stall);
+    let started = std::time::Instant::now();
+    let stalled = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+    assert_eq!(stalled.status, StatusCode::GATEWAY_TIMEOUT, "{}", stalled.json);
+    assert_eq!(stalled.json["code"], 4, "DEADLINE_EXCEEDED");
+    // Not a hang: answered by the deadline (generously bounded; this is not a timing test).
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let short = s
+        .http
+        .get(format!("{}/v1/orders", s.base))
+        .bearer_auth(&buyer)
+        .header("grpc-timeout", "300m")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(short.status(), StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_admits_configured_origins_only() {
+    let s = stack_with(|c| c.cors_allowed_origins = vec!["https://tickets.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/orders", s.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,idempotency-key")
+            .send()
+    };
+    let allowed = preflight("https://tickets.example").await.expect("answered");
+    let headers = allowed.headers();
+    assert_eq!(
+        headers
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://tickets.example")
+    );
+    let allow_headers = headers
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(allow_headers.contains("idempotency-key"), "{allow_headers}");
+    let other = preflight("https://evil.example").await.expect("answered");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // A simple cross-origin GET from the allowed origin carries the header too.
+    let get = s
+        .http
+        .get(format!("{}/v1/events", s.base))
+        .header("origin", "https://tickets.example")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        get.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://tickets.example")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_per_route_and_status() {
+    let s = stack_with(|_| {}).await;
+    s.get("/v1/payments/testCards", Auth::None).await.ok();
+    let missing = s
+        .get(&format!("/v1/events/{}", uuid::Uuid::now_v7()), Auth::None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let line = |route: &str, status: &str| {
+        text.lines().any(|l| {
+            l.starts_with("gateway_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(line("/v1/payments/testCards", "200"), "{text}");
+    assert!(line("/v1/events/{event_id}", "404"), "{text}");
+    assert!(text.contains("gateway_request_duration_seconds"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_path_variable_is_not_a_route() {
+    let s = stack_with(|_| {}).await;
+    for path in ["/v1/events//tiers", "/v1/events/", "/v1/holds//x:release"] {
+        let reply = s.get(path, Auth::None).await;
+        assert!(
+            [StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED].contains(&reply.status),
+            "{path}: {}",
+            reply.status
+        );
+        assert!(reply.json["code"].is_number(), "{path}: a JSON error");
+    }
+}
