@@ -31,6 +31,22 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .expect("connects")
 }
 
+/// The body of `GET <path>` on a plain HTTP server (an admin port), over HTTP/1.0.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin port");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("reply");
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
 /// A request carrying `token` as its bearer token; an empty token is an anonymous call.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);

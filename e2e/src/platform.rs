@@ -37,6 +37,8 @@ pub struct Platform {
 }
 
 pub struct Addrs {
+    /// Orders' admin port (`/metrics`, `/healthz`, `/readyz`).
+    pub orders_admin: SocketAddr,
     pub catalog: SocketAddr,
     pub inventory: SocketAddr,
     pub orders: SocketAddr,
@@ -158,6 +160,7 @@ impl Platform {
         adjust(&mut config);
         let orders = svc_orders::Application::build(config).await.expect("orders");
         let orders_addr = orders.grpc_addr();
+        let orders_admin = orders.admin_addr();
         let orders_pool = orders.pool();
         let ord_stop = spawn(|s| orders.run_until_stopped(s));
 
@@ -168,6 +171,7 @@ impl Platform {
             orders: connect(orders_addr).await,
             payments: connect(payments_addr).await,
             addrs: Addrs {
+                orders_admin,
                 catalog: catalog_addr,
                 inventory: inventory_addr,
                 orders: orders_addr,

@@ -35,6 +35,7 @@ use axum::{
 use http_body_util::BodyExt;
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, ReflectMessage, Value};
 use sha2::{Digest, Sha256};
+use ticketing_platform::clients::PeerChannel;
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
     clients::Peers,
@@ -43,7 +44,7 @@ use ticketing_proto::ticketing::identity::v1::{
     self as idpb, identity_service_client::IdentityServiceClient,
 };
 use tokio::net::TcpListener;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::metadata::MetadataValue;
 
 use crate::{
     codec::DynamicCodec,
@@ -61,9 +62,9 @@ pub struct Application {
 struct Gateway {
     routes: RouteTable,
     pool: DescriptorPool,
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, PeerChannel>,
     verifier: TokenVerifier,
-    identity: IdentityServiceClient<Channel>,
+    identity: IdentityServiceClient<PeerChannel>,
     /// Verified API keys by the SHA-256 of the secret: the token to forward (None: refused) and
     /// when that was learnt.
     api_keys: Mutex<HashMap<[u8; 32], VerifiedKey>>,

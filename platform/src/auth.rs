@@ -482,12 +482,12 @@ pub fn bearer_token(metadata: &MetadataMap) -> ApiResult<Option<&str>> {
 /// Fetches keys from identity's `GetJwks`.
 pub struct IdentityKeySource {
     client: ticketing_proto::ticketing::identity::v1::identity_service_client::IdentityServiceClient<
-        tonic::transport::Channel,
+        crate::clients::PeerChannel,
     >,
 }
 
 impl IdentityKeySource {
-    pub fn new(channel: tonic::transport::Channel) -> Self {
+    pub fn new(channel: crate::clients::PeerChannel) -> Self {
         Self {
             client:
                 ticketing_proto::ticketing::identity::v1::identity_service_client::IdentityServiceClient::new(

@@ -5,7 +5,15 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{config::PeersConfig, error::ApiError};
+use crate::{config::PeersConfig, error::ApiError, rpc_metrics::RpcMetricsLayer};
+
+/// A channel to a peer, measured by [`RpcMetricsLayer`] (`grpc_client_*` metrics).
+pub type PeerChannel = crate::rpc_metrics::RpcMetrics<Channel>;
+
+/// Wraps a channel made elsewhere (a test's, say) the way [`Peers::channel`] does.
+pub fn measured(channel: Channel) -> PeerChannel {
+    tower::Layer::layer(&RpcMetricsLayer::client(), channel)
+}
 
 /// Channels to peer services by name.
 #[derive(Clone, Debug)]
@@ -19,11 +27,13 @@ impl Peers {
     }
 
     /// A lazily connected channel to `name` (`identity`, `catalog`, ...).
-    pub fn channel(&self, name: &str) -> anyhow::Result<Channel> {
+    pub fn channel(&self, name: &str) -> anyhow::Result<PeerChannel> {
         let url = self.config.addresses.get(name).ok_or_else(|| {
             anyhow::anyhow!("no address configured for peer `{name}` (peers.addresses.{name})")
         })?;
-        Ok(endpoint(url, self.config.default_timeout)?.connect_lazy())
+        Ok(measured(
+            endpoint(url, self.config.default_timeout)?.connect_lazy(),
+        ))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod messaging;
 pub mod pagination;
+pub mod rpc_metrics;
 pub mod server;
 pub mod telemetry;
 pub mod time;

@@ -70,7 +70,13 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Latencies as Prometheus histograms (aggregatable across replicas), in seconds
+            // from 1 ms to 10 s.
             PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new())
                 .install_recorder()
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
         })
@@ -169,6 +175,7 @@ impl Host {
                 ));
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::rpc_metrics::RpcMetricsLayer::server())
             .layer(admission)
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -10,6 +10,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use ticketing_platform::clients::PeerChannel;
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
@@ -25,7 +26,7 @@ use ticketing_proto::ticketing::{
     events::v1 as events,
     inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
 };
-use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 use uuid::Uuid;
 
 use crate::{
@@ -37,7 +38,7 @@ use crate::{
 pub struct CatalogApi {
     pub pool: ticketing_platform::db::PgPool,
     pub verifier: TokenVerifier,
-    pub inventory: InventoryServiceClient<Channel>,
+    pub inventory: InventoryServiceClient<PeerChannel>,
     /// Wakes the outbox relay after a lifecycle change was committed.
     pub outbox: OutboxSignal,
     pub charts: ChartCache,

@@ -559,6 +559,7 @@ impl Inventory {
                 .await?
         };
         let mut expired = 0;
+        let mut active = 0u64;
         for prefix in events {
             let Some(event) = prefix
                 .rfind('{')
@@ -582,10 +583,18 @@ impl Inventory {
                     break;
                 }
             }
+            let mut conn = self.cache.pool.get().await?;
+            let left: u64 = redis::cmd("ZCARD")
+                .arg(format!("{prefix}:exp"))
+                .query_async(&mut *conn)
+                .await?;
+            active += left;
         }
         if expired > 0 {
             metrics::counter!("inventory_holds_expired_total").increment(expired);
         }
+        // Holds alive now (in events with any), refreshed with every sweep.
+        metrics::gauge!("inventory_holds_active").set(active as f64);
         Ok(expired)
     }
 

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use diesel::{prelude::*, result::DatabaseErrorKind};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
+use ticketing_platform::clients::PeerChannel;
 use ticketing_platform::{
     ApiError, ApiResult,
     clients::peer_error,
@@ -31,7 +32,7 @@ use ticketing_proto::ticketing::{
     orders::v1 as pb,
     payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
 };
-use tonic::{Request, transport::Channel};
+use tonic::Request;
 use uuid::Uuid;
 
 use crate::{
@@ -298,9 +299,9 @@ impl DiscountRow {
 /// The peers orders calls, with the caller's token forwarded so each checks it itself.
 #[derive(Clone)]
 pub struct Peers {
-    pub catalog: CatalogServiceClient<Channel>,
-    pub inventory: InventoryServiceClient<Channel>,
-    pub payments: PaymentsServiceClient<Channel>,
+    pub catalog: CatalogServiceClient<PeerChannel>,
+    pub inventory: InventoryServiceClient<PeerChannel>,
+    pub payments: PaymentsServiceClient<PeerChannel>,
 }
 
 pub fn forwarded<T>(token: &str, message: T) -> Request<T> {

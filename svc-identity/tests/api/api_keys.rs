@@ -60,7 +60,9 @@ async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_rev
         .await
         .expect("valid")
         .into_inner();
-    let verifier = TokenVerifier::new(IdentityKeySource::new(app.channel().await));
+    let verifier = TokenVerifier::new(IdentityKeySource::new(ticketing_platform::clients::measured(
+        app.channel().await,
+    )));
     let principal = verifier
         .principal(&verified.access_token)
         .await

@@ -4,4 +4,5 @@
 mod checkout;
 mod faults;
 mod helpers;
+mod metrics;
 mod tickets;
