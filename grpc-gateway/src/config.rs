@@ -81,6 +81,7 @@ impl Default for Config {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
                 default_timeout: Duration::from_secs(30),
+                retry: Default::default(),
             },
             limits: Limits {
                 max_body_bytes: 1024 * 1024,

@@ -420,7 +420,7 @@ async fn serve(
     let timeout = headers
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
+        .and_then(ticketing_platform::deadline::parse_grpc_timeout)
         .map_or(gw.config.limits.upstream_timeout, |t| {
             t.min(gw.config.limits.upstream_timeout)
         });
@@ -620,24 +620,6 @@ fn stream_response(
         .into_response()
 }
 
-/// `Grpc-Timeout` as gRPC writes it: digits and a unit (`H M S m u n`).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 impl Gateway {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, HttpError> {
         let unauthenticated = |message: &str| HttpError::new(StatusCode::UNAUTHORIZED, 16, message);
@@ -756,15 +738,5 @@ mod tests {
             transcode::request_message(&create, vec![], None, br#"{"holdId":"h"}"#).expect("valid");
         fill_idempotency_key(&create, &mut message, &HeaderMap::new());
         assert_eq!(key_of(&message), "");
-    }
-
-    #[test]
-    fn reads_grpc_timeouts() {
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
-        assert_eq!(parse_grpc_timeout("1234567890S"), None);
     }
 }

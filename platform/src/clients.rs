@@ -1,29 +1,63 @@
 //! The one place that hands a service a channel to another service. This discovery mode
 //! is `static` (addresses from config); channels connect lazily and reconnect on their own.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{config::PeersConfig, error::ApiError, rpc_metrics::RpcMetricsLayer};
+use crate::{
+    config::PeersConfig,
+    deadline::{PropagateDeadline, PropagateDeadlineLayer},
+    error::ApiError,
+    retry::{Retry, RetryConfig, RetryLayer},
+    rpc_metrics::{RpcMetrics, RpcMetricsLayer},
+};
 
-/// A channel to a peer, measured by [`RpcMetricsLayer`] (`grpc_client_*` metrics).
-pub type PeerChannel = crate::rpc_metrics::RpcMetrics<Channel>;
+/// A channel to a peer: measured by [`RpcMetricsLayer`] (`grpc_client_*` metrics, one sample per
+/// call, retries included), retried where the protos allow ([`crate::retry`]), and carrying the
+/// served call's deadline ([`crate::deadline`]) on every attempt.
+pub type PeerChannel = RpcMetrics<Retry<PropagateDeadline<Channel>>>;
 
 /// Wraps a channel made elsewhere (a test's, say) the way [`Peers::channel`] does.
 pub fn measured(channel: Channel) -> PeerChannel {
-    tower::Layer::layer(&RpcMetricsLayer::client(), channel)
+    layered(channel, RetryLayer::new(RetryConfig::default()))
+}
+
+fn layered(channel: Channel, retry: RetryLayer) -> PeerChannel {
+    tower::ServiceBuilder::new()
+        .layer(RpcMetricsLayer::client())
+        .layer(retry)
+        .layer(PropagateDeadlineLayer)
+        .service(channel)
 }
 
 /// Channels to peer services by name.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Peers {
     config: PeersConfig,
+    /// One retry budget per peer, shared by every channel to it.
+    budgets: Arc<Mutex<HashMap<String, RetryLayer>>>,
 }
 
 impl Peers {
     pub fn new(config: PeersConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            budgets: Arc::default(),
+        }
+    }
+
+    fn retry(&self, name: &str) -> RetryLayer {
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| RetryLayer::new(self.config.retry.clone()))
+            .clone()
     }
 
     /// A lazily connected channel to `name` (`identity`, `catalog`, ...).
@@ -31,8 +65,9 @@ impl Peers {
         let url = self.config.addresses.get(name).ok_or_else(|| {
             anyhow::anyhow!("no address configured for peer `{name}` (peers.addresses.{name})")
         })?;
-        Ok(measured(
+        Ok(layered(
             endpoint(url, self.config.default_timeout)?.connect_lazy(),
+            self.retry(name),
         ))
     }
 }

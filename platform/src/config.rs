@@ -218,10 +218,23 @@ pub struct PeersConfig {
     /// Deadline for a call to a peer when the incoming call carries none.
     #[serde(with = "duration_secs")]
     pub default_timeout: Duration,
+    /// Retries of idempotent calls on UNAVAILABLE (off under Linkerd, which retries).
+    #[serde(default)]
+    pub retry: crate::retry::RetryConfig,
 }
 
 impl PeersConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let retry = &self.retry;
+        if !(1..=5).contains(&retry.max_attempts) {
+            return Err(ConfigError::invalid("peers.retry.max_attempts", "must be 1 to 5"));
+        }
+        if !(0.0..=1.0).contains(&retry.budget_ratio) {
+            return Err(ConfigError::invalid("peers.retry.budget_ratio", "must be 0 to 1"));
+        }
+        if retry.backoff > Duration::from_secs(5) {
+            return Err(ConfigError::invalid("peers.retry.backoff", "must be at most 5 s"));
+        }
         for (name, url) in &self.addresses {
             if url
                 .parse::<http::Uri>()

@@ -32,6 +32,7 @@ impl Default for Config {
                 ]
                 .into(),
                 default_timeout: Duration::from_secs(10),
+                retry: Default::default(),
             },
         }
     }

@@ -52,6 +52,7 @@ impl Default for Config {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
                 default_timeout: Duration::from_secs(10),
+                retry: Default::default(),
             },
             checkout: CheckoutConfig {
                 payment_window: Duration::from_secs(15 * 60),

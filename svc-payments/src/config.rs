@@ -41,6 +41,7 @@ impl Default for Config {
             peers: PeersConfig {
                 addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
                 default_timeout: Duration::from_secs(5),
+                retry: Default::default(),
             },
             test_provider: TestProviderConfig {
                 slow_delay: Duration::from_secs(3),

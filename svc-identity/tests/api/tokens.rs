@@ -256,6 +256,7 @@ async fn a_service_verifier_learns_a_rotated_key_on_its_first_unknown_kid() {
     let peers = Peers::new(PeersConfig {
         addresses: [("identity".to_string(), app.url())].into(),
         default_timeout: Duration::from_secs(3),
+        retry: Default::default(),
     });
     assert!(
         peers.channel("catalog").is_err(),
