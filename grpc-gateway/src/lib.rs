@@ -45,6 +45,7 @@ use ticketing_proto::ticketing::identity::v1::{
 };
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
+use tracing::Instrument;
 
 use crate::{
     codec::DynamicCodec,
@@ -335,6 +336,21 @@ async fn transcode_request(
             return HttpError::new(StatusCode::NOT_FOUND, 5, "no route for this path").into_response();
         }
     };
+    // The request's span continues the client's trace (`traceparent`), or starts one; the
+    // upstream call is its child.
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format!("{} {}", route.method, route.template),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %route.method,
+        http.route = %route.template,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    ticketing_platform::telemetry::continue_trace(&span, &parts.headers);
     let response = match serve(
         &gw,
         route,
@@ -344,11 +360,17 @@ async fn transcode_request(
         body,
         peer,
     )
+    .instrument(span.clone())
     .await
     {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let _entered = span.enter();
     let status = response.status().as_u16().to_string();
     let labels = [
         ("route", route.template.to_string()),

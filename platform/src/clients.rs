@@ -15,12 +15,13 @@ use crate::{
     error::ApiError,
     retry::{Retry, RetryConfig, RetryLayer},
     rpc_metrics::{RpcMetrics, RpcMetricsLayer},
+    tracing_layer::{Trace, TraceLayer},
 };
 
 /// A channel to a peer: measured by [`RpcMetricsLayer`] (`grpc_client_*` metrics, one sample per
-/// call, retries included), retried where the protos allow ([`crate::retry`]), and carrying the
+/// call, retries included), traced (a client span, its context sent along), retried where the protos allow ([`crate::retry`]), and carrying the
 /// served call's deadline ([`crate::deadline`]) on every attempt.
-pub type PeerChannel = RpcMetrics<Retry<PropagateDeadline<Channel>>>;
+pub type PeerChannel = RpcMetrics<Trace<Retry<PropagateDeadline<Channel>>>>;
 
 /// Wraps a channel made elsewhere (a test's, say) the way [`Peers::channel`] does.
 pub fn measured(channel: Channel) -> PeerChannel {
@@ -30,6 +31,7 @@ pub fn measured(channel: Channel) -> PeerChannel {
 fn layered(channel: Channel, retry: RetryLayer) -> PeerChannel {
     tower::ServiceBuilder::new()
         .layer(RpcMetricsLayer::client())
+        .layer(TraceLayer::client())
         .layer(retry)
         .layer(PropagateDeadlineLayer)
         .service(channel)

@@ -17,5 +17,6 @@ pub mod rpc_metrics;
 pub mod server;
 pub mod telemetry;
 pub mod time;
+pub mod tracing_layer;
 
 pub use error::{ApiError, ApiResult};

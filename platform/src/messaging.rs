@@ -33,6 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use ticketing_proto::ticketing::events::v1::Envelope;
 use tokio::sync::Notify;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -192,6 +193,8 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, events: Vec<OutboxEvent>) -> 
     if events.is_empty() {
         return Ok(());
     }
+    // The trace of the call that made the change continues in every consumer.
+    let traceparent = crate::telemetry::current_traceparent();
     let rows: Vec<_> = events
         .into_iter()
         .map(|e| {
@@ -201,6 +204,7 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, events: Vec<OutboxEvent>) -> 
                 outbox::aggregate_type.eq(e.aggregate_type),
                 outbox::aggregate_id.eq(e.aggregate_id),
                 outbox::payload.eq(e.payload),
+                outbox::traceparent.eq(traceparent.clone()),
             )
         })
         .collect();
@@ -571,13 +575,30 @@ impl<H: Handler> Consumer<H> {
             .and_then(|v| v.as_long_string().map(|s| s.to_string()));
         let span = tracing::info_span!(
             "consume",
+            otel.name = %format!("{} process", envelope.event_type),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation = "process",
+            messaging.destination.name = %envelope.event_type,
             consumer = %self.name,
             event_type = %envelope.event_type,
             %event_id,
-            traceparent = traceparent.as_deref().unwrap_or(""),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
-        let _entered = span.enter();
-        match self.handle_once(event_id, &envelope).await {
+        // The consumer's work belongs to the trace of the change that published the event.
+        crate::telemetry::continue_trace_from(&span, traceparent.as_deref());
+        self.settle(delivery, event_id, &envelope).instrument(span).await
+    }
+
+    /// Handles a decoded delivery and acknowledges it, or returns it for a later try.
+    async fn settle(
+        &self,
+        delivery: lapin::message::Delivery,
+        event_id: Uuid,
+        envelope: &Envelope,
+    ) -> anyhow::Result<()> {
+        match self.handle_once(event_id, envelope).await {
             Ok(first) => {
                 if !first {
                     tracing::debug!("already handled: acknowledged again");

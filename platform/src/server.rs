@@ -176,6 +176,7 @@ impl Host {
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(crate::rpc_metrics::RpcMetricsLayer::server())
+            .layer(crate::tracing_layer::TraceLayer::server())
             .layer(crate::deadline::DeadlineLayer)
             .layer(admission)
             .add_service(health_service)

@@ -7,7 +7,7 @@ use ticketing_platform::{config, server::shutdown_signal, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::load(Config::default())?;
-    telemetry::init(&config.log);
+    let _telemetry = telemetry::init(&config.log, "catalog", env!("CARGO_PKG_VERSION"));
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => {
             let app = Application::build(config).await?;

@@ -6,7 +6,7 @@ use ticketing_platform::{config, server::shutdown_signal, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::load(Config::default())?;
-    telemetry::init(&config.log);
+    let _telemetry = telemetry::init(&config.log, "payments", env!("CARGO_PKG_VERSION"));
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown_signal()).await
 }
