@@ -15,6 +15,9 @@ pub struct Config {
     pub peers: PeersConfig,
     pub limits: Limits,
     pub auth: AuthConfig,
+    /// How the gateway finds the services: static, dns or consul.
+    #[serde(default)]
+    pub discovery: ticketing_platform::discovery::DiscoveryConfig,
     pub rate_limit: RateLimitConfig,
     pub breaker: BreakerConfig,
     /// Origins allowed to call from a browser (CORS); empty allows none.
@@ -91,6 +94,7 @@ impl Default for Config {
             auth: AuthConfig {
                 api_key_cache_ttl: Duration::from_secs(5),
             },
+            discovery: Default::default(),
             rate_limit: RateLimitConfig {
                 per_ip_per_second: 100,
                 per_ip_burst: 200,

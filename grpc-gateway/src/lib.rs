@@ -90,7 +90,7 @@ impl Application {
         let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET)
             .context("decoding the descriptors")?;
         let routes = RouteTable::from_pool(&pool)?;
-        let peers = Peers::new(config.peers.clone());
+        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
         let mut channels = HashMap::new();
         for route in routes.routes() {
             if channels.contains_key(&route.upstream) {

@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{
     config::PeersConfig,
     deadline::{PropagateDeadline, PropagateDeadlineLayer},
+    discovery::{DiscoveryConfig, DiscoveryMode},
     error::ApiError,
     retry::{Retry, RetryConfig, RetryLayer},
     rpc_metrics::{RpcMetrics, RpcMetricsLayer},
@@ -41,6 +42,7 @@ fn layered(channel: Channel, retry: RetryLayer) -> PeerChannel {
 #[derive(Clone)]
 pub struct Peers {
     config: PeersConfig,
+    discovery: DiscoveryConfig,
     /// One retry budget per peer, shared by every channel to it.
     budgets: Arc<Mutex<HashMap<String, RetryLayer>>>,
 }
@@ -49,8 +51,15 @@ impl Peers {
     pub fn new(config: PeersConfig) -> Self {
         Self {
             config,
+            discovery: DiscoveryConfig::default(),
             budgets: Arc::default(),
         }
+    }
+
+    /// Finds peers as `discovery` says (static addresses unless it says Consul).
+    pub fn discovering(mut self, discovery: &DiscoveryConfig) -> Self {
+        self.discovery = discovery.clone();
+        self
     }
 
     fn retry(&self, name: &str) -> RetryLayer {
@@ -62,8 +71,17 @@ impl Peers {
             .clone()
     }
 
-    /// A lazily connected channel to `name` (`identity`, `catalog`, ...).
+    /// A lazily connected channel to `name` (`identity`, `catalog`, ...): to its configured
+    /// address (static, DNS), or balanced over its passing instances in Consul. Call it inside
+    /// the Tokio runtime: Consul's watch runs there.
     pub fn channel(&self, name: &str) -> anyhow::Result<PeerChannel> {
+        if self.discovery.mode == DiscoveryMode::Consul {
+            let timeout = self.config.default_timeout;
+            let channel = crate::discovery::consul_channel(&self.discovery.consul, name, move |url| {
+                endpoint(url, timeout)
+            });
+            return Ok(layered(channel, self.retry(name)));
+        }
         let url = self.config.addresses.get(name).ok_or_else(|| {
             anyhow::anyhow!("no address configured for peer `{name}` (peers.addresses.{name})")
         })?;

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub health_interval: Duration,
     /// Calls served at once; more are refused with UNAVAILABLE rather than queued without bound.
     pub concurrency_limit: usize,
+    /// How this service is found (and finds the others): static, dns or consul.
+    #[serde(default)]
+    pub discovery: crate::discovery::DiscoveryConfig,
 }
 
 impl ServerConfig {
@@ -83,10 +86,12 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             health_interval: Duration::from_secs(2),
             concurrency_limit: 1024,
+            discovery: Default::default(),
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.discovery.validate()?;
         if self.concurrency_limit == 0 {
             return Err(ConfigError::invalid(
                 "server.concurrency_limit",
@@ -224,6 +229,24 @@ pub struct PeersConfig {
 }
 
 impl PeersConfig {
+    /// Every peer in `names` has an address, unless Consul finds them.
+    pub fn require(
+        &self,
+        names: &[&str],
+        discovery: &crate::discovery::DiscoveryConfig,
+        why: &str,
+    ) -> Result<(), ConfigError> {
+        if discovery.mode == crate::discovery::DiscoveryMode::Consul {
+            return Ok(());
+        }
+        for name in names {
+            if !self.addresses.contains_key(*name) {
+                return Err(ConfigError::invalid(format!("peers.addresses.{name}"), why));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let retry = &self.retry;
         if !(1..=5).contains(&retry.max_attempts) {

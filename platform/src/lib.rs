@@ -9,6 +9,7 @@ pub mod clients;
 pub mod config;
 pub mod db;
 pub mod deadline;
+pub mod discovery;
 pub mod error;
 pub mod messaging;
 pub mod pagination;

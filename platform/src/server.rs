@@ -147,6 +147,7 @@ impl Host {
 
         let grpc_addr = self.grpc.local_addr()?;
         let admin_addr = self.admin.local_addr()?;
+        let consul = register(&self.config, S::NAME, grpc_addr).await?;
         let admin_app = Router::new()
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             .route("/readyz", get(readyz))
@@ -198,6 +199,14 @@ impl Host {
 
         // Tell load balancers first, then stop accepting and let in-flight calls finish.
         tracing::info!(service = S::NAME, "shutting down");
+        if let Some((agent, id)) = &consul {
+            match agent.deregister(id).await {
+                Ok(()) => tracing::info!(%id, "deregistered from Consul"),
+                Err(error) => {
+                    tracing::warn!(%id, %error, "Consul deregistration failed; its check will expire the instance")
+                }
+            }
+        }
         health_reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
@@ -216,6 +225,38 @@ impl Host {
         tracing::info!(service = S::NAME, "stopped");
         Ok(())
     }
+}
+
+/// Registers the instance with the local Consul agent when discovery says Consul: the agent then
+/// checks its gRPC health. A few tries, since agent and service often start together.
+async fn register(
+    config: &ServerConfig,
+    service: &str,
+    grpc_addr: SocketAddr,
+) -> anyhow::Result<Option<(crate::discovery::Agent, String)>> {
+    use crate::discovery::{Agent, DiscoveryMode, Registration};
+    if config.discovery.mode != DiscoveryMode::Consul {
+        return Ok(None);
+    }
+    let consul = &config.discovery.consul;
+    let registration = Registration::new(consul, service, grpc_addr, env!("CARGO_PKG_VERSION"))?;
+    let agent = Agent::new(consul);
+    let mut pause = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match agent.register(&registration).await {
+            Ok(()) => {
+                tracing::info!(id = %registration.id, "registered with Consul");
+                return Ok(Some((agent, registration.id)));
+            }
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, attempt, "Consul registration failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(error) => return Err(error.context("registering with Consul")),
+        }
+    }
+    Ok(None)
 }
 
 /// Reflection that advertises only what this server serves: the descriptor set holds every

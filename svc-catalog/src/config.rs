@@ -44,14 +44,11 @@ impl Validate for Config {
         self.database.validate("database")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
-        for peer in ["identity", "inventory"] {
-            if !self.peers.addresses.contains_key(peer) {
-                return Err(ConfigError::invalid(
-                    format!("peers.addresses.{peer}"),
-                    "catalog needs it",
-                ));
-            }
-        }
+        self.peers.require(
+            &["identity", "inventory"],
+            &self.server.discovery,
+            "catalog needs it",
+        )?;
         Ok(())
     }
 }

@@ -45,7 +45,7 @@ impl Application {
             .context("preparing the catalog database")?;
         db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
-        let peers = Peers::new(config.peers.clone());
+        let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let inventory = InventoryServiceClient::new(peers.channel("inventory")?)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -70,12 +70,11 @@ impl Validate for Config {
         self.redis.validate("redis")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
-        if !self.peers.addresses.contains_key("identity") {
-            return Err(ConfigError::invalid(
-                "peers.addresses.identity",
-                "inventory verifies tokens against identity",
-            ));
-        }
+        self.peers.require(
+            &["identity"],
+            &self.server.discovery,
+            "inventory verifies tokens against identity",
+        )?;
         let h = &self.holds;
         if h.min_ttl.is_zero() || h.min_ttl > h.default_ttl || h.default_ttl > h.max_ttl {
             return Err(ConfigError::invalid(

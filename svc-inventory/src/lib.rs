@@ -51,7 +51,7 @@ impl Application {
             .context("preparing the inventory database")?;
         db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
-        let peers = Peers::new(config.peers.clone());
+        let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let inventory = Inventory::new(pool.clone(), cache.clone());
         let api = InventoryApi {

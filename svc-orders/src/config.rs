@@ -70,14 +70,11 @@ impl Validate for Config {
         self.database.validate("database")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
-        for peer in ["identity", "catalog", "inventory", "payments"] {
-            if !self.peers.addresses.contains_key(peer) {
-                return Err(ConfigError::invalid(
-                    format!("peers.addresses.{peer}"),
-                    "orders calls it",
-                ));
-            }
-        }
+        self.peers.require(
+            &["identity", "catalog", "inventory", "payments"],
+            &self.server.discovery,
+            "orders calls it",
+        )?;
         let c = &self.checkout;
         if c.payment_window.is_zero() || c.charge_lease.is_zero() || c.sweep_interval.is_zero() {
             return Err(ConfigError::invalid(

@@ -79,7 +79,7 @@ impl Application {
             let mut conn = pool.get().await.context("orders database")?;
             TicketSigner::load_or_create(&mut conn).await?
         };
-        let peers = clients::Peers::new(config.peers.clone());
+        let peers = clients::Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "orders");
         let orders = Orders::new(

@@ -58,12 +58,11 @@ impl Validate for Config {
         self.database.validate("database")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
-        if !self.peers.addresses.contains_key("identity") {
-            return Err(ConfigError::invalid(
-                "peers.addresses.identity",
-                "payments verifies tokens against identity",
-            ));
-        }
+        self.peers.require(
+            &["identity"],
+            &self.server.discovery,
+            "payments verifies tokens against identity",
+        )?;
         if self.stale_after <= self.test_provider.slow_delay {
             return Err(ConfigError::invalid(
                 "stale_after",

@@ -87,7 +87,7 @@ impl Application {
             .await
             .context("preparing the payments database")?;
         db::run_migrations(&pool, messaging::MIGRATIONS).await?;
-        let peers = Peers::new(config.peers.clone());
+        let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
         let provider = Arc::new(TestProvider::new(pool.clone(), config.test_provider.slow_delay));
