@@ -317,6 +317,14 @@ impl Relay {
         loop {
             let published = self.publish_batch(&channel).await?;
             backoff.reset();
+            // Events waiting to leave: none after a short batch; counted after a full one.
+            let backlog = if published < self.config.relay_batch as usize {
+                0
+            } else {
+                let mut conn = self.pool.get().await.context("outbox relay: database")?;
+                outbox_backlog(&mut conn).await.unwrap_or(0)
+            };
+            metrics::gauge!("outbox_backlog", "producer" => self.producer).set(backlog as f64);
             if published == 0 {
                 tokio::select! {
                     () = self.signal.0.notified() => {}

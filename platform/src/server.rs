@@ -41,9 +41,15 @@ impl Probe {
     }
 
     /// PostgreSQL answers a query within a second.
+    /// PostgreSQL answers a query within a second. Each round also reports the pool's size.
     pub fn postgres(pool: crate::db::PgPool) -> Self {
         Self::new("postgres", move || {
             let pool = pool.clone();
+            pool_gauges(
+                "postgres",
+                pool.state().connections,
+                pool.state().idle_connections,
+            );
             async move { crate::db::ping(&pool, Duration::from_secs(1)).await }
         })
     }
@@ -52,9 +58,17 @@ impl Probe {
     pub fn redis(cache: crate::cache::Cache) -> Self {
         Self::new("redis", move || {
             let cache = cache.clone();
+            let state = cache.pool.state();
+            pool_gauges("redis", state.connections, state.idle_connections);
             async move { cache.ping(Duration::from_secs(1)).await }
         })
     }
+}
+
+/// Connections open and idle in a pool (sampled with every health probe).
+fn pool_gauges(pool: &'static str, connections: u32, idle: u32) {
+    metrics::gauge!("pool_connections", "pool" => pool).set(f64::from(connections));
+    metrics::gauge!("pool_idle_connections", "pool" => pool).set(f64::from(idle));
 }
 
 /// What `/readyz` reports.

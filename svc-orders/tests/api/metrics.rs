@@ -119,6 +119,13 @@ async fn calls_served_and_made_are_counted_by_method_and_code_with_latency_histo
         )
         .is_some()
     );
+    // Pool and queue gauges.
+    assert!(
+        sample(&text, "pool_connections", &["pool=\"postgres\""]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(sample(&text, "pool_idle_connections", &["pool=\"postgres\""]).is_some());
+    assert!(sample(&text, "outbox_backlog", &[]).is_some(), "{text}");
     // Business counters.
     assert!(sample(&text, "tickets_issued_total", &[]).is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "orders_created_total", &[]).is_some_and(|n| n >= 2.0));
