@@ -9,8 +9,9 @@
 //! counted as CANCELLED.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock, RwLock},
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -21,7 +22,7 @@ use tonic::{Code, body::Body};
 use tower::{Layer, Service};
 
 /// Which side of the call is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     Server,
     Client,
@@ -77,30 +78,87 @@ pub struct RpcMetrics<S> {
     side: Side,
 }
 
-/// One call's labels and start, recorded once when its status is known.
-struct Call {
+/// A method's metric handles, registered once per process: looking labels up on every call
+/// costs more than the call's own bookkeeping.
+struct Handles {
     side: Side,
-    labels: Arc<[(&'static str, String); 3]>,
+    labels: [(&'static str, String); 3],
+    started: metrics::Counter,
+    seconds: metrics::Histogram,
+    /// By status code (0..=16), registered when first seen.
+    handled: [OnceLock<metrics::Counter>; 17],
+}
+
+impl Handles {
+    fn new(side: Side, service: &str, method: &str, kind: &'static str) -> Self {
+        let (started, _, seconds) = side.names();
+        let labels = [
+            ("grpc_service", service.to_string()),
+            ("grpc_method", method.to_string()),
+            ("grpc_type", kind.to_string()),
+        ];
+        Self {
+            side,
+            started: metrics::counter!(started, &labels),
+            seconds: metrics::histogram!(seconds, &labels),
+            labels,
+            handled: Default::default(),
+        }
+    }
+
+    fn handled(&self, code: Code) -> &metrics::Counter {
+        let slot = usize::try_from(code as i32).unwrap_or(2).min(16);
+        self.handled[slot].get_or_init(|| {
+            let [service, method, kind] = self.labels.clone();
+            metrics::counter!(
+                self.side.names().1,
+                &[service, method, kind, ("grpc_code", code_name(code).to_string())]
+            )
+        })
+    }
+}
+
+/// The handles of the method at `path`. Paths outside the platform's descriptors (and health
+/// and reflection) share one `unknown` set, so a client inventing paths cannot grow the
+/// metrics without bound.
+fn handles(side: Side, path: &str) -> Arc<Handles> {
+    type Cache = RwLock<HashMap<(Side, String), Arc<Handles>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    // `/ticketing.orders.v1.OrdersService/PayOrder`
+    let key = path.trim_start_matches('/');
+    let known = call_type(key);
+    let key = if known.is_some() { key } else { "unknown/unknown" };
+    if let Some(handles) = cache
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(side, key.to_string()))
+    {
+        return handles.clone();
+    }
+    let (service, method) = key.split_once('/').unwrap_or(("unknown", "unknown"));
+    let handles = Arc::new(Handles::new(side, service, method, known.unwrap_or("unary")));
+    cache
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((side, key.to_string()))
+        .or_insert(handles)
+        .clone()
+}
+
+/// One call, recorded once when its status is known.
+struct Call {
+    handles: Arc<Handles>,
     started: Instant,
     done: bool,
 }
 
 impl Call {
     fn start(side: Side, path: &str) -> Self {
-        // `/ticketing.orders.v1.OrdersService/PayOrder`
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let service = parts.next().unwrap_or_default().to_string();
-        let method = parts.next().unwrap_or_default().to_string();
-        let kind = call_type(&service, &method);
-        let labels = Arc::new([
-            ("grpc_service", service),
-            ("grpc_method", method),
-            ("grpc_type", kind.to_string()),
-        ]);
-        metrics::counter!(side.names().0, labels.as_slice()).increment(1);
+        let handles = handles(side, path);
+        handles.started.increment(1);
         Self {
-            side,
-            labels,
+            handles,
             started: Instant::now(),
             done: false,
         }
@@ -111,15 +169,8 @@ impl Call {
             return;
         }
         self.done = true;
-        let (_, handled, seconds) = self.side.names();
-        let [service, method, kind] = self.labels.as_ref().clone();
-        metrics::histogram!(seconds, &[service.clone(), method.clone(), kind.clone()])
-            .record(self.started.elapsed().as_secs_f64());
-        metrics::counter!(
-            handled,
-            &[service, method, kind, ("grpc_code", code_name(code).to_string())]
-        )
-        .increment(1);
+        self.handles.seconds.record(self.started.elapsed().as_secs_f64());
+        self.handles.handled(code).increment(1);
     }
 }
 
@@ -130,16 +181,29 @@ impl Drop for Call {
     }
 }
 
-/// `unary`, `server_stream`, `client_stream` or `bidi_stream`, from the platform's descriptors
-/// (the wire does not say); calls outside them (health, reflection) count as unary.
-fn call_type(service: &str, method: &str) -> &'static str {
-    use std::{collections::HashMap, sync::OnceLock};
+/// `unary`, `server_stream`, `client_stream` or `bidi_stream` for `service/method`, from the
+/// platform's descriptors (the wire does not say); None for a method it does not know.
+fn call_type(path: &str) -> Option<&'static str> {
     static TYPES: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
     let types = TYPES.get_or_init(|| {
         let set =
             <prost_types::FileDescriptorSet as prost::Message>::decode(ticketing_proto::FILE_DESCRIPTOR_SET)
                 .unwrap_or_default();
-        let mut types = HashMap::new();
+        let mut types: HashMap<String, &'static str> = [
+            ("grpc.health.v1.Health/Check", "unary"),
+            ("grpc.health.v1.Health/Watch", "server_stream"),
+            (
+                "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "bidi_stream",
+            ),
+            (
+                "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                "bidi_stream",
+            ),
+        ]
+        .into_iter()
+        .map(|(path, kind)| (path.to_string(), kind))
+        .collect();
         for file in &set.file {
             for svc in &file.service {
                 for m in &svc.method {
@@ -155,10 +219,7 @@ fn call_type(service: &str, method: &str) -> &'static str {
         }
         types
     });
-    types
-        .get(&format!("{service}/{method}"))
-        .copied()
-        .unwrap_or("unary")
+    types.get(path).copied()
 }
 
 /// A code as grpc-go spells it (`OK`, `NotFound`, `Canceled`), which dashboards built for
@@ -279,41 +340,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_call_is_recorded_once_with_its_code() {
+    fn a_call_is_recorded_once_with_its_code_and_unknown_paths_share_one_label_set() {
         let handle = crate::server::metrics_handle();
+        let venues = "ticketing.catalog.v1.CatalogService";
         {
-            let mut call = Call::start(Side::Client, "/test.rpcmetrics.v1.Probe/Once");
+            let mut call = Call::start(Side::Client, &format!("/{venues}/GetVenue"));
             call.finish(Code::NotFound);
             call.finish(Code::Ok);
         }
-        drop(Call::start(Side::Client, "/test.rpcmetrics.v1.Probe/Dropped"));
+        drop(Call::start(Side::Client, &format!("/{venues}/ListVenues")));
+        for n in 0..5 {
+            drop(Call::start(Side::Client, &format!("/invented.Service{n}/Method")));
+        }
         let text = handle.render();
         let handled: Vec<&str> = text
             .lines()
-            .filter(|l| l.starts_with("grpc_client_handled_total{") && l.contains("test.rpcmetrics.v1.Probe"))
+            .filter(|l| l.starts_with("grpc_client_handled_total{"))
             .collect();
-        assert_eq!(handled.len(), 2, "{handled:?}");
-        assert!(handled.iter().any(|l| l.contains("grpc_method=\"Once\"")
-            && l.contains("grpc_code=\"NotFound\"")
-            && l.ends_with(" 1")));
+        let get: Vec<&&str> = handled
+            .iter()
+            .filter(|l| l.contains("grpc_method=\"GetVenue\""))
+            .collect();
+        assert_eq!(get.len(), 1, "{handled:?}");
+        assert!(
+            get[0].contains("grpc_code=\"NotFound\"") && get[0].ends_with(" 1"),
+            "{get:?}"
+        );
         assert!(
             handled
                 .iter()
-                .any(|l| l.contains("grpc_method=\"Dropped\"") && l.contains("grpc_code=\"Canceled\""))
+                .any(|l| l.contains("grpc_method=\"ListVenues\"") && l.contains("grpc_code=\"Canceled\""))
         );
-        assert!(text.contains("grpc_client_started_total{grpc_service=\"test.rpcmetrics.v1.Probe\""));
+        assert!(!text.contains("invented"), "{text}");
+        assert!(
+            handled
+                .iter()
+                .any(|l| l.contains("grpc_service=\"unknown\"") && l.ends_with(" 5")),
+            "{handled:?}"
+        );
+        assert!(text.contains(&format!("grpc_client_started_total{{grpc_service=\"{venues}\"")));
     }
 
     #[test]
     fn streaming_methods_are_typed_from_the_descriptors() {
         assert_eq!(
-            call_type("ticketing.inventory.v1.InventoryService", "WatchAvailability"),
-            "server_stream"
+            call_type("ticketing.inventory.v1.InventoryService/WatchAvailability"),
+            Some("server_stream")
         );
         assert_eq!(
-            call_type("ticketing.orders.v1.OrdersService", "PayOrder"),
-            "unary"
+            call_type("ticketing.orders.v1.OrdersService/PayOrder"),
+            Some("unary")
         );
-        assert_eq!(call_type("grpc.health.v1.Health", "Check"), "unary");
+        assert_eq!(call_type("grpc.health.v1.Health/Check"), Some("unary"));
+        assert_eq!(call_type("made.up.Service/Nope"), None);
     }
 }

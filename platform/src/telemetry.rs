@@ -17,6 +17,14 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Whether spans are exported: without an exporter, the per-call spans are not made at all
+/// (they would cost every call and carry no trace ids).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Flushes and stops trace export when dropped: keep it alive until the process ends.
 #[must_use = "dropping the guard stops trace export"]
 pub struct TelemetryGuard {
@@ -96,6 +104,7 @@ pub fn install(
     }
     if let Some(provider) = &provider {
         opentelemetry::global::set_tracer_provider(provider.clone());
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     TelemetryGuard { provider }
 }

@@ -116,6 +116,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        if !telemetry::exporting() {
+            return Box::pin(self.inner.call(request));
+        }
         let span = span(self.kind, request.uri().path());
         match self.kind {
             Kind::Server => telemetry::continue_trace(&span, request.headers()),

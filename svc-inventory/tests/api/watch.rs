@@ -160,14 +160,31 @@ async fn a_watcher_on_one_replica_sees_holds_made_on_another() {
         ))
         .await
         .expect("held on the first replica");
-    let Some(Update::Delta(delta)) = next_change(&mut watcher).await.update else {
-        panic!("a delta")
-    };
-    assert_eq!(delta.cause, pb::availability_delta::Cause::Held as i32);
-    assert_eq!(
-        delta.seats.iter().map(|s| s.seat_id.clone()).collect::<Vec<_>>(),
-        [seat(3)]
-    );
+    // A fresh replica's subscription may connect after the watch began: it then resends a
+    // snapshot (a resync), which is fine. Either the delta arrives, or a later snapshot
+    // already shows the seat held (the delta it covers is then not sent again).
+    loop {
+        match next_change(&mut watcher).await.update {
+            Some(Update::Delta(delta)) => {
+                assert_eq!(delta.cause, pb::availability_delta::Cause::Held as i32);
+                assert_eq!(
+                    delta.seats.iter().map(|s| s.seat_id.clone()).collect::<Vec<_>>(),
+                    [seat(3)]
+                );
+                break;
+            }
+            Some(Update::Snapshot(snapshot))
+                if snapshot
+                    .seats
+                    .iter()
+                    .any(|s| s.seat_id == seat(3) && s.status == pb::SeatStatus::Held as i32) =>
+            {
+                break;
+            }
+            Some(Update::Snapshot(_)) => continue,
+            other => panic!("a delta, not {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
