@@ -338,7 +338,12 @@ async fn transcode_request(
     };
     // The request's span continues the client's trace (`traceparent`), or starts one; the
     // upstream call is its child.
-    let span = tracing::info_span!(
+    // Made only when traces are exported: ten formatted fields per request cost ~5 % of the
+    // gateway's CPU for nothing otherwise.
+    let span = if !ticketing_platform::telemetry::exporting() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
         "http.server",
         otel.name = %format!("{} {}", route.method, route.template),
         otel.kind = "server",
@@ -349,7 +354,8 @@ async fn transcode_request(
         request_id = %request_id,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
-    );
+        )
+    };
     ticketing_platform::telemetry::continue_trace(&span, &parts.headers);
     let response = match serve(
         &gw,
