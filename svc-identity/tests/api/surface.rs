@@ -230,7 +230,13 @@ async fn the_admin_port_serves_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_calls_finish() {
-    let app = spawn_app().await;
+    // What is tested is the drain, not pool timeouts: on a machine loaded by the other tests,
+    // twelve logins at once may wait a while for connections and for argon2.
+    let (mut config, guards) = test_config().await;
+    config.database.connect_timeout = Duration::from_secs(20);
+    config.redis.connect_timeout = Duration::from_secs(20);
+    config.server.shutdown_grace = Duration::from_secs(30);
+    let app = spawn_with(config, guards).await;
     app.register("drain@example.com").await;
     let channel = app.channel().await;
     // Logins spend time in argon2, so several are in flight when shutdown starts.
