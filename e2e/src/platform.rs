@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use ticketing_platform::{
-    config::{DatabaseConfig, RedisConfig, ServerConfig},
+    config::{DatabaseConfig, PeersConfig, RedisConfig, ServerConfig},
     db::PgPool,
 };
 use ticketing_testkit::{TcpProxy, TestBroker, TestDatabase, TestRedisPrefix};
@@ -71,13 +71,15 @@ fn amqp_addr() -> SocketAddr {
     host_port.parse().expect("broker address")
 }
 
+/// `peers` as the services see them: name to URL.
+fn wire(config: &mut PeersConfig, peers: &[(&str, String)]) {
+    for (name, url) in peers {
+        config.addresses.insert((*name).to_string(), url.clone());
+    }
+}
+
 impl Platform {
     pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    /// Starts the platform with `adjust` applied to orders' configuration.
-    pub async fn start_with(adjust: impl FnOnce(&mut svc_orders::config::Config)) -> Self {
         let identity = Identity::start().await;
         let broker = TestBroker::new();
         let keys = TestRedisPrefix::new("ord");
@@ -90,10 +92,7 @@ impl Platform {
             messaging: broker.config.clone(),
             ..Default::default()
         };
-        inv_config
-            .peers
-            .addresses
-            .insert("identity".into(), identity.url());
+        wire(&mut inv_config.peers, &[("identity", identity.url())]);
         inv_config.holds.min_ttl = Duration::from_secs(1);
         inv_config.holds.sweep_interval = Duration::from_millis(100);
         let inventory = svc_inventory::Application::build(inv_config)
@@ -104,19 +103,20 @@ impl Platform {
         let inv_stop = spawn(|s| inventory.run_until_stopped(s));
 
         let cat_db = TestDatabase::create("o_catalog").await.expect("db");
+        // Catalog publishes event lifecycle changes: to this platform's broker names only.
         let mut cat_config = svc_catalog::config::Config {
             server: fast_server(),
             database: DatabaseConfig::new(cat_db.url.clone()),
+            messaging: broker.config.clone(),
             ..Default::default()
         };
-        cat_config
-            .peers
-            .addresses
-            .insert("identity".into(), identity.url());
-        cat_config
-            .peers
-            .addresses
-            .insert("inventory".into(), format!("http://{inventory_addr}"));
+        wire(
+            &mut cat_config.peers,
+            &[
+                ("identity", identity.url()),
+                ("inventory", format!("http://{inventory_addr}")),
+            ],
+        );
         let catalog = svc_catalog::Application::build(cat_config)
             .await
             .expect("catalog");
@@ -130,10 +130,7 @@ impl Platform {
             messaging: broker.config.clone(),
             ..Default::default()
         };
-        pay_config
-            .peers
-            .addresses
-            .insert("identity".into(), identity.url());
+        wire(&mut pay_config.peers, &[("identity", identity.url())]);
         pay_config.test_provider.slow_delay = Duration::from_millis(500);
         let payments = svc_payments::Application::build(pay_config)
             .await
@@ -151,13 +148,16 @@ impl Platform {
             messaging: broker.via(&format!("amqp://guest:guest@{}/%2f", broker_proxy.addr())),
             ..Default::default()
         };
-        let peers = &mut config.peers.addresses;
-        peers.insert("identity".into(), identity.url());
-        peers.insert("catalog".into(), format!("http://{catalog_addr}"));
-        peers.insert("inventory".into(), format!("http://{inventory_addr}"));
-        peers.insert("payments".into(), format!("http://{}", payments_proxy.addr()));
+        wire(
+            &mut config.peers,
+            &[
+                ("identity", identity.url()),
+                ("catalog", format!("http://{catalog_addr}")),
+                ("inventory", format!("http://{inventory_addr}")),
+                ("payments", format!("http://{}", payments_proxy.addr())),
+            ],
+        );
         config.checkout.sweep_interval = Duration::from_millis(100);
-        adjust(&mut config);
         let orders = svc_orders::Application::build(config).await.expect("orders");
         let orders_addr = orders.grpc_addr();
         let orders_admin = orders.admin_addr();

@@ -56,33 +56,22 @@ fn span(kind: Kind, path: &str) -> Span {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
-    let name = format!("{service}/{method}");
-    match kind {
-        Kind::Server => tracing::info_span!(
-            "grpc.server",
-            otel.name = %name,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            trace_id = Empty,
-            span_id = Empty,
-        ),
-        Kind::Client => tracing::info_span!(
-            "grpc.client",
-            otel.name = %name,
-            otel.kind = "client",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            trace_id = Empty,
-            span_id = Empty,
-        ),
-    }
+    let kind = match kind {
+        Kind::Server => "server",
+        Kind::Client => "client",
+    };
+    tracing::info_span!(
+        "grpc",
+        otel.name = %format!("{service}/{method}"),
+        otel.kind = kind,
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+    )
 }
 
 /// Records the status of a call that answered with its status in the headers (errors); a

@@ -262,26 +262,8 @@ async fn an_event_source_sees_the_snapshot_and_a_seat_held_through_rest() {
             .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
-    let mut body = response.bytes_stream();
-    let mut text = String::new();
-    let mut next_event = async || -> String {
-        loop {
-            if let Some(end) = text.find("\n\n") {
-                let event: String = text.drain(..end + 2).collect();
-                if !event.starts_with(':') {
-                    return event;
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-                .await
-                .expect("an event in time")
-                .expect("stream open")
-                .expect("chunk");
-            text.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    };
-    let snapshot = next_event().await;
+    let mut events = SseReader::new(response);
+    let snapshot = events.next().await;
     assert!(snapshot.contains("\"snapshot\""), "{snapshot}");
     let (_, buyer) = s.identity.user(&[Role::Customer]).await;
     s.post(
@@ -292,7 +274,7 @@ async fn an_event_source_sees_the_snapshot_and_a_seat_held_through_rest() {
     .await
     .ok();
     let delta = loop {
-        let event = next_event().await;
+        let event = events.next().await;
         if event.contains("\"delta\"") {
             break event;
         }
@@ -305,7 +287,7 @@ async fn an_event_source_sees_the_snapshot_and_a_seat_held_through_rest() {
 
     // The browser loses the connection, a seat is held meanwhile, and EventSource reconnects
     // with Last-Event-ID: the stream resumes with what was missed, not a new snapshot.
-    drop(body);
+    drop(events);
     s.post(
         &format!("/v1/events/{}/holds:seats", sale.event_id),
         Auth::Bearer(&buyer),
@@ -324,27 +306,12 @@ async fn an_event_source_sees_the_snapshot_and_a_seat_held_through_rest() {
         .send()
         .await
         .expect("stream reopens");
-    let mut body = resumed.bytes_stream();
-    let mut text = String::new();
-    let first = loop {
-        if let Some(end) = text.find("\n\n") {
-            let event: String = text.drain(..end + 2).collect();
-            if !event.starts_with(':') {
-                break event;
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-            .await
-            .expect("an event in time")
-            .expect("stream open")
-            .expect("chunk");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    };
+    let mut events = SseReader::new(resumed);
+    let first = events.next().await;
     assert!(first.contains("\"delta\""), "{first}");
     assert!(first.contains(&sale.seat_ids[2]), "{first}");
     assert!(first.contains(&format!("id: {}", last_id + 1)), "{first}");
-    drop(body);
+    drop(events);
     let bad = s
         .http
         .get(format!(
@@ -378,4 +345,38 @@ async fn an_event_source_sees_the_snapshot_and_a_seat_held_through_rest() {
     let parsed: serde_json::Value =
         serde_json::from_str(line.lines().next().unwrap_or("")).expect("a JSON line");
     assert!(parsed["result"]["snapshot"].is_object(), "{parsed}");
+}
+
+/// Reads server-sent events off a response, skipping comments (heartbeats).
+struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    text: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            text: String::new(),
+        }
+    }
+
+    /// The next event, waiting at most 10 s for it.
+    async fn next(&mut self) -> String {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let event: String = self.text.drain(..end + 2).collect();
+                if !event.starts_with(':') {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an event in time")
+                .expect("stream open")
+                .expect("chunk");
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }
