@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod routes;
 pub mod template;
 pub mod transcode;
+mod unread_body;
 
 use std::{
     collections::HashMap,
@@ -138,6 +139,7 @@ impl Application {
             .route("/.well-known/jwks.json", get(jwks))
             .fallback(transcode_request)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+            .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
             .layer(cors)
             // Every request gets an id (a client's own is kept), echoed in the response, passed
             // upstream and written in the access log.

@@ -129,6 +129,7 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         .await
         .expect("sent");
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let malformed_kept_alive = malformed.headers().get("connection").is_none();
     let body: serde_json::Value = malformed.json().await.expect("json error");
     assert_eq!(body["code"], 3);
     // Oversize body: 413 before anything is decoded.
@@ -137,6 +138,16 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         .post("/v1/venues", Auth::Bearer(&token), json!({ "name": huge }))
         .await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // The body was never read, so the gateway closes the connection and says so: a client that
+    // pooled it would otherwise send its next request into a closing socket.
+    assert_eq!(
+        too_big.headers.get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    assert!(
+        malformed_kept_alive,
+        "a body read to its end keeps the connection"
+    );
     let after = s.get(&venues_path, Auth::Bearer(&token)).await.ok()["venues"]
         .as_array()
         .map(Vec::len);
