@@ -59,6 +59,15 @@ impl Cache {
         key
     }
 
+    /// A connection to use concurrently with other callers. A multiplexed connection pipelines
+    /// whatever its users send at once, so Redis reads many commands per read and answers them in
+    /// one write; checking one out for each round trip would send one command per connection at
+    /// a time instead. The pool still validates it and replaces it when broken.
+    pub async fn shared(&self) -> Result<RedisConn, bb8::RunError<RedisError>> {
+        let pooled = self.pool.get().await?;
+        Ok(RedisConn::clone(&pooled))
+    }
+
     /// A readiness probe: PING within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> anyhow::Result<()> {
         tokio::time::timeout(timeout, async {
@@ -86,7 +95,8 @@ impl RedisManager {
     }
 }
 
-/// A multiplexed connection that records how its commands went.
+/// A multiplexed connection that records how its commands went. Clones share the socket.
+#[derive(Clone)]
 pub struct RedisConn {
     conn: MultiplexedConnection,
     health: Arc<Health>,

@@ -405,13 +405,21 @@ impl CatalogApi {
 
     /// The venue's chart, decoded once per version of the venue.
     async fn chart(&self, venue: Uuid) -> ApiResult<Arc<pb::SeatingChart>> {
-        let mut conn = self.pool.get().await?;
-        let version = store::venue_version(&mut conn, venue)
-            .await?
-            .ok_or(ApiError::NotFound { resource: "venue" })?;
+        let version = {
+            let mut conn = self.pool.get().await?;
+            store::venue_version(&mut conn, venue)
+                .await?
+                .ok_or(ApiError::NotFound { resource: "venue" })?
+        };
+        self.chart_at(venue, version).await
+    }
+
+    /// The venue's chart as of `version`, decoded once per version.
+    async fn chart_at(&self, venue: Uuid, version: DateTime<Utc>) -> ApiResult<Arc<pb::SeatingChart>> {
         if let Some(chart) = self.charts.get(venue, version) {
             return Ok(chart);
         }
+        let mut conn = self.pool.get().await?;
         let row = store::find_venue(&mut conn, venue)
             .await?
             .ok_or(ApiError::NotFound { resource: "venue" })?;
@@ -1341,10 +1349,16 @@ impl CatalogService for CatalogApi {
             .enumerate()
             .map(|(i, t)| parse_id(&format!("tier_ids[{i}]"), t))
             .collect::<ApiResult<Vec<_>>>()?;
-        let row = self.event(event).await?;
-        let chart = self.chart(row.venue_id).await?;
-        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
-        let tiers = store::tiers_by_ids(&mut conn, event, &ids).await?;
+        // Asked for every order: two queries, and the venue's chart only when it changed.
+        let (row, venue_version, tiers) = {
+            let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+            let (row, venue_version) = store::find_event_and_venue_version(&mut conn, event)
+                .await?
+                .ok_or(ApiError::NotFound { resource: "event" })?;
+            let tiers = store::tiers_by_ids(&mut conn, event, &ids).await?;
+            (row, venue_version, tiers)
+        };
+        let chart = self.chart_at(row.venue_id, venue_version).await?;
         let by_id: HashMap<Uuid, &TierRow> = tiers.iter().map(|t| (t.id, t)).collect();
         Ok(Response::new(pb::BatchGetTicketTiersResponse {
             tiers: ids

@@ -193,6 +193,20 @@ pub async fn find_event(conn: &mut Conn, id: Uuid) -> ApiResult<Option<EventRow>
         .optional()?)
 }
 
+/// The event and its venue's version (the key of the decoded-chart cache), in one query.
+pub async fn find_event_and_venue_version(
+    conn: &mut Conn,
+    id: Uuid,
+) -> ApiResult<Option<(EventRow, DateTime<Utc>)>> {
+    Ok(events::table
+        .inner_join(venues::table)
+        .filter(events::id.eq(id))
+        .select((EventRow::as_select(), venues::updated_at))
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 /// Saves the event and, in the same transaction, queues `announce` (`event.updated` for a
 /// published event) so subscribers never miss nor invent a change.
 pub async fn update_event(conn: &mut Conn, row: &EventRow, announce: Option<OutboxEvent>) -> ApiResult<()> {

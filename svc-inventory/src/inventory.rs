@@ -120,13 +120,13 @@ impl Inventory {
     }
 
     async fn invoke(&self, script: &redis::Script, event: Uuid, args: &[String]) -> ApiResult<redis::Value> {
-        let mut conn = self.cache.pool.get().await?;
+        let mut conn = self.cache.shared().await?;
         let mut invocation = script.prepare_invoke();
         invocation.arg(self.event_prefix(event)).arg(self.global_prefix());
         for a in args {
             invocation.arg(a);
         }
-        invocation.invoke_async(&mut *conn).await.map_err(map_redis)
+        invocation.invoke_async(&mut conn).await.map_err(map_redis)
     }
 
     /// Loads the event into Redis from PostgreSQL when Redis does not have it (first use, or

@@ -17,6 +17,9 @@
 const PRELUDE: &str = r#"
 local EP, GP = ARGV[1], ARGV[2]
 local function k(s) return EP .. ':' .. s end
+-- Integers as text without Lua's float formatting (tostring of a number is sprintf %.14g, a
+-- tenth of a hold's time in Redis when every number went through it).
+local function int(n) return string.format('%d', n) end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -27,15 +30,24 @@ local function tier_counts(t)
   return {tier = t, total = total, held = held, sold = sold, free = total - held - sold}
 end
 local function make_free(seat, tier)
-  redis.call('ZADD', k('free:' .. tier), tonumber(redis.call('HGET', k('pos'), seat) or '0'), seat)
+  redis.call('ZADD', k('free:' .. tier), redis.call('HGET', k('pos'), seat) or '0', seat)
 end
+-- The delta as JSON, written by hand: counts go out as the integer text Redis stores, and only
+-- ids, which may hold any character, go through cjson.
 local function publish(cause, seats, status, touched)
   local seq = redis.call('HINCRBY', k('meta'), 'seq', 1)
   local items = {}
-  for i, s in ipairs(seats) do items[i] = {id = s, status = status} end
+  for i, s in ipairs(seats) do
+    items[i] = '{"id":' .. cjson.encode(s) .. ',"status":"' .. status .. '"}'
+  end
   local tiers = {}
-  for t, _ in pairs(touched) do tiers[#tiers + 1] = tier_counts(t) end
-  redis.call('PUBLISH', k('updates'), cjson.encode({seq = seq, cause = cause, seats = items, tiers = tiers}))
+  for t, _ in pairs(touched) do
+    local c = redis.call('HMGET', k('count'), t .. ':total', t .. ':held', t .. ':sold')
+    tiers[#tiers + 1] = '{"tier":' .. cjson.encode(t) .. ',"total":' .. (c[1] or '0') ..
+      ',"held":' .. (c[2] or '0') .. ',"sold":' .. (c[3] or '0') .. '}'
+  end
+  redis.call('PUBLISH', k('updates'), '{"seq":' .. int(seq) .. ',"cause":"' .. cause ..
+    '","seats":[' .. table.concat(items, ',') .. '],"tiers":[' .. table.concat(tiers, ',') .. ']}')
   return seq
 end
 local function free_hold(hid, new_status)
@@ -68,7 +80,7 @@ local function free_hold(hid, new_status)
   return freed, touched
 end
 local function sweep(now)
-  local due = redis.call('ZRANGEBYSCORE', k('exp'), '-inf', now, 'LIMIT', 0, 500)
+  local due = redis.call('ZRANGEBYSCORE', k('exp'), '-inf', int(now), 'LIMIT', '0', '500')
   if #due == 0 then return 0 end
   local freed, touched = {}, {}
   for _, hid in ipairs(due) do
@@ -134,26 +146,26 @@ local touched, seat_tiers = {}, {}
 for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
   local t = tier_of[s]
-  redis.call('HINCRBY', k('count'), t .. ':held', 1)
+  redis.call('HINCRBY', k('count'), t .. ':held', '1')
   redis.call('ZREM', k('free:' .. t), s)
   touched[t] = true
   seat_tiers[#seat_tiers + 1] = t
 end
 if ga_qty > 0 then
-  redis.call('HINCRBY', k('count'), ga_tier .. ':held', ga_qty)
+  redis.call('HINCRBY', k('count'), ga_tier .. ':held', int(ga_qty))
   touched[ga_tier] = true
 end
-local expires = now + ttl
-redis.call('ZADD', k('exp'), expires, hid)
-redis.call('HINCRBY', k('cust'), owner, places)
+local now_s, expires_s, places_s, keep_s = int(now), int(now + ttl), int(places), int(ttl + grace)
+redis.call('ZADD', k('exp'), expires_s, hid)
+redis.call('HINCRBY', k('cust'), owner, places_s)
 local hk = k('hold:' .. hid)
 redis.call('HSET', hk, 'status', 'active', 'owner', owner, 'seats', table.concat(seats, ','),
-  'ga_tier', ga_tier, 'ga_qty', ga_qty, 'places', places, 'created', now, 'expires', expires, 'order', '')
-redis.call('PEXPIRE', hk, ttl + grace)
-redis.call('SET', GP .. ':holdevent:' .. hid, EP, 'PX', ttl + grace)
+  'ga_tier', ga_tier, 'ga_qty', int(ga_qty), 'places', places_s, 'created', now_s, 'expires', expires_s, 'order', '')
+redis.call('PEXPIRE', hk, keep_s)
+redis.call('SET', GP .. ':holdevent:' .. hid, EP, 'PX', keep_s)
 redis.call('SADD', GP .. ':active', EP)
 publish('HELD', seats, 'HELD', touched)
-return {'OK', tostring(now), tostring(expires), table.concat(seats, ','), table.concat(seat_tiers, ',')}
+return {'OK', now_s, expires_s, table.concat(seats, ','), table.concat(seat_tiers, ',')}
 "#;
 
 /// ARGV: prefixes, hold id, owner ('' = anyone). Returns {OK} | {NOT_FOUND} | {STATUS, status}.
@@ -193,7 +205,7 @@ local hk = k('hold:' .. hid)
 if redis.call('HGET', hk, 'status') ~= 'committing' then return {'STATUS'} end
 redis.call('HSET', hk, 'status', 'active')
 redis.call('ZREM', k('committing'), hid)
-redis.call('ZADD', k('exp'), tonumber(redis.call('HGET', hk, 'expires')), hid)
+redis.call('ZADD', k('exp'), redis.call('HGET', hk, 'expires'), hid)
 return {'OK'}
 "#;
 

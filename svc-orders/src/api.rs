@@ -101,7 +101,7 @@ impl OrdersApi {
                 },
             )
             .await?;
-        self.orders.proto(&order).await
+        Ok(order.to_proto())
     }
 
     async fn pay_order(&self, request: Request<pb::PayOrderRequest>) -> ApiResult<pb::Order> {
@@ -141,16 +141,8 @@ impl OrdersApi {
         let (Some(order_id), Some(card)) = (order_id, card) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let order = self
-            .orders
-            .find(order_id)
-            .await?
-            .ok_or(ApiError::NotFound { resource: "order" })?;
-        if order.buyer_id != caller {
-            return Err(ApiError::NotFound { resource: "order" });
-        }
-        let order = self.orders.pay(&token, order_id, card).await?;
-        self.orders.proto(&order).await
+        let paid = self.orders.pay(&token, caller, order_id, card).await?;
+        Ok(paid.to_proto())
     }
 
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> ApiResult<pb::Order> {

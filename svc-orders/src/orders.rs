@@ -12,6 +12,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use diesel::{prelude::*, result::DatabaseErrorKind};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -119,6 +120,20 @@ pub struct DiscountRow {
     pub active: bool,
     pub tier_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// An order with its lines and tickets, as the API shows it. Calls that just wrote them return
+/// this so they need not read them back.
+pub struct OrderView {
+    pub order: OrderRow,
+    pub lines: Vec<LineRow>,
+    pub tickets: Vec<TicketRow>,
+}
+
+impl OrderView {
+    pub fn to_proto(&self) -> pb::Order {
+        self.order.to_proto(&self.lines, &self.tickets)
+    }
 }
 
 fn money(amount_minor: i64, currency: &str) -> Option<Money> {
@@ -389,11 +404,11 @@ impl Orders {
         &self.signer
     }
 
-    pub async fn create(&self, token: &str, new: NewOrder) -> ApiResult<OrderRow> {
+    pub async fn create(&self, token: &str, new: NewOrder) -> ApiResult<OrderView> {
         let fingerprint = new.fingerprint();
         if let Some(existing) = self.by_key(new.buyer_id, &new.idempotency_key).await? {
             return if existing.request_fingerprint == fingerprint {
-                Ok(existing)
+                self.view(existing).await
             } else {
                 Err(key_reused())
             };
@@ -571,19 +586,25 @@ impl Orders {
                     )],
                 )
                 .await?;
-                Ok(order)
+                Ok(OrderView {
+                    order,
+                    lines,
+                    tickets: Vec::new(),
+                })
             })
             .await;
         match result {
-            Ok(order) => {
+            Ok(view) => {
                 self.outbox.notify();
                 metrics::counter!("orders_created_total").increment(1);
-                Ok(order)
+                Ok(view)
             }
             // A concurrent call with the same key (or for the same hold) got there first.
             Err(ApiError::AlreadyExists { .. }) => {
                 match self.by_key(new.buyer_id, &new.idempotency_key).await? {
-                    Some(existing) if existing.request_fingerprint == fingerprint => Ok(existing),
+                    Some(existing) if existing.request_fingerprint == fingerprint => {
+                        self.view(existing).await
+                    }
                     Some(_) => Err(key_reused()),
                     None => Err(ApiError::precondition(
                         "HOLD_ALREADY_ORDERED",
@@ -637,11 +658,30 @@ impl Orders {
         Ok(order.to_proto(&lines, &tickets))
     }
 
+    pub async fn view(&self, order: OrderRow) -> ApiResult<OrderView> {
+        let (lines, tickets) = self.details(&order).await?;
+        Ok(OrderView {
+            order,
+            lines,
+            tickets,
+        })
+    }
+
     /// Pays an order: lease, durable reservation, charge, tickets. See the module docs.
-    pub async fn pay(&self, token: &str, order_id: Uuid, card: CardInput) -> ApiResult<OrderRow> {
-        let attempt = match self.take_lease(order_id).await? {
-            Lease::Done(order) => return Ok(order),
-            Lease::Busy => return self.wait_for_other_payment(order_id).await,
+    /// Pays `buyer`'s order; another buyer's order is NOT_FOUND.
+    pub async fn pay(
+        &self,
+        token: &str,
+        buyer: Uuid,
+        order_id: Uuid,
+        card: CardInput,
+    ) -> ApiResult<OrderView> {
+        let attempt = match self.take_lease(buyer, order_id).await? {
+            Lease::Done(order) => return self.view(order).await,
+            Lease::Busy => {
+                let order = self.wait_for_other_payment(order_id).await?;
+                return self.view(order).await;
+            }
             Lease::Taken(attempt) => attempt,
         };
         let order = attempt.order;
@@ -731,11 +771,14 @@ impl Orders {
         self.complete(order.id, payment_id).await
     }
 
-    async fn take_lease(&self, order_id: Uuid) -> ApiResult<Lease> {
+    async fn take_lease(&self, buyer: Uuid, order_id: Uuid) -> ApiResult<Lease> {
         let mut conn = self.pool.get().await?;
         let lease = self.config.charge_lease;
         conn.transaction::<_, ApiError, _>(async |conn| {
             let order = lock(conn, order_id).await?;
+            if order.buyer_id != buyer {
+                return Err(ApiError::NotFound { resource: "order" });
+            }
             if order.is_paid() {
                 return Ok(Lease::Done(order));
             }
@@ -833,11 +876,18 @@ impl Orders {
 
     /// Marks a pending order paid with its tickets and `order.paid`; a paid order is returned as
     /// it is. Used by PayOrder and by the `payment.succeeded` consumer after a crash.
-    pub async fn complete(&self, order_id: Uuid, payment_id: Option<Uuid>) -> ApiResult<OrderRow> {
+    pub async fn complete(&self, order_id: Uuid, payment_id: Option<Uuid>) -> ApiResult<OrderView> {
         let mut conn = self.pool.get().await?;
-        let order = complete_in(&mut conn, &self.signer, order_id, payment_id).await?;
-        self.outbox.notify();
-        Ok(order)
+        match complete_in(&mut conn, &self.signer, order_id, payment_id).await? {
+            Completed::Now(view) => {
+                self.outbox.notify();
+                Ok(view)
+            }
+            Completed::Before(order) => {
+                drop(conn);
+                self.view(order).await
+            }
+        }
     }
 
     /// Expires unpaid orders past their deadline (not while a charge may be running).
@@ -1305,16 +1355,23 @@ async fn take_discount(conn: &mut Conn, event_id: Uuid, code: &str) -> ApiResult
     Ok(row)
 }
 
+enum Completed {
+    /// Paid by this call, with the lines and the tickets just issued.
+    Now(OrderView),
+    /// Already paid.
+    Before(OrderRow),
+}
+
 async fn complete_in(
     conn: &mut Conn,
     signer: &TicketSigner,
     order_id: Uuid,
     payment_id: Option<Uuid>,
-) -> ApiResult<OrderRow> {
+) -> ApiResult<Completed> {
     conn.transaction::<_, ApiError, _>(async |conn| {
         let order = lock(conn, order_id).await?;
         if order.is_paid() {
-            return Ok(order);
+            return Ok(Completed::Before(order));
         }
         if order.status != "pending_payment" {
             // Expired or cancelled meanwhile: payments refunds the charge when it hears of it.
@@ -1394,7 +1451,11 @@ async fn complete_in(
         )
         .await?;
         metrics::counter!("tickets_issued_total").increment(issued.len() as u64);
-        Ok(order)
+        Ok(Completed::Now(OrderView {
+            order,
+            lines,
+            tickets: issued,
+        }))
     })
     .await
 }
@@ -1406,6 +1467,18 @@ pub async fn complete_from_event(
     order_id: Uuid,
     payment_id: Uuid,
 ) -> anyhow::Result<()> {
+    // Usually PayOrder finished the order before this event arrived: a plain read settles that
+    // without the savepoint and row lock. Only a pending order can still be completed here.
+    let status: Option<String> = orders::table
+        .find(order_id)
+        .select(orders::status)
+        .first(conn)
+        .await
+        .optional()
+        .with_context(|| format!("reading order {order_id}"))?;
+    if status.as_deref() != Some("pending_payment") {
+        return Ok(());
+    }
     match complete_in(conn, signer, order_id, Some(payment_id)).await {
         Ok(_) => Ok(()),
         Err(ApiError::NotFound { .. } | ApiError::FailedPrecondition { .. }) => Ok(()),

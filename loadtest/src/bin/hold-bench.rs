@@ -3,11 +3,18 @@
 //!
 //!     cargo run --release -p loadtest --bin hold-bench -- --password "$(cat .dev/demo-password)"
 //!
-//! For each concurrency level it configures a fresh event with `--seats` seats (as the demo
-//! organizer), then holds one seat per call, every call on a different seat, from `--customers`
-//! customers, until the seats run out (a first level is run and discarded as a warm-up). The
-//! baseline, measured after the levels, is `redis-benchmark` running EVALSHA of an
-//! all-or-nothing Lua hold of 4 keys with 50 connections, on the same Redis.
+//! For each concurrency level and each of `--rounds` rounds it configures a fresh event with
+//! `--seats` seats (as the demo organizer), then holds one seat per call, every call on a
+//! different seat, from `--customers` customers, until the seats run out (a first round is run and
+//! discarded as a warm-up). A level's rate is the median of its rounds: a 10,000-seat round lasts
+//! under a second, and this machine's noise moves single rounds by a quarter.
+//!
+//! The baseline is `redis-benchmark` running EVALSHA of an all-or-nothing Lua hold of 4 keys with
+//! 50 connections, on the same Redis, measured just before every round and once after the last:
+//! each round's ratio is against the mean of the baselines on either side of it, and a level
+//! reports its median ratio. The machine's speed drifts by a third within minutes, so only
+//! neighbouring measurements compare. After each baseline the bench waits for its short-lived keys
+//! to expire, which would otherwise slow the round that follows.
 
 use std::{
     process::Command,
@@ -26,6 +33,9 @@ use ticketing_proto::ticketing::{
 use uuid::Uuid;
 
 const CUSTOMER_PASSWORD: &str = "benchmark passphrase 1";
+
+/// The database the baseline's keys go to, so that waiting for them to expire watches only them.
+const BASELINE_DB: &str = "15";
 
 /// The raw Redis rate: EVALSHA of a 4-key all-or-nothing hold, 50 connections.
 fn redis_baseline(redis_url: &str, requests: usize) -> anyhow::Result<f64> {
@@ -53,6 +63,8 @@ fn redis_baseline(redis_url: &str, requests: usize) -> anyhow::Result<f64> {
             &requests.to_string(),
             "-r",
             "10000000",
+            "--dbnum",
+            BASELINE_DB,
             "-q",
         ])
         .args(["EVALSHA", &sha, "4", key, key, key, key, "h"])
@@ -134,16 +146,26 @@ async fn main() -> anyhow::Result<()> {
 
     // A first, unreported level warms connections, pools and the script cache. The Redis baseline
     // runs last: its keys expire for seconds afterwards and would slow whatever ran next.
+    let rounds: usize = arg("rounds", 5).max(1);
+    let baseline_requests: usize = arg("baseline-requests", 60_000);
+    // The baseline measured just before each reported round, and once after the last.
+    let mut baselines: Vec<f64> = Vec::new();
     let mut plan: Vec<(usize, bool)> = levels
         .split(',')
         .filter_map(|l| l.trim().parse::<usize>().ok())
-        .map(|l| (l, true))
+        .flat_map(|l| std::iter::repeat_n((l, true), rounds))
         .collect();
     if let Some(&(first, _)) = plan.first() {
         plan.insert(0, (first, false));
     }
-    let mut results = Vec::new();
+    // Per level: the rate of each round, the index of the baseline taken before it, the latencies.
+    type Level = (usize, Vec<(f64, usize)>, Vec<std::time::Duration>, usize);
+    let mut results: Vec<Level> = Vec::new();
     for (level, report) in plan {
+        if report && baseline_requests > 0 {
+            baselines.push(redis_baseline(&redis_url, baseline_requests)?);
+            wait_for_expiry(&redis_url).await?;
+        }
         let event = Uuid::now_v7();
         let mut client = InventoryServiceClient::new(channel.clone());
         client
@@ -216,30 +238,77 @@ async fn main() -> anyhow::Result<()> {
             samples.extend(s);
             failures += f;
         }
-        let elapsed = started.elapsed();
-        let summary = summarize(samples);
-        let rate = summary.count as f64 / elapsed.as_secs_f64();
+        let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
         if report {
-            results.push((level, summary, elapsed, rate, failures));
+            let round = (rate, baselines.len().saturating_sub(1));
+            match results.iter_mut().find(|r| r.0 == level) {
+                Some(entry) => {
+                    entry.1.push(round);
+                    entry.2.extend(samples);
+                    entry.3 += failures;
+                }
+                None => results.push((level, vec![round], samples, failures)),
+            }
         }
     }
-    let baseline_requests: usize = arg("baseline-requests", 200_000);
-    let baseline = if baseline_requests > 0 {
-        redis_baseline(&redis_url, baseline_requests)?
-    } else {
-        f64::NAN
+    if baseline_requests > 0 {
+        baselines.push(redis_baseline(&redis_url, baseline_requests)?);
+    }
+    let each: Vec<String> = baselines.iter().map(|b| format!("{b:.0}")).collect();
+    println!(
+        "redis-benchmark EVALSHA (4-key Lua hold), 50 connections, before each round and after the last: {} holds/s",
+        each.join(", ")
+    );
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    println!("redis-benchmark EVALSHA (4-key Lua hold), 50 connections: {baseline:.0} holds/s");
-    for (level, summary, elapsed, rate, failures) in results {
+    for (level, rounds, samples, failures) in results {
+        // Each round against the mean of the baselines just before and just after it.
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .map(
+                |&(rate, before)| match (baselines.get(before), baselines.get(before + 1)) {
+                    (Some(a), Some(b)) => 100.0 * rate / ((a + b) / 2.0),
+                    _ => f64::NAN,
+                },
+            )
+            .collect();
+        let each: Vec<String> = rounds
+            .iter()
+            .zip(&ratios)
+            .map(|((rate, _), ratio)| format!("{rate:.0} ({ratio:.1}%)"))
+            .collect();
+        let rate = median(rounds.iter().map(|r| r.0).collect());
+        let ratio = median(ratios);
+        let summary = summarize(samples);
         println!(
-            "concurrency {level}: {} holds in {:.2} s = {rate:.0} holds/s ({:.1}% of raw Redis); p50 {} p99 {} max {}; {failures} refused",
+            "concurrency {level}: {} holds; median round {rate:.0} holds/s, median ratio {ratio:.1}% of raw Redis (rounds: {}); p50 {} p99 {} max {}; {failures} refused",
             summary.count,
-            elapsed.as_secs_f64(),
-            100.0 * rate / baseline,
+            each.join(", "),
             ms(summary.p50),
             ms(summary.p99),
             ms(summary.max)
         );
+    }
+    Ok(())
+}
+
+/// Waits until the baseline's keys have expired (Redis expires them in the background, which
+/// would slow the round that follows), for at most 30 s.
+async fn wait_for_expiry(redis_url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("SELECT")
+        .arg(BASELINE_DB)
+        .query_async::<()>(&mut conn)
+        .await?;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let left: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        if left < 1_000 {
+            return Ok(());
+        }
     }
     Ok(())
 }

@@ -26,6 +26,15 @@ async fn a_full_checkout_charges_once_and_issues_one_ticket_per_place() {
     assert_eq!(order.total.as_ref().map(|m| m.amount_minor), Some(18_000));
     assert_eq!(order.lines.len(), 2);
 
+    // Someone else cannot pay it: the order is NOT_FOUND to them and nothing is charged.
+    let (_, intruder) = stack.buyer().await;
+    let refused = stack
+        .pay(&intruder, &order.id, CARD_OK)
+        .await
+        .expect_err("not theirs to pay");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(stack.payment_totals().await, (0, 0, 0));
+
     let paid = stack.pay(&token, &order.id, CARD_OK).await.expect("paid");
     assert_eq!(paid.status, pb::OrderStatus::Paid as i32);
     assert!(paid.lines.iter().all(|l| !l.ticket_id.is_empty()));
