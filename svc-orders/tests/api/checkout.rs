@@ -41,6 +41,7 @@ async fn a_full_checkout_charges_once_and_issues_one_ticket_per_place() {
     // Paying again returns the paid order and charges nothing more.
     let again = stack.pay(&token, &order.id, CARD_OK).await.expect("paid again");
     assert_eq!(again.status, pb::OrderStatus::Paid as i32);
+    assert_eq!(again.lines, paid.lines, "the same lines and tickets");
 
     let tickets = stack
         .orders()
@@ -141,10 +142,16 @@ async fn the_same_create_and_pay_repeated_concurrently_have_one_effect() {
         tokio::spawn(async move { stack.create_order(&token, &hold_id, "same-key-123", "").await })
     }))
     .await;
-    let ids: std::collections::BTreeSet<String> = created
+    let created: Vec<pb::Order> = created
         .into_iter()
-        .map(|r| r.expect("task").expect("created").id)
+        .map(|r| r.expect("task").expect("created"))
         .collect();
+    // The winner answers from what it wrote, the others from what they read: the same order.
+    assert!(
+        created.iter().all(|o| o.lines.len() == 1),
+        "every reply has the line"
+    );
+    let ids: std::collections::BTreeSet<String> = created.into_iter().map(|o| o.id).collect();
     assert_eq!(ids.len(), 1, "one order for one key");
     let order_id = ids.into_iter().next().expect("id");
     // The same key with another body is refused.
@@ -163,10 +170,17 @@ async fn the_same_create_and_pay_repeated_concurrently_have_one_effect() {
         tokio::spawn(async move { stack.pay(&token, &order_id, CARD_OK).await })
     }))
     .await;
+    let mut tickets = std::collections::BTreeSet::new();
     for result in paid {
         let order = result.expect("task").expect("paid");
         assert_eq!(order.status, pb::OrderStatus::Paid as i32);
+        // Whether it paid, waited for the payer or found the order paid, each reply shows the
+        // ticket, and the same one.
+        assert_eq!(order.lines.len(), 1);
+        tickets.extend(order.lines.iter().map(|l| l.ticket_id.clone()));
     }
+    assert_eq!(tickets.len(), 1, "one ticket, shown to every reply: {tickets:?}");
+    assert!(!tickets.iter().any(String::is_empty));
     assert_eq!(stack.payment_totals().await, (1, 9_000, 0), "one charge");
 }
 
