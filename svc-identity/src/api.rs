@@ -230,6 +230,9 @@ impl IdentityApi {
             .ok_or_else(|| ApiError::unauthenticated("invalid e-mail or password"))?;
         let (token, row) = self.new_refresh_row(user.id, Uuid::now_v7());
         store::insert_refresh(&mut conn, &row).await?;
+        // Signing may need a connection to reload the key: never wait for one while holding one,
+        // or a burst of logins as large as the pool deadlocks until the pool's timeout.
+        drop(conn);
         metrics::counter!("identity_logins_total", "result" => "succeeded").increment(1);
         self.token_response(&actor, token, &row).await
     }
@@ -246,6 +249,8 @@ impl IdentityApi {
                 let actor = store::load_actor(&mut conn, user_id)
                     .await?
                     .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))?;
+                // As in login: not holding a connection while signing.
+                drop(conn);
                 self.token_response(&actor, token, &replacement).await
             }
             Spend::Reused => {
@@ -742,6 +747,8 @@ impl IdentityApi {
             return Err(invalid());
         }
         store::touch_api_key(&mut conn, row.id).await?;
+        // As in login: not holding a connection while signing.
+        drop(conn);
         let ttl = self.state.tokens.api_key_token_ttl;
         let mut exp = now.timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(300);
         if let Some(expires_at) = row.expires_at {

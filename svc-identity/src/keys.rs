@@ -108,7 +108,8 @@ impl KeyStore {
         Ok(store)
     }
 
-    /// The key that signs now.
+    /// The key that signs now. May take a pool connection (when the cached key is older than
+    /// [`ACTIVE_KEY_RECHECK`]): callers must not hold one while they call this.
     pub async fn active_key(&self) -> ApiResult<Arc<ActiveKey>> {
         if let Some((key, _)) = &self.configured {
             return Ok(key.clone());

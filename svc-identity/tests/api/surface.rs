@@ -229,12 +229,46 @@ async fn the_admin_port_serves_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_in_flight_calls_finish() {
-    // What is tested is the drain, not pool timeouts: on a machine loaded by the other tests,
-    // twelve logins at once may wait a while for connections and for argon2.
+async fn issuing_tokens_never_waits_for_a_connection_its_caller_holds() {
+    // One connection, and a signing key not yet cached: signing loads it from the database. A
+    // login or refresh still holding its connection then waits for itself until the timeout.
     let (mut config, guards) = test_config().await;
-    config.database.connect_timeout = Duration::from_secs(20);
-    config.redis.connect_timeout = Duration::from_secs(20);
+    config.database.pool_size = 1;
+    config.database.connect_timeout = Duration::from_secs(3);
+    let app = spawn_with(config.clone(), guards).await;
+    app.register("single@example.com").await;
+    let tokens = app.login("single@example.com").await;
+    assert!(!tokens.access_token.is_empty());
+
+    // A second instance on the same database starts with a cold key cache; its first signing
+    // is for a refresh.
+    let second = svc_identity::Application::build(config)
+        .await
+        .expect("second instance builds");
+    let addr = second.grpc_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let mut client = pb::identity_service_client::IdentityServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let refreshed = client
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .expect("refreshed with one connection and a cold key cache")
+        .into_inner();
+    assert!(!refreshed.access_token.is_empty());
+    let _ = stop.send(());
+    running.await.expect("task").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_calls_finish() {
+    // A generous grace: on a machine loaded by the other tests, twelve logins take a while.
+    let (mut config, guards) = test_config().await;
     config.server.shutdown_grace = Duration::from_secs(30);
     let app = spawn_with(config, guards).await;
     app.register("drain@example.com").await;
