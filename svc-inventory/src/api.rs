@@ -659,7 +659,7 @@ impl InventoryService for InventoryApi {
         }
         self.on_sale(event).await?;
         // Subscribe before the snapshot, so nothing falls between them.
-        let (signals, replay) = self.fanout.subscribe_after(event, after);
+        let (signals, replay) = self.fanout.subscribe_after(event, after).await;
         let (tx, rx) = mpsc::channel(64);
         let resume = replay.map(|deltas| (after, deltas));
         tokio::spawn(feed_watcher(

@@ -114,11 +114,6 @@ impl Inventory {
         format!("{}:updates", self.event_prefix(event))
     }
 
-    /// The pattern matching every event's channel.
-    pub fn channel_pattern(&self) -> String {
-        format!("{}:{{*}}:updates", self.global_prefix())
-    }
-
     async fn invoke(&self, script: &redis::Script, event: Uuid, args: &[String]) -> ApiResult<redis::Value> {
         let mut conn = self.cache.shared().await?;
         let mut invocation = script.prepare_invoke();
@@ -291,33 +286,22 @@ impl Inventory {
         Ok(Err(refused))
     }
 
-    /// The event a hold belongs to, if Redis still knows the hold.
-    async fn event_of(&self, hold: Uuid) -> ApiResult<Option<Uuid>> {
-        let mut conn = self.cache.pool.get().await?;
-        let prefix: Option<String> = redis::cmd("GET")
-            .arg(self.cache.key(&["holdevent", &hold.to_string()]))
-            .query_async(&mut *conn)
-            .await?;
-        Ok(prefix.and_then(|p| {
-            let start = p.rfind('{')?;
-            let end = p.rfind('}')?;
-            Uuid::parse_str(p.get(start + 1..end)?).ok()
-        }))
-    }
-
     pub async fn get_hold(&self, hold: Uuid) -> ApiResult<Option<HoldView>> {
-        let Some(event) = self.event_of(hold).await? else {
-            return Ok(None);
-        };
-        let mut conn = self.cache.pool.get().await?;
+        let mut conn = self.cache.shared().await?;
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(format!("{}:hold:{hold}", self.event_prefix(event)))
-            .query_async(&mut *conn)
+            .arg(self.cache.key(&["hold", &hold.to_string()]))
+            .query_async(&mut conn)
             .await?;
         if fields.is_empty() {
             return Ok(None);
         }
         let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        // `ep` is the event's key prefix, `<prefix>:{<event>}`.
+        let event = fields
+            .get("ep")
+            .and_then(|p| p.get(p.rfind('{')? + 1..p.rfind('}')?))
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| ApiError::internal("hold event unreadable"))?;
         let expires_at = millis(fields.get("expires"))?;
         let mut status = get("status");
         if status == "active" && expires_at <= Utc::now() {
@@ -365,18 +349,34 @@ impl Inventory {
 
     /// Turns a hold into a durable sale for `order`. Idempotent on the order.
     pub async fn commit(&self, hold: Uuid, order: Uuid, caller: Option<Uuid>) -> ApiResult<Vec<Item>> {
-        {
-            let mut conn = self.pool.get().await?;
-            if let Some((committed_hold, _, _, items)) = store::find_commit(&mut conn, order).await? {
-                if committed_hold != hold {
-                    return Err(ApiError::precondition(
-                        "ORDER_COMMITTED",
-                        "the order was committed with another hold",
-                    ));
+        // A first commit reads nothing from PostgreSQL beforehand: a replay is told by Redis
+        // (the hold is committing or committed) or, once Redis forgot the hold, by a refusal,
+        // and only then is the order's commit looked up.
+        match self.commit_fresh(hold, order, caller).await {
+            Ok(items) => Ok(items),
+            Err(error @ (ApiError::FailedPrecondition { .. } | ApiError::PermissionDenied(_))) => {
+                let mut conn = self.pool.get().await?;
+                match store::find_commit(&mut conn, order).await? {
+                    Some((committed_hold, _, owner, items)) => {
+                        if committed_hold != hold {
+                            Err(ApiError::precondition(
+                                "ORDER_COMMITTED",
+                                "the order was committed with another hold",
+                            ))
+                        } else if caller.is_some_and(|c| c != owner) {
+                            Err(ApiError::permission_denied("the hold belongs to someone else"))
+                        } else {
+                            Ok(items)
+                        }
+                    }
+                    None => Err(error),
                 }
-                return Ok(items);
             }
+            Err(other) => Err(other),
         }
+    }
+
+    async fn commit_fresh(&self, hold: Uuid, order: Uuid, caller: Option<Uuid>) -> ApiResult<Vec<Item>> {
         let view = self.get_hold(hold).await?.ok_or_else(|| {
             ApiError::precondition("HOLD_EXPIRED", "the hold has expired or does not exist")
         })?;

@@ -54,10 +54,14 @@ impl Application {
         let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let inventory = Inventory::new(pool.clone(), cache.clone());
+        let fanout = {
+            let inventory = inventory.clone();
+            Fanout::new(move |event| inventory.channel_of(event))
+        };
         let api = InventoryApi {
             inventory,
             verifier,
-            fanout: Fanout::default(),
+            fanout,
             holds: config.holds.clone(),
         };
         let host = Host::bind(config.server.clone()).await?;
@@ -90,12 +94,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let fanout = tokio::spawn(
-            self.api
-                .fanout
-                .clone()
-                .run(self.redis_url.clone(), self.api.inventory.channel_pattern()),
-        );
+        let fanout = tokio::spawn(self.api.fanout.clone().run(self.redis_url.clone()));
         let inventory = self.api.inventory.clone();
         let every = self.config.holds.sweep_interval;
         let consumer = tokio::spawn(

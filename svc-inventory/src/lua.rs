@@ -5,13 +5,16 @@
 //! position), `kind` (tier -> seat|ga), `free:<t>` (the tier's seats neither held nor sold, scored
 //! by position, so best-available is the lowest scores), `tiers`, `count` (`<tier>:total|held|sold`),
 //! `held` (seat -> hold id), `sold` (set of seats), `exp` (hold id -> expiry ms), `committing`,
-//! `cust` / `custsold` (owner -> places held / bought), `hold:<id>` (the hold), and the pub/sub
-//! channel `updates`. `<prefix>:holdevent:<id>` finds a hold's event; `<prefix>:active` lists
-//! events with unexpired holds for the sweeper. Scripts use a single Redis (they build keys from
-//! their arguments), as deployed here.
+//! `cust` (`<owner>` -> places held, `<owner>:sold` -> places bought) and the pub/sub channel
+//! `updates`. Holds are keyed globally, `<prefix>:hold:<id>`, with their event's prefix in the
+//! field `ep`, so a hold id alone finds its event without a second key to keep. `<prefix>:active`
+//! lists events with unexpired holds for the sweeper; the event's `meta.active` mirrors its
+//! membership, so a hold adds the event only when it is not there yet. Scripts use a single Redis
+//! (they build keys from their arguments), as deployed here.
 //!
-//! Every script that reads holds first sweeps the event's due holds, so an expired hold never
-//! blocks a seat, even before the background sweeper gets to it. Every change is published on
+//! Every script that reads holds first sweeps the event's due holds (a hold only when something
+//! stands in its way), so an expired hold never blocks a seat, even before the background
+//! sweeper gets to it. Every change is published on
 //! `updates` with a per-event sequence number.
 
 const PRELUDE: &str = r#"
@@ -50,8 +53,9 @@ local function publish(cause, seats, status, touched)
     '","seats":[' .. table.concat(items, ',') .. '],"tiers":[' .. table.concat(tiers, ',') .. ']}')
   return seq
 end
+local function hold_key(hid) return GP .. ':hold:' .. hid end
 local function free_hold(hid, new_status)
-  local hk = k('hold:' .. hid)
+  local hk = hold_key(hid)
   local h = redis.call('HMGET', hk, 'status', 'owner', 'seats', 'ga_tier', 'ga_qty', 'places')
   if h[1] ~= 'active' and h[1] ~= 'committing' then return {}, {} end
   local freed, touched = {}, {}
@@ -102,46 +106,62 @@ end
 const HOLD: &str = r#"
 local hid, owner = ARGV[3], ARGV[4]
 local ttl, grace = tonumber(ARGV[5]), tonumber(ARGV[7])
-local meta = redis.call('HMGET', k('meta'), 'loaded', 'closed', 'limit')
+local meta = redis.call('HMGET', k('meta'), 'loaded', 'closed', 'limit', 'active')
 if meta[1] ~= '1' then return {'NOT_LOADED'} end
 if meta[2] == '1' then return {'CLOSED'} end
 local limit = tonumber(meta[3])
 local now = now_ms()
-sweep(now)
-local seats, tier_of, ga_tier, ga_qty = {}, {}, '', 0
-if ARGV[8] == 'seats' then
-  local unknown, taken = {}, {}
-  for i = 9, #ARGV do
-    local s = ARGV[i]
-    local t = redis.call('HGET', k('seat'), s)
-    if not t then
-      unknown[#unknown + 1] = s
-    elseif not redis.call('ZSCORE', k('free:' .. t), s) then
-      -- Not free: held or sold.
-      taken[#taken + 1] = s
+-- What this hold would take, or why it cannot: {seats, tier_of, ga_tier, ga_qty} | nil, refusal.
+local function pick()
+  local seats, tier_of, ga_tier, ga_qty = {}, {}, '', 0
+  if ARGV[8] == 'seats' then
+    local unknown, taken = {}, {}
+    for i = 9, #ARGV do
+      local s = ARGV[i]
+      local t = redis.call('HGET', k('seat'), s)
+      if not t then
+        unknown[#unknown + 1] = s
+      elseif not redis.call('ZSCORE', k('free:' .. t), s) then
+        -- Not free: held or sold.
+        taken[#taken + 1] = s
+      end
+      tier_of[s] = t
+      seats[#seats + 1] = s
     end
-    tier_of[s] = t
-    seats[#seats + 1] = s
-  end
-  if #unknown > 0 then table.insert(unknown, 1, 'UNKNOWN_SEAT'); return unknown end
-  if #taken > 0 then table.insert(taken, 1, 'TAKEN'); return taken end
-else
-  local tier, qty = ARGV[9], tonumber(ARGV[10])
-  local kind = redis.call('HGET', k('kind'), tier)
-  if not kind then return {'UNKNOWN_TIER'} end
-  if kind == 'ga' then
-    local c = tier_counts(tier)
-    if qty > c.free then return {'TAKEN', tostring(c.free)} end
-    ga_tier, ga_qty = tier, qty
+    if #unknown > 0 then table.insert(unknown, 1, 'UNKNOWN_SEAT'); return nil, unknown end
+    if #taken > 0 then table.insert(taken, 1, 'TAKEN'); return nil, taken end
   else
-    seats = redis.call('ZRANGE', k('free:' .. tier), 0, qty - 1)
-    if #seats < qty then return {'TAKEN', tostring(#seats)} end
-    for _, s in ipairs(seats) do tier_of[s] = tier end
+    local tier, qty = ARGV[9], tonumber(ARGV[10])
+    local kind = redis.call('HGET', k('kind'), tier)
+    if not kind then return nil, {'UNKNOWN_TIER'} end
+    if kind == 'ga' then
+      local c = tier_counts(tier)
+      if qty > c.free then return nil, {'TAKEN', tostring(c.free)} end
+      ga_tier, ga_qty = tier, qty
+    else
+      seats = redis.call('ZRANGE', k('free:' .. tier), 0, qty - 1)
+      if #seats < qty then return nil, {'TAKEN', tostring(#seats)} end
+      for _, s in ipairs(seats) do tier_of[s] = tier end
+    end
   end
+  local mine = redis.call('HMGET', k('cust'), owner, owner .. ':sold')
+  local have = tonumber(mine[1] or '0') + tonumber(mine[2] or '0')
+  if have + #seats + ga_qty > limit then return nil, {'LIMIT', tostring(have), tostring(limit)} end
+  return {seats = seats, tier_of = tier_of, ga_tier = ga_tier, ga_qty = ga_qty}
 end
+-- Best available must see the seats of holds just expired, so quantity holds sweep first.
+-- Named seats sweep only when something stands in the way (a taken seat, the customer's
+-- limit): an expired hold then never blocks anyone, and a hold that meets no conflict skips
+-- the sweep. The background sweeper frees the rest on time for watchers.
+local swept = ARGV[8] ~= 'seats'
+if swept then sweep(now) end
+local p, refusal = pick()
+if not p and not swept and refusal[1] ~= 'UNKNOWN_SEAT' and sweep(now) > 0 then
+  p, refusal = pick()
+end
+if not p then return refusal end
+local seats, tier_of, ga_tier, ga_qty = p.seats, p.tier_of, p.ga_tier, p.ga_qty
 local places = #seats + ga_qty
-local have = tonumber(redis.call('HGET', k('cust'), owner) or '0') + tonumber(redis.call('HGET', k('custsold'), owner) or '0')
-if have + places > limit then return {'LIMIT', tostring(have), tostring(limit)} end
 local touched, seat_tiers = {}, {}
 for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
@@ -158,12 +178,15 @@ end
 local now_s, expires_s, places_s, keep_s = int(now), int(now + ttl), int(places), int(ttl + grace)
 redis.call('ZADD', k('exp'), expires_s, hid)
 redis.call('HINCRBY', k('cust'), owner, places_s)
-local hk = k('hold:' .. hid)
+local hk = hold_key(hid)
 redis.call('HSET', hk, 'status', 'active', 'owner', owner, 'seats', table.concat(seats, ','),
-  'ga_tier', ga_tier, 'ga_qty', int(ga_qty), 'places', places_s, 'created', now_s, 'expires', expires_s, 'order', '')
+  'ga_tier', ga_tier, 'ga_qty', int(ga_qty), 'places', places_s, 'created', now_s, 'expires', expires_s, 'order', '',
+  'ep', EP)
 redis.call('PEXPIRE', hk, keep_s)
-redis.call('SET', GP .. ':holdevent:' .. hid, EP, 'PX', keep_s)
-redis.call('SADD', GP .. ':active', EP)
+if meta[4] ~= '1' then
+  redis.call('SADD', GP .. ':active', EP)
+  redis.call('HSET', k('meta'), 'active', '1')
+end
 publish('HELD', seats, 'HELD', touched)
 return {'OK', now_s, expires_s, table.concat(seats, ','), table.concat(seat_tiers, ',')}
 "#;
@@ -172,7 +195,7 @@ return {'OK', now_s, expires_s, table.concat(seats, ','), table.concat(seat_tier
 const RELEASE: &str = r#"
 sweep(now_ms())
 local hid = ARGV[3]
-local h = redis.call('HMGET', k('hold:' .. hid), 'status', 'owner')
+local h = redis.call('HMGET', hold_key(hid), 'status', 'owner')
 if not h[1] then return {'NOT_FOUND'} end
 if ARGV[4] ~= '' and h[2] ~= ARGV[4] then return {'NOT_FOUND'} end
 if h[1] ~= 'active' then return {'STATUS', h[1]} end
@@ -187,7 +210,7 @@ const BEGIN_COMMIT: &str = r#"
 local now = now_ms()
 sweep(now)
 local hid = ARGV[3]
-local hk = k('hold:' .. hid)
+local hk = hold_key(hid)
 local status = redis.call('HGET', hk, 'status')
 if not status then return {'NOT_FOUND'} end
 if status ~= 'active' then return {'STATUS', status} end
@@ -201,7 +224,7 @@ return {'OK'}
 /// Puts a hold whose durable commit failed back to active (expiring as before).
 const ABORT_COMMIT: &str = r#"
 local hid = ARGV[3]
-local hk = k('hold:' .. hid)
+local hk = hold_key(hid)
 if redis.call('HGET', hk, 'status') ~= 'committing' then return {'STATUS'} end
 redis.call('HSET', hk, 'status', 'active')
 redis.call('ZREM', k('committing'), hid)
@@ -213,7 +236,7 @@ return {'OK'}
 /// ARGV: prefixes, hold id, order id.
 const FINISH_COMMIT: &str = r#"
 local hid = ARGV[3]
-local hk = k('hold:' .. hid)
+local hk = hold_key(hid)
 local h = redis.call('HMGET', hk, 'status', 'owner', 'seats', 'ga_tier', 'ga_qty', 'places')
 if h[1] == 'committed' then return {'OK'} end
 if h[1] ~= 'committing' then return {'STATUS', tostring(h[1])} end
@@ -239,7 +262,7 @@ if h[4] ~= '' then
   touched[h[4]] = true
 end
 redis.call('HINCRBY', k('cust'), h[2], -tonumber(h[6]))
-redis.call('HINCRBY', k('custsold'), h[2], tonumber(h[6]))
+redis.call('HINCRBY', k('cust'), h[2] .. ':sold', tonumber(h[6]))
 redis.call('ZREM', k('committing'), hid)
 redis.call('HSET', hk, 'status', 'committed', 'order', ARGV[4])
 publish('SOLD', seats, 'SOLD', touched)
@@ -273,7 +296,7 @@ for _ = 1, m do
   touched[tier] = true
   places = places + qty
 end
-redis.call('HINCRBY', k('custsold'), owner, -places)
+redis.call('HINCRBY', k('cust'), owner .. ':sold', -places)
 publish('RETURNED', seats, 'FREE', touched)
 return {'OK'}
 "#;
@@ -283,7 +306,10 @@ return {'OK'}
 const SWEEP: &str = r#"
 local n = sweep(now_ms())
 local left = redis.call('ZCARD', k('exp')) + redis.call('ZCARD', k('committing'))
-if left == 0 then redis.call('SREM', GP .. ':active', EP) end
+if left == 0 then
+  redis.call('SREM', GP .. ':active', EP)
+  redis.call('HSET', k('meta'), 'active', '0')
+end
 return {n, left}
 "#;
 
@@ -314,7 +340,11 @@ for j = 1, #old, 2 do
   if string.sub(old[j], -5) == ':held' then ga_held[string.sub(old[j], 1, -6)] = tonumber(old[j + 1]) end
 end
 for _, t in ipairs(redis.call('SMEMBERS', k('tiers'))) do redis.call('DEL', k('free:' .. t)) end
-redis.call('DEL', k('seat'), k('pos'), k('kind'), k('tiers'), k('count'), k('sold'), k('custsold'))
+redis.call('DEL', k('seat'), k('pos'), k('kind'), k('tiers'), k('count'), k('sold'))
+-- Bought places are reloaded below; places held stay with their live holds.
+for _, f in ipairs(redis.call('HKEYS', k('cust'))) do
+  if string.sub(f, -5) == ':sold' then redis.call('HDEL', k('cust'), f) end
+end
 local i = 7
 local n = tonumber(ARGV[i]); i = i + 1
 for position = 1, n do
@@ -344,7 +374,7 @@ for _ = 1, n do
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  redis.call('HSET', k('custsold'), ARGV[i], ARGV[i + 1]); i = i + 2
+  redis.call('HSET', k('cust'), ARGV[i] .. ':sold', ARGV[i + 1]); i = i + 2
 end
 -- Live seat holds keep their seats; those on seats the new map dropped are let go.
 local held = redis.call('HGETALL', k('held'))

@@ -1,6 +1,8 @@
 //! Live availability for any number of watchers, across replicas: every change is published on
-//! the event's Redis channel by the script that made it; one pattern subscription per process
-//! fans the deltas out to the local watchers of each event.
+//! the event's Redis channel by the script that made it; one subscriber connection per process
+//! listens to the channels of the events watched here and fans their deltas out to the local
+//! watchers. Events nobody watches are not subscribed to, so Redis sends their deltas nowhere
+//! (in a flash sale, the hot event's holds cost no fan-out until someone watches it).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -9,8 +11,9 @@ use std::{
 };
 
 use futures::StreamExt;
+use redis::aio::PubSubSink;
 use serde::{Deserialize, Deserializer};
-use tokio::sync::broadcast;
+use tokio::sync::{OnceCell, broadcast};
 use uuid::Uuid;
 
 /// One change, as the Lua scripts publish it.
@@ -72,6 +75,8 @@ const LINGER: Duration = Duration::from_secs(30);
 
 struct Watched {
     sender: broadcast::Sender<Signal>,
+    /// Set once Redis has confirmed the subscription to the event's channel.
+    subscribed: Arc<OnceCell<()>>,
     /// The latest deltas, with consecutive sequence numbers.
     recent: VecDeque<Arc<Delta>>,
     /// Since when nobody has been listening.
@@ -100,34 +105,79 @@ impl Watched {
     }
 }
 
-/// Per-event broadcast channels fed by one Redis pattern subscription.
-#[derive(Clone, Default)]
+/// Per-event broadcast channels fed by one Redis subscriber connection.
+#[derive(Clone)]
 pub struct Fanout {
     channels: Arc<Mutex<HashMap<Uuid, Watched>>>,
+    /// The subscriber connection's command half while connected. Its lock also orders
+    /// subscribing against unsubscribing, so an event watched again right after it was
+    /// dropped is never left unsubscribed.
+    sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
+    channel_of: Arc<dyn Fn(Uuid) -> String + Send + Sync>,
 }
 
 impl Fanout {
-    pub fn subscribe(&self, event: Uuid) -> broadcast::Receiver<Signal> {
-        self.subscribe_after(event, 0).0
+    /// `channel_of` names an event's Redis channel.
+    pub fn new(channel_of: impl Fn(Uuid) -> String + Send + Sync + 'static) -> Self {
+        Self {
+            channels: Arc::default(),
+            sink: Arc::default(),
+            channel_of: Arc::new(channel_of),
+        }
+    }
+
+    pub async fn subscribe(&self, event: Uuid) -> broadcast::Receiver<Signal> {
+        self.subscribe_after(event, 0).await.0
     }
 
     /// Subscribes, and when `after` is a sequence this replica still has every later delta of,
     /// returns those deltas to send first (instead of a snapshot). The receiver gets every
-    /// delta after them: both are taken under one lock.
-    pub fn subscribe_after(
+    /// delta after them: both are taken under one lock. Returns once Redis delivers the event's
+    /// deltas here (or, while Redis is unreachable, at once: the watcher is told to
+    /// resynchronise when the connection is back).
+    pub async fn subscribe_after(
         &self,
         event: Uuid,
         after: i64,
     ) -> (broadcast::Receiver<Signal>, Option<Vec<Arc<Delta>>>) {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let watched = channels.entry(event).or_insert_with(|| Watched {
-            sender: broadcast::channel(1024).0,
-            recent: VecDeque::new(),
-            idle_since: None,
-        });
-        watched.idle_since = None;
-        let replay = (after > 0).then(|| watched.since(after)).flatten();
-        (watched.sender.subscribe(), replay)
+        let (receiver, replay, subscribed) = {
+            let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            let watched = channels.entry(event).or_insert_with(|| Watched {
+                sender: broadcast::channel(1024).0,
+                subscribed: Arc::default(),
+                recent: VecDeque::new(),
+                idle_since: None,
+            });
+            watched.idle_since = None;
+            let replay = (after > 0).then(|| watched.since(after)).flatten();
+            (watched.sender.subscribe(), replay, watched.subscribed.clone())
+        };
+        let channel = (self.channel_of)(event);
+        let confirmed = subscribed
+            .get_or_try_init(|| async {
+                match self.sink.lock().await.as_mut() {
+                    Some(sink) => sink.subscribe(&channel).await.map_err(|e| e.to_string()),
+                    None => Err("not connected".to_string()),
+                }
+            })
+            .await;
+        if let Err(error) = confirmed {
+            tracing::warn!(%error, %event, "availability subscription pending until redis is back");
+        }
+        (receiver, replay)
+    }
+
+    /// Drops the subscription of an event nobody watches any more, unless it was watched again.
+    async fn unsubscribe(&self, event: Uuid) {
+        let mut sink = self.sink.lock().await;
+        if self.is_watched(event) {
+            return;
+        }
+        if let Some(sink) = sink.as_mut()
+            && let Err(error) = sink.unsubscribe((self.channel_of)(event)).await
+        {
+            tracing::debug!(%error, %event, "unsubscribing an unwatched event failed");
+        }
     }
 
     fn is_watched(&self, event: Uuid) -> bool {
@@ -152,6 +202,8 @@ impl Fanout {
             let idle_since = *watched.idle_since.get_or_insert_with(Instant::now);
             if idle_since.elapsed() > LINGER {
                 channels.remove(&event);
+                let fanout = self.clone();
+                tokio::spawn(async move { fanout.unsubscribe(event).await });
             }
         }
     }
@@ -164,14 +216,15 @@ impl Fanout {
         }
     }
 
-    /// Subscribes to `pattern` and dispatches until the process ends, reconnecting with backoff.
-    pub async fn run(self, redis_url: String, pattern: String) {
+    /// Listens and dispatches until the process ends, reconnecting with backoff.
+    pub async fn run(self, redis_url: String) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.listen(&redis_url, &pattern).await {
+            match self.listen(&redis_url).await {
                 Ok(()) => tracing::warn!("availability subscription ended; reconnecting"),
                 Err(error) => tracing::warn!(%error, "availability subscription failed; reconnecting"),
             }
+            *self.sink.lock().await = None;
             // Deltas may have been missed: every watcher starts again from a snapshot.
             self.resync_all();
             tokio::time::sleep(backoff).await;
@@ -179,12 +232,25 @@ impl Fanout {
         }
     }
 
-    async fn listen(&self, redis_url: &str, pattern: &str) -> redis::RedisResult<()> {
+    async fn listen(&self, redis_url: &str) -> redis::RedisResult<()> {
         let client = redis::Client::open(redis_url)?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.psubscribe(pattern).await?;
+        let (mut sink, mut messages) = client.get_async_pubsub().await?.split();
+        {
+            // Under the sink's lock, so no watcher subscribes on the old connection meanwhile.
+            let mut slot = self.sink.lock().await;
+            let watched: Vec<Uuid> = self
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .copied()
+                .collect();
+            for event in watched {
+                sink.subscribe((self.channel_of)(event)).await?;
+            }
+            *slot = Some(sink);
+        }
         self.resync_all();
-        let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let channel = message.get_channel_name();
             let Some(event) = channel

@@ -337,6 +337,47 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
         .into_inner();
     assert_eq!(first.items, again.items);
     assert_eq!(first.items.len(), 2);
+    // Once Redis has forgotten the hold (flushed), a replay is answered from PostgreSQL, to
+    // the hold's owner only, and no other hold can be committed for the same order.
+    s.flush_redis().await;
+    let after_flush = client
+        .commit_hold(commit())
+        .await
+        .expect("a replay after a flush")
+        .into_inner();
+    assert_eq!(first.items, after_flush.items);
+    let stranger = client
+        .commit_hold(authed(
+            &bob,
+            pb::CommitHoldRequest {
+                hold_id: hold.id.clone(),
+                order_id: order.clone(),
+            },
+        ))
+        .await
+        .expect_err("not bob's hold");
+    assert_eq!(stranger.code(), Code::PermissionDenied);
+    let second_hold = s.hold_seats(&alice, event, &[seat(2)]).await.expect("held");
+    let same_order = s
+        .commit(&alice, second_hold.id.clone(), order.clone())
+        .await
+        .expect_err("the order is committed with the first hold");
+    assert_eq!(reason(&same_order), "ORDER_COMMITTED");
+    let states = seat_states(&s.availability(event).await);
+    assert_eq!(
+        states[&seat(2)],
+        pb::SeatStatus::Held as i32,
+        "the refused commit keeps the hold"
+    );
+    client
+        .release_hold(authed(
+            &alice,
+            pb::ReleaseHoldRequest {
+                hold_id: second_hold.id.clone(),
+            },
+        ))
+        .await
+        .expect("the kept hold is still active");
     let other_order = s
         .commit(&alice, hold.id.clone(), Uuid::now_v7().to_string())
         .await

@@ -413,3 +413,54 @@ async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_f
         .into_inner();
     assert_eq!(hold.status, pb::HoldStatus::Active as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_hold_blocks_nobody_even_before_the_sweeper_runs() {
+    // The background sweeper is as good as off: holds must get past expired ones by themselves.
+    let s = stack_with(|c| c.holds.sweep_interval = Duration::from_secs(60)).await;
+    let (org, organizer) = s.organizer().await;
+    // 6 seats, at most 2 places per customer.
+    let event = s.event(org, &organizer, 6, 0, 2).await;
+    let (_, alice) = s.user(&[]).await;
+    let (_, bob) = s.user(&[]).await;
+    let (_, carol) = s.user(&[]).await;
+    let hold_briefly = |token: &str, seats: &[String]| {
+        let request = authed(
+            token,
+            pb::HoldSeatsRequest {
+                event_id: event.to_string(),
+                seat_ids: seats.to_vec(),
+                ttl: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+            },
+        );
+        let mut client = s.client();
+        async move { client.hold_seats(request).await }
+    };
+
+    // Alice's expired places no longer count against her limit of 2.
+    hold_briefly(&alice, &[seat(0), seat(1)])
+        .await
+        .expect("alice's short hold");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.hold_seats(&alice, event, &[seat(2), seat(3)])
+        .await
+        .expect("expired places do not count against the limit");
+
+    // Carol gets the seat of Bob's expired hold.
+    hold_briefly(&bob, &[seat(4)]).await.expect("bob's short hold");
+    assert_eq!(
+        reason(&s.hold_seats(&carol, event, &[seat(4)]).await.expect_err("held")),
+        "SEAT_UNAVAILABLE"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.hold_seats(&carol, event, &[seat(4)])
+        .await
+        .expect("the expired hold no longer blocks seat 4");
+    let states = seat_states(&s.availability(event).await);
+    assert_eq!(
+        states[&seat(0)],
+        pb::SeatStatus::Free as i32,
+        "alice's old seats are free"
+    );
+    assert_eq!(states[&seat(4)], pb::SeatStatus::Held as i32);
+}
