@@ -94,6 +94,14 @@ pub struct MessagingConfig {
     /// How often the relay looks for rows written by other processes.
     #[serde(with = "duration_secs")]
     pub relay_poll_interval: Duration,
+    /// How long the relay, once woken, lets more commits join its batch: one transaction
+    /// and one round of broker confirms for a burst of events instead of one each.
+    #[serde(with = "duration_secs", default = "default_relay_linger")]
+    pub relay_linger: Duration,
+}
+
+fn default_relay_linger() -> Duration {
+    Duration::from_millis(5)
 }
 
 impl Default for MessagingConfig {
@@ -106,6 +114,7 @@ impl Default for MessagingConfig {
             max_deliveries: 5,
             relay_batch: 200,
             relay_poll_interval: Duration::from_millis(500),
+            relay_linger: default_relay_linger(),
         }
     }
 }
@@ -141,6 +150,12 @@ impl MessagingConfig {
             return Err(ConfigError::invalid(
                 format!("{key}.relay_batch"),
                 "must be 1 to 10000",
+            ));
+        }
+        if self.relay_linger > Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                format!("{key}.relay_linger"),
+                "must be at most 1 second",
             ));
         }
         if self.relay_poll_interval.is_zero() {
@@ -325,10 +340,16 @@ impl Relay {
                 outbox_backlog(&mut conn).await.unwrap_or(0)
             };
             metrics::gauge!("outbox_backlog", "producer" => self.producer).set(backlog as f64);
-            if published == 0 {
+            // A full batch may have more behind it; after a short one, rows come only with a
+            // signal (one sent while publishing is kept, so none is missed) or from another
+            // process, which the poll finds.
+            if backlog == 0 {
                 tokio::select! {
                     () = self.signal.0.notified() => {}
                     () = tokio::time::sleep(self.config.relay_poll_interval) => {}
+                }
+                if !self.config.relay_linger.is_zero() {
+                    tokio::time::sleep(self.config.relay_linger).await;
                 }
             }
         }
@@ -420,6 +441,17 @@ pub trait Handler: Send + Sync + 'static {
         conn: &'a mut AsyncPgConnection,
         envelope: &'a Envelope,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+    /// Whether the event can no longer have any effect, read before the handler's transaction
+    /// (for state that never moves back, such as an order already paid): such an event is
+    /// acknowledged without writing anything, as handling it would change nothing.
+    fn settled<'a>(
+        &'a self,
+        _conn: &'a mut AsyncPgConnection,
+        _envelope: &'a Envelope,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<bool>> + Send + 'a>> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// A service's subscription: its queue and the event types bound to it.
@@ -638,6 +670,9 @@ impl<H: Handler> Consumer<H> {
         let mut conn = self.pool.get().await.context("database")?;
         let name = self.name.as_str();
         let handler = &self.handler;
+        if handler.settled(&mut conn, envelope).await? {
+            return Ok(true);
+        }
         conn.transaction::<_, anyhow::Error, _>(async |conn| {
             let inserted = diesel::insert_into(processed_messages::table)
                 .values((

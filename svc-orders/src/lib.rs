@@ -67,6 +67,21 @@ impl Handler for PaymentOutcomes {
             orders::complete_from_event(conn, &self.0, order, payment).await
         })
     }
+
+    fn settled<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a events::Envelope,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            if envelope.event_type != "payment.succeeded" {
+                return Ok(false);
+            }
+            let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
+            let order = Uuid::parse_str(&paid.order_id).context("order id")?;
+            orders::finished(conn, order).await
+        })
+    }
 }
 
 impl Application {

@@ -404,15 +404,28 @@ impl Orders {
         &self.signer
     }
 
+    /// Creates the order, or answers a replay of its idempotency key with the order it made.
     pub async fn create(&self, token: &str, new: NewOrder) -> ApiResult<OrderView> {
         let fingerprint = new.fingerprint();
-        if let Some(existing) = self.by_key(new.buyer_id, &new.idempotency_key).await? {
-            return if existing.request_fingerprint == fingerprint {
-                self.view(existing).await
-            } else {
-                Err(key_reused())
-            };
+        // A first call needs no look-up of its key: the insert's unique key catches a replay,
+        // and so does any refusal on the way (a replay's hold is no longer active, say).
+        let error = match self.create_new(token, &new, &fingerprint).await {
+            Ok(view) => return Ok(view),
+            Err(error) => error,
+        };
+        match self.by_key(new.buyer_id, &new.idempotency_key).await? {
+            Some(existing) if existing.request_fingerprint == fingerprint => self.view(existing).await,
+            Some(_) => Err(key_reused()),
+            // A concurrent call for the same hold (with another key) got there first.
+            None if matches!(error, ApiError::AlreadyExists { .. }) => Err(ApiError::precondition(
+                "HOLD_ALREADY_ORDERED",
+                "another order was already created from this hold",
+            )),
+            None => Err(error),
         }
+    }
+
+    async fn create_new(&self, token: &str, new: &NewOrder, fingerprint: &str) -> ApiResult<OrderView> {
         let hold = self
             .peers
             .inventory
@@ -529,7 +542,7 @@ impl Orders {
                         orders::status.eq("pending_payment"),
                         orders::hold_id.eq(new.hold_id),
                         orders::idempotency_key.eq(&new.idempotency_key),
-                        orders::request_fingerprint.eq(&fingerprint),
+                        orders::request_fingerprint.eq(fingerprint),
                         orders::currency.eq(&currency),
                         orders::subtotal.eq(subtotal),
                         orders::discount_total.eq(discount_total),
@@ -599,20 +612,7 @@ impl Orders {
                 metrics::counter!("orders_created_total").increment(1);
                 Ok(view)
             }
-            // A concurrent call with the same key (or for the same hold) got there first.
-            Err(ApiError::AlreadyExists { .. }) => {
-                match self.by_key(new.buyer_id, &new.idempotency_key).await? {
-                    Some(existing) if existing.request_fingerprint == fingerprint => {
-                        self.view(existing).await
-                    }
-                    Some(_) => Err(key_reused()),
-                    None => Err(ApiError::precondition(
-                        "HOLD_ALREADY_ORDERED",
-                        "another order was already created from this hold",
-                    )),
-                }
-            }
-            Err(other) => Err(other),
+            Err(error) => Err(error),
         }
     }
 
@@ -771,14 +771,53 @@ impl Orders {
         self.complete(order.id, payment_id).await
     }
 
+    /// Takes the order's payment lease in one statement: an update that only matches a payable,
+    /// unleased order of `buyer`. Only when it matches nothing is the order read to say why.
     async fn take_lease(&self, buyer: Uuid, order_id: Uuid) -> ApiResult<Lease> {
         let mut conn = self.pool.get().await?;
-        let lease = self.config.charge_lease;
-        conn.transaction::<_, ApiError, _>(async |conn| {
-            let order = lock(conn, order_id).await?;
-            if order.buyer_id != buyer {
-                return Err(ApiError::NotFound { resource: "order" });
+        let lease = chrono::Duration::from_std(self.config.charge_lease).unwrap_or_default();
+        // A lease freed between the update and the read is taken on the next turn.
+        for _ in 0..3 {
+            let now = Utc::now();
+            let taken: Option<OrderRow> = diesel::update(
+                orders::table
+                    .find(order_id)
+                    .filter(orders::buyer_id.eq(buyer))
+                    .filter(orders::status.eq("pending_payment"))
+                    .filter(orders::payment_deadline.gt(now))
+                    .filter(
+                        orders::charging_until
+                            .is_null()
+                            .or(orders::charging_until.le(now)),
+                    ),
+            )
+            .set((
+                // An attempt left open (its outcome unknown) is retried with the same key.
+                orders::payment_attempt.eq(diesel::dsl::case_when(
+                    orders::attempt_open,
+                    orders::payment_attempt,
+                )
+                .otherwise(orders::payment_attempt + 1)),
+                orders::attempt_open.eq(true),
+                orders::charging_until.eq(Some(now + lease)),
+                orders::updated_at.eq(now),
+            ))
+            .returning(OrderRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+            if let Some(order) = taken {
+                let number = order.payment_attempt;
+                return Ok(Lease::Taken(Attempt { order, number }));
             }
+            let order = orders::table
+                .find(order_id)
+                .select(OrderRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()?
+                .filter(|o| o.buyer_id == buyer)
+                .ok_or(ApiError::NotFound { resource: "order" })?;
             if order.is_paid() {
                 return Ok(Lease::Done(order));
             }
@@ -798,25 +837,8 @@ impl Orders {
             if order.charging_until.is_some_and(|until| until > now) {
                 return Ok(Lease::Busy);
             }
-            let number = if order.attempt_open {
-                order.payment_attempt
-            } else {
-                order.payment_attempt + 1
-            };
-            let order = diesel::update(orders::table.find(order_id))
-                .set((
-                    orders::payment_attempt.eq(number),
-                    orders::attempt_open.eq(true),
-                    orders::charging_until
-                        .eq(Some(now + chrono::Duration::from_std(lease).unwrap_or_default())),
-                    orders::updated_at.eq(now),
-                ))
-                .returning(OrderRow::as_returning())
-                .get_result(conn)
-                .await?;
-            Ok(Lease::Taken(Attempt { order, number }))
-        })
-        .await
+        }
+        Err(ApiError::Unavailable("the order is changing; try again".into()))
     }
 
     /// Gives the lease back; `open` keeps the attempt's key for the next try (outcome unknown).
@@ -1369,31 +1391,44 @@ async fn complete_in(
     payment_id: Option<Uuid>,
 ) -> ApiResult<Completed> {
     conn.transaction::<_, ApiError, _>(async |conn| {
-        let order = lock(conn, order_id).await?;
-        if order.is_paid() {
-            return Ok(Completed::Before(order));
-        }
-        if order.status != "pending_payment" {
+        let now = Utc::now();
+        // Only a pending order is marked paid; the update's row lock orders this against the
+        // expiry sweeper and cancellation, which re-check the status under the same lock.
+        let updated: Option<OrderRow> = diesel::update(
+            orders::table
+                .find(order_id)
+                .filter(orders::status.eq("pending_payment")),
+        )
+        .set((
+            orders::status.eq("paid"),
+            orders::payment_id.eq(payment_id),
+            orders::paid_at.eq(Some(now)),
+            orders::attempt_open.eq(false),
+            orders::charging_until.eq(None::<DateTime<Utc>>),
+            orders::last_payment_error.eq(None::<String>),
+            orders::updated_at.eq(now),
+        ))
+        .returning(OrderRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(order) = updated else {
+            let order = orders::table
+                .find(order_id)
+                .select(OrderRow::as_select())
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or(ApiError::NotFound { resource: "order" })?;
+            if order.is_paid() {
+                return Ok(Completed::Before(order));
+            }
             // Expired or cancelled meanwhile: payments refunds the charge when it hears of it.
             return Err(ApiError::precondition(
                 "ORDER_NOT_PAYABLE",
                 format!("the order is {}; any charge is refunded", order.status),
             ));
-        }
-        let now = Utc::now();
-        let order = diesel::update(orders::table.find(order_id))
-            .set((
-                orders::status.eq("paid"),
-                orders::payment_id.eq(payment_id),
-                orders::paid_at.eq(Some(now)),
-                orders::attempt_open.eq(false),
-                orders::charging_until.eq(None::<DateTime<Utc>>),
-                orders::last_payment_error.eq(None::<String>),
-                orders::updated_at.eq(now),
-            ))
-            .returning(OrderRow::as_returning())
-            .get_result(conn)
-            .await?;
+        };
         let lines: Vec<LineRow> = order_lines::table
             .filter(order_lines::order_id.eq(order_id))
             .order(order_lines::position)
@@ -1458,6 +1493,19 @@ async fn complete_in(
         }))
     })
     .await
+}
+
+/// Whether the order is past payment (paid, or closed unpaid): states it never leaves, so a
+/// `payment.succeeded` for it has nothing left to do here.
+pub async fn finished(conn: &mut Conn, order_id: Uuid) -> anyhow::Result<bool> {
+    let status: Option<String> = orders::table
+        .find(order_id)
+        .select(orders::status)
+        .first(conn)
+        .await
+        .optional()
+        .with_context(|| format!("reading order {order_id}"))?;
+    Ok(status.is_some_and(|s| s != "pending_payment"))
 }
 
 /// The `payment.succeeded` consumer's work: finish an order whose PayOrder did not.

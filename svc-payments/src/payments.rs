@@ -186,7 +186,7 @@ impl Payments {
                 ));
             }
         };
-        let settled = self.settle(row.id, outcome).await?;
+        let settled = self.settle(row.id, row.order_id, outcome).await?;
         Ok(settled)
     }
 
@@ -210,25 +210,52 @@ impl Payments {
     }
 
     /// Records the outcome and its event; refunds at once if the order closed meanwhile.
-    async fn settle(&self, id: Uuid, outcome: Outcome) -> ApiResult<PaymentRow> {
+    async fn settle(&self, id: Uuid, order_id: Uuid, outcome: Outcome) -> ApiResult<PaymentRow> {
         let mut conn = self.pool.get().await?;
         let provider = self.provider.clone();
         let row = conn
             .transaction::<_, ApiError, _>(async |conn| {
-                let current = find_for_update(conn, id).await?;
-                if !current.is_processing() {
-                    return Ok(current);
-                }
+                // The order's row first, as the claim and the order's closing lock it.
                 let closed: Option<DateTime<Utc>> = payment_orders::table
-                    .find(current.order_id)
+                    .find(order_id)
                     .select(payment_orders::closed_at)
                     .for_update()
                     .first(conn)
                     .await?;
                 let now = Utc::now();
-                match outcome {
+                let (status, failure) = match &outcome {
+                    Outcome::Succeeded { .. } => ("succeeded", None),
+                    Outcome::Failed { code, message } => ("failed", Some((code.as_str_name(), message.as_str()))),
+                };
+                let reference = match &outcome {
+                    Outcome::Succeeded { reference } => Some(reference.as_str()),
+                    Outcome::Failed { .. } => None,
+                };
+                // Only a charge still processing is settled: a concurrent settlement (the
+                // sweeper's, or a retry's) already recorded the same processor outcome.
+                let settled: Option<PaymentRow> = diesel::update(
+                    payments::table
+                        .find(id)
+                        .filter(payments::status.eq("processing")),
+                )
+                .set((
+                    payments::status.eq(status),
+                    payments::provider_reference.eq(reference),
+                    payments::failure_code.eq(failure.map(|f| f.0)),
+                    payments::failure_message.eq(failure.map(|f| f.1)),
+                    payments::updated_at.eq(now),
+                ))
+                .returning(PaymentRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+                let Some(mut current) = settled else {
+                    return find(conn, id).await?.ok_or(ApiError::NotFound { resource: "payment" });
+                };
+                let mut events = Vec::with_capacity(2);
+                match &outcome {
                     Outcome::Succeeded { reference } => {
-                        let mut events = vec![OutboxEvent::new(
+                        events.push(OutboxEvent::new(
                             "payment.succeeded",
                             "payment",
                             current.id,
@@ -237,64 +264,43 @@ impl Payments {
                                 order_id: current.order_id.to_string(),
                                 amount: Some(current.money(current.amount)),
                             },
-                        )];
-                        let mut status = "succeeded";
-                        let mut refunded = 0;
+                        ));
                         if closed.is_some() {
                             // The order expired or was cancelled while the card was charged:
                             // give the money back rather than keep it without a ticket.
                             let key = format!("order-closed:{}", current.id);
                             provider
-                                .refund(&key, &reference, current.amount)
+                                .refund(&key, reference, current.amount)
                                 .await
                                 .map_err(ApiError::Internal)?;
                             let refund_id = insert_refund(conn, current.id, &key, current.amount, "order closed before payment completed").await?;
                             events.push(refunded_event(&current, refund_id, current.amount));
-                            status = "refunded";
-                            refunded = current.amount;
+                            current = diesel::update(payments::table.find(id))
+                                .set((payments::status.eq("refunded"), payments::refunded.eq(current.amount)))
+                                .returning(PaymentRow::as_returning())
+                                .get_result(conn)
+                                .await?;
                             tracing::warn!(payment = %current.id, order = %current.order_id, "charged after the order closed: refunded");
                         }
-                        diesel::update(payments::table.find(id))
-                            .set((
-                                payments::status.eq(status),
-                                payments::refunded.eq(refunded),
-                                payments::provider_reference.eq(reference),
-                                payments::updated_at.eq(now),
-                            ))
-                            .execute(conn)
-                            .await?;
-                        messaging::enqueue(conn, events).await?;
                         metrics::counter!("payments_total", "outcome" => "succeeded").increment(1);
                     }
-                    Outcome::Failed { code, message } => {
-                        diesel::update(payments::table.find(id))
-                            .set((
-                                payments::status.eq("failed"),
-                                payments::failure_code.eq(code.as_str_name()),
-                                payments::failure_message.eq(message),
-                                payments::updated_at.eq(now),
-                            ))
-                            .execute(conn)
-                            .await?;
-                        messaging::enqueue(
-                            conn,
-                            vec![OutboxEvent::new(
-                                "payment.failed",
-                                "payment",
-                                current.id,
-                                &events::PaymentFailed {
-                                    payment_id: current.id.to_string(),
-                                    order_id: current.order_id.to_string(),
-                                    amount: Some(current.money(current.amount)),
-                                    failure_code: code.as_str_name().to_string(),
-                                },
-                            )],
-                        )
-                        .await?;
+                    Outcome::Failed { code, .. } => {
+                        events.push(OutboxEvent::new(
+                            "payment.failed",
+                            "payment",
+                            current.id,
+                            &events::PaymentFailed {
+                                payment_id: current.id.to_string(),
+                                order_id: current.order_id.to_string(),
+                                amount: Some(current.money(current.amount)),
+                                failure_code: code.as_str_name().to_string(),
+                            },
+                        ));
                         metrics::counter!("payments_total", "outcome" => "failed").increment(1);
                     }
                 }
-                find(conn, id).await?.ok_or(ApiError::NotFound { resource: "payment" })
+                messaging::enqueue(conn, events).await?;
+                Ok(current)
             })
             .await?;
         self.outbox.notify();
@@ -304,22 +310,22 @@ impl Payments {
     /// Settles charges left `processing` by a process that died mid-charge.
     pub async fn settle_stale(&self, older_than: Duration) -> ApiResult<usize> {
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        let stale: Vec<(Uuid, String)> = {
+        let stale: Vec<(Uuid, Uuid, String)> = {
             let mut conn = self.pool.get().await?;
             payments::table
                 .filter(payments::status.eq("processing"))
                 .filter(payments::updated_at.lt(cutoff))
-                .select((payments::id, payments::idempotency_key))
+                .select((payments::id, payments::order_id, payments::idempotency_key))
                 .limit(100)
                 .load(&mut conn)
                 .await?
         };
-        for (id, key) in &stale {
+        for (id, order_id, key) in &stale {
             let outcome = match self.provider.lookup(key).await.map_err(ApiError::Internal)? {
                 Some(outcome) => outcome,
                 None => self.provider.void(key).await.map_err(ApiError::Internal)?,
             };
-            self.settle(*id, outcome).await?;
+            self.settle(*id, *order_id, outcome).await?;
         }
         Ok(stale.len())
     }
@@ -519,24 +525,25 @@ enum Claim {
 }
 
 /// The key's payment if there is one; otherwise a new `processing` row, unless the order closed.
+/// The insert comes first (a replayed key is the rare case): its unique key tells a replay.
 async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> ApiResult<Claim> {
-    if let Some(row) = find_by_key(conn, &input.key).await? {
-        return Ok(Claim::Existing(row));
-    }
     let inserted = conn
         .transaction::<_, ApiError, _>(async |conn| {
-            diesel::insert_into(payment_orders::table)
+            // Creates the order's row or locks it, in one statement (the no-op update takes
+            // the row lock the settlement and the order's closing also take).
+            let closed: Option<DateTime<Utc>> = diesel::insert_into(payment_orders::table)
                 .values(payment_orders::order_id.eq(input.order_id))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            let closed: Option<DateTime<Utc>> = payment_orders::table
-                .find(input.order_id)
-                .select(payment_orders::closed_at)
-                .for_update()
-                .first(conn)
+                .on_conflict(payment_orders::order_id)
+                .do_update()
+                .set(payment_orders::order_id.eq(diesel::upsert::excluded(payment_orders::order_id)))
+                .returning(payment_orders::closed_at)
+                .get_result(conn)
                 .await?;
             if closed.is_some() {
+                // A replay of a charge made before the order closed gets its answer back.
+                if let Some(row) = find_by_key(conn, &input.key).await? {
+                    return Ok(Claim::Existing(row));
+                }
                 return Err(ApiError::precondition(
                     "ORDER_CLOSED",
                     "the order expired or was cancelled; it can no longer be paid",
@@ -562,6 +569,7 @@ async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> Api
                 .returning(PaymentRow::as_returning())
                 .get_result(conn)
                 .await
+                .map(Claim::New)
                 .map_err(|e| {
                     if is_unique_violation(&e) {
                         ApiError::already_exists("PAYMENT_KEY_TAKEN", "a charge with this key exists")
@@ -572,8 +580,8 @@ async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> Api
         })
         .await;
     match inserted {
-        Ok(row) => Ok(Claim::New(row)),
-        // A concurrent call with the same key won the insert.
+        Ok(claim) => Ok(claim),
+        // The key was used before, or a concurrent call with it won the insert.
         Err(ApiError::AlreadyExists { .. }) => find_by_key(conn, &input.key)
             .await?
             .map(Claim::Existing)

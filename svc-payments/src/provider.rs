@@ -147,23 +147,25 @@ impl TestProvider {
         }
     }
 
-    /// Records the outcome for `key` unless one exists; returns the one that counts.
+    /// Records the outcome for `key` unless one exists; returns the one that counts. One
+    /// statement: on a replayed key the no-op update hands back the stored row.
     async fn record(&self, key: &str, outcome: &str, amount: i64) -> anyhow::Result<String> {
         let mut conn = self.pool.get().await?;
-        diesel::insert_into(test_processor_charges::table)
+        let (stored, reference): (String, String) = diesel::insert_into(test_processor_charges::table)
             .values((
                 test_processor_charges::idempotency_key.eq(key),
                 test_processor_charges::reference.eq(format!("tp_{}", Uuid::new_v4().simple())),
                 test_processor_charges::outcome.eq(outcome),
                 test_processor_charges::amount.eq(amount),
             ))
-            .on_conflict_do_nothing()
-            .execute(&mut conn)
-            .await?;
-        let (stored, reference): (String, String) = test_processor_charges::table
-            .find(key)
-            .select((test_processor_charges::outcome, test_processor_charges::reference))
-            .first(&mut conn)
+            .on_conflict(test_processor_charges::idempotency_key)
+            .do_update()
+            .set(
+                test_processor_charges::idempotency_key
+                    .eq(diesel::upsert::excluded(test_processor_charges::idempotency_key)),
+            )
+            .returning((test_processor_charges::outcome, test_processor_charges::reference))
+            .get_result(&mut conn)
             .await?;
         Ok(format!("{stored}|{reference}"))
     }
