@@ -76,3 +76,64 @@ pub fn summarize(mut samples: Vec<Duration>) -> Summary {
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// CPU time used so far (user + system) by every running process: pid -> (name, time). Names
+/// come from `/proc/<pid>/comm` (PostgreSQL's backends are all `postgres`, RabbitMQ is
+/// `beam.smp`, kernel workers are folded into `kworker`).
+pub type CpuSnapshot = std::collections::BTreeMap<u32, (String, Duration)>;
+
+pub fn cpu_by_process() -> CpuSnapshot {
+    let mut snapshot = CpuSnapshot::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return snapshot;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: the name may hold spaces and parentheses, the fields after
+        // it do not.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut name = stat.get(open + 1..close).unwrap_or_default().to_string();
+        if name.starts_with("kworker") {
+            // A kernel worker's name changes with its current work item.
+            name = "kworker".into();
+        }
+        let fields: Vec<&str> = stat
+            .get(close + 1..)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime, in USER_HZ (100 per second on every common configuration).
+        snapshot.insert(pid, (name, Duration::from_millis((ticks(11) + ticks(12)) * 10)));
+    }
+    snapshot
+}
+
+/// CPU used between two [`cpu_by_process`] snapshots, summed by process name, largest first,
+/// with the total. A process that ended in between is missed; one that started counts whole.
+pub fn cpu_used(after: &CpuSnapshot, before: &CpuSnapshot) -> (Vec<(String, Duration)>, Duration) {
+    let mut by_name: std::collections::BTreeMap<&str, Duration> = Default::default();
+    for (pid, (name, t)) in after {
+        let earlier = before
+            .get(pid)
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .unwrap_or_default();
+        *by_name.entry(name.as_str()).or_default() += t.saturating_sub(earlier);
+    }
+    let mut used: Vec<(String, Duration)> = by_name
+        .into_iter()
+        .filter(|(_, t)| !t.is_zero())
+        .map(|(name, t)| (name.to_string(), t))
+        .collect();
+    used.sort_by_key(|u| std::cmp::Reverse(u.1));
+    let total = used.iter().map(|(_, t)| *t).sum();
+    (used, total)
+}

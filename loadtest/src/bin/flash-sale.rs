@@ -425,6 +425,7 @@ async fn main() -> anyhow::Result<()> {
         sold_out: AtomicBool::new(false),
     });
     let before = commits(&mut stats).await?;
+    let cpu_before = loadtest::cpu_by_process();
     let started = Instant::now();
     let workers: Vec<_> = tokens
         .into_iter()
@@ -452,6 +453,7 @@ async fn main() -> anyhow::Result<()> {
     // Let the relays and consumers finish what the sale queued, and the statistics flush.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = commits(&mut stats).await?;
+    let cpu_after = loadtest::cpu_by_process();
     let settle = elapsed + Duration::from_secs(3);
     // Per database: commits during the sale minus what the idle rate would have made.
     let per_db: Vec<(String, f64)> = delta(&after, &before)
@@ -496,6 +498,19 @@ async fn main() -> anyhow::Result<()> {
         "PostgreSQL commits per checkout (idle rate subtracted): {:.1} = {}",
         sale_commits / checkouts,
         by_database.join(", ")
+    );
+    // CPU per checkout: the sale and the 3 s after it, when relays and consumers finish.
+    let (cpu, cpu_total) = loadtest::cpu_used(&cpu_after, &cpu_before);
+    let per_checkout = |t: Duration| t.as_secs_f64() * 1e6 / checkouts;
+    let shares: Vec<String> = cpu
+        .iter()
+        .filter(|(_, t)| per_checkout(*t) >= 20.0)
+        .map(|(name, t)| format!("{name} {:.0}", per_checkout(*t)))
+        .collect();
+    println!(
+        "CPU per checkout, all processes: {:.0} µs = {}",
+        per_checkout(cpu_total),
+        shares.join(", ")
     );
     let mut kinds: Vec<&String> = all.errors.iter().collect();
     kinds.sort();

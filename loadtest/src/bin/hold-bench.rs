@@ -161,6 +161,12 @@ async fn main() -> anyhow::Result<()> {
     // Per level: the rate of each round, the index of the baseline taken before it, the latencies.
     type Level = (usize, Vec<(f64, usize)>, Vec<std::time::Duration>, usize);
     let mut results: Vec<Level> = Vec::new();
+    // Per level: CPU used by each process during its rounds, and the rounds' wall time.
+    type CpuUse = (
+        std::collections::BTreeMap<String, std::time::Duration>,
+        std::time::Duration,
+    );
+    let mut cpu: std::collections::BTreeMap<usize, CpuUse> = Default::default();
     for (level, report) in plan {
         if report && baseline_requests > 0 {
             baselines.push(redis_baseline(&redis_url, baseline_requests)?);
@@ -188,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         // Warm up connections on a few seats.
         let next = Arc::new(AtomicUsize::new(0));
+        let cpu_before = loadtest::cpu_by_process();
         let started = Instant::now();
         let workers = (0..level).map(|w| {
             let mut client = InventoryServiceClient::new(channels[w % channels.len()].clone());
@@ -238,7 +245,16 @@ async fn main() -> anyhow::Result<()> {
             samples.extend(s);
             failures += f;
         }
-        let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+        let wall = started.elapsed();
+        let rate = samples.len() as f64 / wall.as_secs_f64();
+        if report {
+            let (used, _) = loadtest::cpu_used(&loadtest::cpu_by_process(), &cpu_before);
+            let entry = cpu.entry(level).or_default();
+            for (name, t) in used {
+                *entry.0.entry(name).or_default() += t;
+            }
+            entry.1 += wall;
+        }
         if report {
             let round = (rate, baselines.len().saturating_sub(1));
             match results.iter_mut().find(|r| r.0 == level) {
@@ -290,6 +306,24 @@ async fn main() -> anyhow::Result<()> {
             ms(summary.p99),
             ms(summary.max)
         );
+        if let Some((by_process, wall)) = cpu.get(&level) {
+            let total: std::time::Duration = by_process.values().sum();
+            let per_hold = |t: &std::time::Duration| t.as_secs_f64() * 1e6 / summary.count.max(1) as f64;
+            let mut shares: Vec<(&String, &std::time::Duration)> = by_process.iter().collect();
+            shares.sort_by_key(|s| std::cmp::Reverse(*s.1));
+            let shares: Vec<String> = shares
+                .iter()
+                .filter(|(_, t)| per_hold(t) >= 2.0)
+                .map(|(name, t)| format!("{name} {:.0}", per_hold(t)))
+                .collect();
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+            println!(
+                "  CPU per hold: {:.0} µs (machine {:.0}% busy) = {}",
+                per_hold(&total),
+                100.0 * total.as_secs_f64() / (wall.as_secs_f64() * cores),
+                shares.join(", ")
+            );
+        }
     }
     Ok(())
 }
