@@ -1515,18 +1515,8 @@ pub async fn complete_from_event(
     order_id: Uuid,
     payment_id: Uuid,
 ) -> anyhow::Result<()> {
-    // Usually PayOrder finished the order before this event arrived: a plain read settles that
-    // without the savepoint and row lock. Only a pending order can still be completed here.
-    let status: Option<String> = orders::table
-        .find(order_id)
-        .select(orders::status)
-        .first(conn)
-        .await
-        .optional()
-        .with_context(|| format!("reading order {order_id}"))?;
-    if status.as_deref() != Some("pending_payment") {
-        return Ok(());
-    }
+    // Usually PayOrder finished the order before this event arrived, and [`finished`] told the
+    // consumer so before its transaction; an order paid or closed since is left as it is.
     match complete_in(conn, signer, order_id, Some(payment_id)).await {
         Ok(_) => Ok(()),
         Err(ApiError::NotFound { .. } | ApiError::FailedPrecondition { .. }) => Ok(()),
