@@ -126,10 +126,6 @@ impl Fanout {
         }
     }
 
-    pub async fn subscribe(&self, event: Uuid) -> broadcast::Receiver<Signal> {
-        self.subscribe_after(event, 0).await.0
-    }
-
     /// Subscribes, and when `after` is a sequence this replica still has every later delta of,
     /// returns those deltas to send first (instead of a snapshot). The receiver gets every
     /// delta after them: both are taken under one lock. Returns once Redis delivers the event's

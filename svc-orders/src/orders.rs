@@ -785,11 +785,7 @@ impl Orders {
                     .filter(orders::buyer_id.eq(buyer))
                     .filter(orders::status.eq("pending_payment"))
                     .filter(orders::payment_deadline.gt(now))
-                    .filter(
-                        orders::charging_until
-                            .is_null()
-                            .or(orders::charging_until.le(now)),
-                    ),
+                    .filter(lease_free(now)),
             )
             .set((
                 // An attempt left open (its outcome unknown) is retried with the same key.
@@ -919,11 +915,7 @@ impl Orders {
         let due: Vec<Uuid> = orders::table
             .filter(orders::status.eq("pending_payment"))
             .filter(orders::payment_deadline.le(now))
-            .filter(
-                orders::charging_until
-                    .is_null()
-                    .or(orders::charging_until.le(now)),
-            )
+            .filter(lease_free(now))
             .select(orders::id)
             .order(orders::payment_deadline)
             .limit(500)
@@ -1310,6 +1302,18 @@ enum Lease {
 struct Attempt {
     order: OrderRow,
     number: i32,
+}
+
+/// Orders on which no payment attempt holds a lease at `now` (none was taken, or it ran out).
+fn lease_free(
+    now: DateTime<Utc>,
+) -> diesel::dsl::Or<
+    diesel::dsl::IsNull<orders::charging_until>,
+    diesel::dsl::LtEq<orders::charging_until, DateTime<Utc>>,
+> {
+    orders::charging_until
+        .is_null()
+        .or(orders::charging_until.le(now))
 }
 
 async fn lock(conn: &mut Conn, order_id: Uuid) -> ApiResult<OrderRow> {

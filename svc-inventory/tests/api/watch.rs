@@ -270,3 +270,47 @@ async fn a_watcher_that_comes_back_resumes_after_its_last_sequence_without_a_sna
         .expect_err("invalid");
     assert_eq!(negative.code(), tonic::Code::InvalidArgument);
 }
+
+/// Subscribers of an event's channel, as Redis counts them (pattern subscribers not included).
+async fn channel_subscribers(prefix: &str, event: Uuid) -> i64 {
+    let client = redis::Client::open(ticketing_testkit::redis_url()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let channel = format!("{prefix}:{{{event}}}:updates");
+    let counts: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async(&mut conn)
+        .await
+        .expect("numsub");
+    match counts.get(1) {
+        Some(redis::Value::Int(n)) => *n,
+        other => panic!("unexpected NUMSUB reply {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_subscribes_to_the_channels_of_watched_events_only() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let watched = s.event(org, &organizer, 3, 0, 10).await;
+    let unwatched = s.event(org, &organizer, 3, 0, 10).await;
+    let (_, buyer) = s.user(&[]).await;
+    s.hold_seats(&buyer, unwatched, &[seat(0)]).await.expect("held");
+    assert_eq!(channel_subscribers(&s.redis.prefix, watched).await, 0);
+
+    let mut stream = s
+        .client()
+        .watch_availability(pb::WatchAvailabilityRequest {
+            event_id: watched.to_string(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let Some(Update::Snapshot(_)) = next_change(&mut stream).await.update else {
+        panic!("a snapshot first")
+    };
+    // By the time the snapshot arrives the replica listens to the event, and to it alone.
+    assert_eq!(channel_subscribers(&s.redis.prefix, watched).await, 1);
+    assert_eq!(channel_subscribers(&s.redis.prefix, unwatched).await, 0);
+}
