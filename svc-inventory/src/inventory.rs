@@ -6,7 +6,11 @@
 //! active. If Redis loses its state, the next call rebuilds the event from PostgreSQL; holds are
 //! lost (they may be), sales never are.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeZone, Utc};
 use ticketing_platform::{ApiError, ApiResult, cache::Cache, db::PgPool};
@@ -81,7 +85,15 @@ pub struct Inventory {
     scripts: Arc<Scripts>,
     /// How long a hold record outlives its expiry in Redis (for GetHold to say "expired").
     record_grace: Duration,
+    /// Loads of one event take turns (events share a gate by their id's hash).
+    load_gates: Arc<[tokio::sync::Mutex<()>; LOAD_GATES]>,
 }
+
+/// Seats per staging script: a few milliseconds of Redis each, and within what Lua's `unpack`
+/// takes.
+const STAGE_CHUNK: usize = 1_000;
+
+const LOAD_GATES: usize = 64;
 
 fn map_redis(error: redis::RedisError) -> ApiError {
     ApiError::from(error)
@@ -94,6 +106,7 @@ impl Inventory {
             cache,
             scripts: Arc::new(Scripts::new()),
             record_grace: Duration::from_secs(600),
+            load_gates: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         }
     }
 
@@ -126,7 +139,16 @@ impl Inventory {
 
     /// Loads the event into Redis from PostgreSQL when Redis does not have it (first use, or
     /// after a flush or restart). NOT_FOUND when the event is not sellable at all.
+    ///
+    /// One load per event at a time in this replica: after a flush every call in a sale finds
+    /// the event missing, and all but the first then find it loaded instead of each reading
+    /// PostgreSQL and staging the whole map.
     pub async fn ensure_loaded(&self, event: Uuid, force: bool) -> ApiResult<()> {
+        let gate = &self.load_gates[(event.as_u128() % LOAD_GATES as u128) as usize];
+        let _turn = gate.lock().await;
+        if !force && self.loaded_in_redis(event).await? {
+            return Ok(());
+        }
         let state = {
             let mut conn = self.pool.get().await?;
             store::load_state(&mut conn, event).await?
@@ -137,32 +159,84 @@ impl Inventory {
         self.load(&state, force).await
     }
 
+    async fn loaded_in_redis(&self, event: Uuid) -> ApiResult<bool> {
+        let mut conn = self.cache.shared().await?;
+        let loaded: Option<String> = redis::cmd("HGET")
+            .arg(format!("{}:meta", self.event_prefix(event)))
+            .arg("loaded")
+            .query_async(&mut conn)
+            .await
+            .map_err(map_redis)?;
+        Ok(loaded.as_deref() == Some("1"))
+    }
+
+    /// Stages the seat map in short scripts, then swaps it in with the rest in one. Tries again
+    /// if the staged map went missing (a flush in between).
     async fn load(&self, state: &EventState, force: bool) -> ApiResult<()> {
         let e = &state.event;
-        let mut args = vec![
-            if force { "1" } else { "0" }.to_string(),
-            e.version.to_string(),
-            e.per_customer_limit.to_string(),
-            if e.closed { "1" } else { "0" }.to_string(),
-            state.seats.len().to_string(),
-        ];
-        for (seat, tier) in &state.seats {
-            args.push(seat.clone());
-            args.push(tier.clone());
+        for _ in 0..3 {
+            let load_id = Uuid::now_v7().simple().to_string();
+            let sold: HashSet<&str> = state.sold.iter().map(String::as_str).collect();
+            // (total, sold) per seat tier, in the map's order.
+            let mut seat_tiers: Vec<(&str, usize, usize)> = Vec::new();
+            for (index, chunk) in state.seats.chunks(STAGE_CHUNK).enumerate() {
+                let mut args = Vec::with_capacity(1 + 4 * chunk.len());
+                args.push(load_id.clone());
+                for (offset, (seat, tier)) in chunk.iter().enumerate() {
+                    let is_sold = sold.contains(seat.as_str());
+                    let at = match seat_tiers.iter().position(|(t, ..)| *t == tier.as_str()) {
+                        Some(at) => at,
+                        None => {
+                            seat_tiers.push((tier.as_str(), 0, 0));
+                            seat_tiers.len() - 1
+                        }
+                    };
+                    seat_tiers[at].1 += 1;
+                    seat_tiers[at].2 += usize::from(is_sold);
+                    let position = index * STAGE_CHUNK + offset + 1;
+                    args.extend([
+                        seat.clone(),
+                        tier.clone(),
+                        position.to_string(),
+                        if is_sold { "0" } else { "1" }.to_string(),
+                    ]);
+                }
+                self.invoke(&self.scripts.stage, e.event_id, &args).await?;
+            }
+            let mut args = vec![
+                load_id,
+                if force { "1" } else { "0" }.to_string(),
+                e.version.to_string(),
+                e.per_customer_limit.to_string(),
+                if e.closed { "1" } else { "0" }.to_string(),
+                state.seats.len().to_string(),
+                seat_tiers.len().to_string(),
+            ];
+            for (tier, total, sold) in &seat_tiers {
+                args.extend([tier.to_string(), total.to_string(), sold.to_string()]);
+            }
+            args.push(state.quotas.len().to_string());
+            for (tier, capacity, sold) in &state.quotas {
+                args.extend([tier.clone(), capacity.to_string(), sold.to_string()]);
+            }
+            args.push(state.sold.len().to_string());
+            args.extend(state.sold.iter().cloned());
+            args.push(state.bought.len().to_string());
+            for (owner, places) in &state.bought {
+                args.extend([format!("{owner}:sold"), places.to_string()]);
+            }
+            let result = self.invoke(&self.scripts.load, e.event_id, &args).await?;
+            let outcome = first(&result);
+            if outcome.as_deref() == Some("RESTAGE") {
+                tracing::warn!(event_id = %e.event_id, "staged seat map went missing; loading again");
+                continue;
+            }
+            tracing::info!(event_id = %e.event_id, seats = state.seats.len(), outcome = ?outcome, "event state loaded into redis");
+            return Ok(());
         }
-        args.push(state.quotas.len().to_string());
-        for (tier, capacity, sold) in &state.quotas {
-            args.extend([tier.clone(), capacity.to_string(), sold.to_string()]);
-        }
-        args.push(state.sold.len().to_string());
-        args.extend(state.sold.iter().cloned());
-        args.push(state.bought.len().to_string());
-        for (owner, places) in &state.bought {
-            args.extend([owner.to_string(), places.to_string()]);
-        }
-        let result = self.invoke(&self.scripts.load, e.event_id, &args).await?;
-        tracing::info!(event_id = %e.event_id, outcome = ?first(&result), "event state loaded into redis");
-        Ok(())
+        Err(ApiError::Unavailable(
+            "the event's state could not be loaded into the cache".into(),
+        ))
     }
 
     /// Stores a configuration and makes it live. Idempotent on the version.

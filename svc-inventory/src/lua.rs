@@ -326,14 +326,67 @@ return {'1', seq, meta[3] or '0', redis.call('HGETALL', k('count')), redis.call(
   redis.call('SMEMBERS', k('sold')), all}
 "#;
 
-/// (Re)loads an event's static state from PostgreSQL's truth, keeping live holds.
-/// ARGV: prefixes, force, version, limit, closed, n seats, (seat, tier).., n quotas,
-/// (tier, capacity, sold).., n sold seats, seats.., n owners, (owner, places)..
-/// Returns {OK} | {ALREADY} (loaded and not forced) | {NEWER} (a newer version is loaded).
+/// Writes part of an event's seat map under a load's own keys, where no hold sees it: a large map
+/// goes in many short scripts instead of one that would stall Redis (and outlast the client's
+/// response timeout). The keys expire if the load is abandoned.
+/// ARGV: prefixes, load id, then (seat, tier, position, '1' when free)..
+const STAGE: &str = r#"
+local function sk(s) return EP .. ':stage:' .. ARGV[3] .. ':' .. s end
+local keep = 600000
+local seat_args, pos_args, free = {}, {}, {}
+for i = 4, #ARGV, 4 do
+  local s, t, p = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  seat_args[#seat_args + 1] = s; seat_args[#seat_args + 1] = t
+  pos_args[#pos_args + 1] = s; pos_args[#pos_args + 1] = p
+  if ARGV[i + 3] == '1' then
+    local z = free[t]
+    if not z then z = {}; free[t] = z end
+    z[#z + 1] = p; z[#z + 1] = s
+  end
+end
+if #seat_args > 0 then
+  redis.call('HSET', sk('seat'), unpack(seat_args))
+  redis.call('HSET', sk('pos'), unpack(pos_args))
+  redis.call('PEXPIRE', sk('seat'), keep)
+  redis.call('PEXPIRE', sk('pos'), keep)
+end
+for t, z in pairs(free) do
+  redis.call('ZADD', sk('free:' .. t), unpack(z))
+  redis.call('PEXPIRE', sk('free:' .. t), keep)
+end
+return {'OK'}
+"#;
+
+/// (Re)loads an event's static state from PostgreSQL's truth, keeping live holds: swaps in the
+/// seat map a load staged, then writes counts, sold seats and bought places in bulk.
+/// ARGV: prefixes, load id, force, version, limit, closed, seats staged, n seat tiers,
+/// (tier, total, sold).., n quotas, (tier, capacity, sold).., n sold seats, seats.., n owners,
+/// (`<owner>:sold`, places)..
+/// Returns {OK} | {ALREADY} (loaded and not forced) | {NEWER} (a newer version is loaded) |
+/// {RESTAGE} (the staged map is incomplete, e.g. Redis was flushed meanwhile).
 const LOAD: &str = r#"
+local function sk(s) return EP .. ':stage:' .. ARGV[3] .. ':' .. s end
+-- ARGV[from .. from + count - 1] as arguments of `cmd key`, at most 1000 at a time (Lua's
+-- unpack has a limit).
+local function bulk(cmd, key, from, count)
+  local last = from + count - 1
+  local i = from
+  while i <= last do
+    local j = math.min(i + 999, last)
+    redis.call(cmd, key, unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+local seat_tiers = {}
+for j = 1, tonumber(ARGV[9]) do seat_tiers[j] = ARGV[10 + (j - 1) * 3] end
+local function drop_stage()
+  redis.call('DEL', sk('seat'), sk('pos'))
+  for _, t in ipairs(seat_tiers) do redis.call('DEL', sk('free:' .. t)) end
+end
 local meta = redis.call('HMGET', k('meta'), 'loaded', 'version')
-if ARGV[3] ~= '1' and meta[1] == '1' then return {'ALREADY'} end
-if meta[1] == '1' and tonumber(meta[2] or '0') > tonumber(ARGV[4]) then return {'NEWER'} end
+if ARGV[4] ~= '1' and meta[1] == '1' then drop_stage(); return {'ALREADY'} end
+if meta[1] == '1' and tonumber(meta[2] or '0') > tonumber(ARGV[5]) then drop_stage(); return {'NEWER'} end
+if redis.call('HLEN', sk('seat')) ~= tonumber(ARGV[8]) then drop_stage(); return {'RESTAGE'} end
 local ga_held = {}
 local old = redis.call('HGETALL', k('count'))
 for j = 1, #old, 2 do
@@ -342,40 +395,39 @@ end
 for _, t in ipairs(redis.call('SMEMBERS', k('tiers'))) do redis.call('DEL', k('free:' .. t)) end
 redis.call('DEL', k('seat'), k('pos'), k('kind'), k('tiers'), k('count'), k('sold'))
 -- Bought places are reloaded below; places held stay with their live holds.
+local stale = {}
 for _, f in ipairs(redis.call('HKEYS', k('cust'))) do
-  if string.sub(f, -5) == ':sold' then redis.call('HDEL', k('cust'), f) end
+  if string.sub(f, -5) == ':sold' then stale[#stale + 1] = f end
 end
-local i = 7
+for a = 1, #stale, 1000 do redis.call('HDEL', k('cust'), unpack(stale, a, math.min(a + 999, #stale))) end
+if tonumber(ARGV[8]) > 0 then
+  redis.call('RENAME', sk('seat'), k('seat'))
+  redis.call('RENAME', sk('pos'), k('pos'))
+  redis.call('PERSIST', k('seat'))
+  redis.call('PERSIST', k('pos'))
+end
+local i = 10
+for _ = 1, #seat_tiers do
+  local t, total, sold = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
+  redis.call('HSET', k('kind'), t, 'seat')
+  redis.call('SADD', k('tiers'), t)
+  redis.call('HSET', k('count'), t .. ':total', total, t .. ':sold', sold, t .. ':held', '0')
+  -- A tier sold out has no free set staged.
+  if redis.call('EXISTS', sk('free:' .. t)) == 1 then
+    redis.call('RENAME', sk('free:' .. t), k('free:' .. t))
+    redis.call('PERSIST', k('free:' .. t))
+  end
+end
 local n = tonumber(ARGV[i]); i = i + 1
-for position = 1, n do
-  local seat, tier = ARGV[i], ARGV[i + 1]; i = i + 2
-  redis.call('HSET', k('seat'), seat, tier)
-  redis.call('HSET', k('pos'), seat, position)
-  redis.call('HSET', k('kind'), tier, 'seat')
-  redis.call('ZADD', k('free:' .. tier), position, seat)
-  redis.call('SADD', k('tiers'), tier)
-  redis.call('HINCRBY', k('count'), tier .. ':total', 1)
-end
-n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local tier, cap, sold = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
   redis.call('HSET', k('kind'), tier, 'ga')
   redis.call('HSET', k('count'), tier .. ':total', cap, tier .. ':sold', sold, tier .. ':held', ga_held[tier] or 0)
 end
 n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  local seat = ARGV[i]; i = i + 1
-  redis.call('SADD', k('sold'), seat)
-  local tier = redis.call('HGET', k('seat'), seat)
-  if tier then
-    redis.call('HINCRBY', k('count'), tier .. ':sold', 1)
-    redis.call('ZREM', k('free:' .. tier), seat)
-  end
-end
+bulk('SADD', k('sold'), i, n); i = i + n
 n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('HSET', k('cust'), ARGV[i] .. ':sold', ARGV[i + 1]); i = i + 2
-end
+bulk('HSET', k('cust'), i, 2 * n); i = i + 2 * n
 -- Live seat holds keep their seats; those on seats the new map dropped are let go.
 local held = redis.call('HGETALL', k('held'))
 for j = 1, #held, 2 do
@@ -387,7 +439,7 @@ for j = 1, #held, 2 do
     redis.call('HDEL', k('held'), held[j])
   end
 end
-redis.call('HSET', k('meta'), 'loaded', '1', 'version', ARGV[4], 'limit', ARGV[5], 'closed', ARGV[6])
+redis.call('HSET', k('meta'), 'loaded', '1', 'version', ARGV[5], 'limit', ARGV[6], 'closed', ARGV[7])
 publish('RESYNC', {}, 'FREE', {})
 return {'OK'}
 "#;
@@ -409,6 +461,7 @@ pub struct Scripts {
     pub return_sold: redis::Script,
     pub sweep: redis::Script,
     pub snapshot: redis::Script,
+    pub stage: redis::Script,
     pub load: redis::Script,
     pub close: redis::Script,
 }
@@ -425,6 +478,7 @@ impl Scripts {
             return_sold: with_prelude(RETURN_SOLD),
             sweep: with_prelude(SWEEP),
             snapshot: with_prelude(SNAPSHOT),
+            stage: with_prelude(STAGE),
             load: with_prelude(LOAD),
             close: with_prelude(CLOSE),
         }

@@ -4,4 +4,5 @@
 mod helpers;
 mod holds;
 mod invariants;
+mod load;
 mod watch;
