@@ -54,7 +54,10 @@ async fn the_largest_map_allowed_goes_on_sale_and_comes_back_after_a_flush() {
         (seats as i32, seats as i32)
     );
     let last = seat(seats - 1);
-    let hold = s.hold_seats(&alice, event, &[last.clone()]).await.expect("held");
+    let hold = s
+        .hold_seats(&alice, event, std::slice::from_ref(&last))
+        .await
+        .expect("held");
     s.commit(&alice, hold.id, Uuid::now_v7().to_string())
         .await
         .expect("sold");
