@@ -268,12 +268,16 @@ impl Inventory {
     ) -> ApiResult<Result<(HoldView, Vec<Item>), HoldRefused>> {
         // The hot path touches Redis only; PostgreSQL is read just to rebuild a lost event.
         let hold_id = Uuid::now_v7();
+        let places = match &want {
+            Want::Seats(seats) => seats.len(),
+            Want::Quantity { quantity, .. } => usize::try_from(*quantity).unwrap_or(0),
+        };
         let mut args = vec![
             hold_id.to_string(),
             owner.to_string(),
             ttl.as_millis().to_string(),
-            String::new(),
-            self.record_grace.as_millis().to_string(),
+            (ttl + self.record_grace).as_millis().to_string(),
+            places.to_string(),
         ];
         match &want {
             Want::Seats(seats) => {

@@ -98,91 +98,103 @@ local function sweep(now)
 end
 "#;
 
-/// ARGV: prefixes, hold id, owner, ttl ms, (unused), record grace ms, mode, then
+/// ARGV: prefixes, hold id, owner, ttl ms, how long the record is kept (ms), places, mode, then
 /// `seats`: seat ids | `quantity`: tier, quantity.
 /// Returns {OK, now, expires, seats, their tiers} | {NOT_LOADED} | {CLOSED} | {UNKNOWN_SEAT, ids..} |
 /// {UNKNOWN_TIER} | {TAKEN, ids.. or free count} | {LIMIT, already, limit}. The per-customer
 /// limit is the event's, loaded with it.
 const HOLD: &str = r#"
-local hid, owner = ARGV[3], ARGV[4]
-local ttl, grace = tonumber(ARGV[5]), tonumber(ARGV[7])
+local hid, owner, places_s = ARGV[3], ARGV[4], ARGV[7]
+local ttl, places = tonumber(ARGV[5]), tonumber(ARGV[7])
 local meta = redis.call('HMGET', k('meta'), 'loaded', 'closed', 'limit', 'active')
 if meta[1] ~= '1' then return {'NOT_LOADED'} end
 if meta[2] == '1' then return {'CLOSED'} end
 local limit = tonumber(meta[3])
-local now = now_ms()
--- What this hold would take, or why it cannot: {seats, tier_of, ga_tier, ga_qty} | nil, refusal.
-local function pick()
-  local seats, tier_of, ga_tier, ga_qty = {}, {}, '', 0
-  if ARGV[8] == 'seats' then
-    local unknown, taken = {}, {}
-    for i = 9, #ARGV do
-      local s = ARGV[i]
-      local t = redis.call('HGET', k('seat'), s)
-      if not t then
-        unknown[#unknown + 1] = s
-      elseif not redis.call('ZSCORE', k('free:' .. t), s) then
-        -- Not free: held or sold.
-        taken[#taken + 1] = s
-      end
-      tier_of[s] = t
-      seats[#seats + 1] = s
-    end
-    if #unknown > 0 then table.insert(unknown, 1, 'UNKNOWN_SEAT'); return nil, unknown end
-    if #taken > 0 then table.insert(taken, 1, 'TAKEN'); return nil, taken end
-  else
-    local tier, qty = ARGV[9], tonumber(ARGV[10])
-    local kind = redis.call('HGET', k('kind'), tier)
-    if not kind then return nil, {'UNKNOWN_TIER'} end
-    if kind == 'ga' then
-      local c = tier_counts(tier)
-      if qty > c.free then return nil, {'TAKEN', tostring(c.free)} end
-      ga_tier, ga_qty = tier, qty
-    else
-      seats = redis.call('ZRANGE', k('free:' .. tier), 0, qty - 1)
-      if #seats < qty then return nil, {'TAKEN', tostring(#seats)} end
-      for _, s in ipairs(seats) do tier_of[s] = tier end
-    end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The same instant as text, cut from TIME's own digits.
+local now_s = t[1] .. string.sub(string.rep('0', 6 - #t[2]) .. t[2], 1, 3)
+local by_seat = ARGV[8] == 'seats'
+local seats, tier_of, tier, kind, qty = {}, {}, nil, nil, 0
+-- Unknown seats or tier refuse before anything is looked at.
+if by_seat then
+  local unknown = {}
+  for i = 9, #ARGV do
+    local s = ARGV[i]
+    local st = redis.call('HGET', k('seat'), s)
+    if not st then unknown[#unknown + 1] = s end
+    tier_of[s] = st
+    seats[#seats + 1] = s
   end
+  if #unknown > 0 then table.insert(unknown, 1, 'UNKNOWN_SEAT'); return unknown end
+else
+  tier, qty = ARGV[9], tonumber(ARGV[10])
+  kind = redis.call('HGET', k('kind'), tier)
+  if not kind then return {'UNKNOWN_TIER'} end
+end
+local function over_limit()
   local mine = redis.call('HMGET', k('cust'), owner, owner .. ':sold')
   local have = tonumber(mine[1] or '0') + tonumber(mine[2] or '0')
-  if have + #seats + ga_qty > limit then return nil, {'LIMIT', tostring(have), tostring(limit)} end
-  return {seats = seats, tier_of = tier_of, ga_tier = ga_tier, ga_qty = ga_qty}
+  if have + places > limit then return {'LIMIT', tostring(have), tostring(limit)} end
+end
+-- Takes the places off the free sets, or takes nothing and says why. A named seat is free when
+-- removing it from its tier's free set removes something, so the check and the taking are one
+-- call; on a conflict the seats taken so far go back.
+local function take()
+  if by_seat then
+    local taken, got = {}, {}
+    for _, s in ipairs(seats) do
+      if redis.call('ZREM', k('free:' .. tier_of[s]), s) == 1 then got[#got + 1] = s else taken[#taken + 1] = s end
+    end
+    if #taken > 0 then
+      for _, s in ipairs(got) do make_free(s, tier_of[s]) end
+      table.insert(taken, 1, 'TAKEN')
+      return taken
+    end
+  elseif kind == 'ga' then
+    local c = tier_counts(tier)
+    if qty > c.free then return {'TAKEN', tostring(c.free)} end
+  else
+    seats = redis.call('ZRANGE', k('free:' .. tier), 0, qty - 1)
+    if #seats < qty then return {'TAKEN', tostring(#seats)} end
+    for _, s in ipairs(seats) do
+      redis.call('ZREM', k('free:' .. tier), s)
+      tier_of[s] = tier
+    end
+  end
 end
 -- Best available must see the seats of holds just expired, so quantity holds sweep first.
 -- Named seats sweep only when something stands in the way (a taken seat, the customer's
 -- limit): an expired hold then never blocks anyone, and a hold that meets no conflict skips
 -- the sweep. The background sweeper frees the rest on time for watchers.
-local swept = ARGV[8] ~= 'seats'
+local swept = not by_seat
 if swept then sweep(now) end
-local p, refusal = pick()
-if not p and not swept and refusal[1] ~= 'UNKNOWN_SEAT' and sweep(now) > 0 then
-  p, refusal = pick()
-end
-if not p then return refusal end
-local seats, tier_of, ga_tier, ga_qty = p.seats, p.tier_of, p.ga_tier, p.ga_qty
-local places = #seats + ga_qty
-local touched, seat_tiers = {}, {}
+local refusal = over_limit() or take()
+if refusal and not swept and sweep(now) > 0 then refusal = over_limit() or take() end
+if refusal then return refusal end
+local touched, seat_tiers, ga_tier, ga_qty = {}, {}, '', '0'
 for _, s in ipairs(seats) do
   redis.call('HSET', k('held'), s, hid)
-  local t = tier_of[s]
-  redis.call('HINCRBY', k('count'), t .. ':held', '1')
-  redis.call('ZREM', k('free:' .. t), s)
-  touched[t] = true
-  seat_tiers[#seat_tiers + 1] = t
+  local st = tier_of[s]
+  touched[st] = (touched[st] or 0) + 1
+  seat_tiers[#seat_tiers + 1] = st
 end
-if ga_qty > 0 then
-  redis.call('HINCRBY', k('count'), ga_tier .. ':held', int(ga_qty))
-  touched[ga_tier] = true
+for st, n in pairs(touched) do
+  redis.call('HINCRBY', k('count'), st .. ':held', n == 1 and '1' or int(n))
 end
-local now_s, expires_s, places_s, keep_s = int(now), int(now + ttl), int(places), int(ttl + grace)
+if kind == 'ga' then
+  ga_tier, ga_qty = tier, ARGV[10]
+  redis.call('HINCRBY', k('count'), tier .. ':held', ga_qty)
+  touched[tier] = true
+end
+local expires_s = int(now + ttl)
 redis.call('ZADD', k('exp'), expires_s, hid)
 redis.call('HINCRBY', k('cust'), owner, places_s)
 local hk = hold_key(hid)
 redis.call('HSET', hk, 'status', 'active', 'owner', owner, 'seats', table.concat(seats, ','),
-  'ga_tier', ga_tier, 'ga_qty', int(ga_qty), 'places', places_s, 'created', now_s, 'expires', expires_s, 'order', '',
+  'ga_tier', ga_tier, 'ga_qty', ga_qty, 'places', places_s, 'created', now_s, 'expires', expires_s, 'order', '',
   'ep', EP)
-redis.call('PEXPIRE', hk, keep_s)
+redis.call('PEXPIRE', hk, ARGV[6])
 if meta[4] ~= '1' then
   redis.call('SADD', GP .. ':active', EP)
   redis.call('HSET', k('meta'), 'active', '1')
