@@ -39,6 +39,10 @@ end
 -- ids, which may hold any character, go through cjson.
 local function publish(cause, seats, status, touched)
   local seq = redis.call('HINCRBY', k('meta'), 'seq', 1)
+  -- No replica has a watcher of this event: the sequence still moves (a watcher arriving later
+  -- subscribes before its snapshot, which carries it), but no delta is built or sent. The
+  -- script is atomic, so nobody subscribes between this look and the PUBLISH.
+  if redis.call('PUBSUB', 'NUMSUB', k('updates'))[2] == 0 then return seq end
   local items = {}
   for i, s in ipairs(seats) do
     items[i] = '{"id":' .. cjson.encode(s) .. ',"status":"' .. status .. '"}'

@@ -295,8 +295,12 @@ async fn a_replica_subscribes_to_the_channels_of_watched_events_only() {
     let watched = s.event(org, &organizer, 3, 0, 10).await;
     let unwatched = s.event(org, &organizer, 3, 0, 10).await;
     let (_, buyer) = s.user(&[]).await;
+    let before = s.availability(unwatched).await.sequence;
     s.hold_seats(&buyer, unwatched, &[seat(0)]).await.expect("held");
     assert_eq!(channel_subscribers(&s.redis.prefix, watched).await, 0);
+    // Nothing is published with nobody listening, but the sequence moves: a watcher arriving
+    // with an older one must learn that it missed something.
+    assert_eq!(s.availability(unwatched).await.sequence, before + 1);
 
     let mut stream = s
         .client()
@@ -313,4 +317,14 @@ async fn a_replica_subscribes_to_the_channels_of_watched_events_only() {
     // By the time the snapshot arrives the replica listens to the event, and to it alone.
     assert_eq!(channel_subscribers(&s.redis.prefix, watched).await, 1);
     assert_eq!(channel_subscribers(&s.redis.prefix, unwatched).await, 0);
+
+    // Once someone listens, every change is published again.
+    s.hold_seats(&buyer, watched, &[seat(1)]).await.expect("held");
+    let Some(Update::Delta(delta)) = next_change(&mut stream).await.update else {
+        panic!("a delta")
+    };
+    assert_eq!(
+        delta.seats.iter().map(|s| s.seat_id.clone()).collect::<Vec<_>>(),
+        [seat(1)]
+    );
 }
