@@ -15,6 +15,10 @@
 //! reports its median ratio. The machine's speed drifts by a third within minutes, so only
 //! neighbouring measurements compare. After each baseline the bench waits for its short-lived keys
 //! to expire, which would otherwise slow the round that follows.
+//!
+//! Last, it measures the ceiling Redis itself puts on holds: inventory's own hold script driven
+//! straight by `redis-benchmark` (see [`script_ceiling`]), and gives each level's rate as a share
+//! of it too.
 
 use std::{
     process::Command,
@@ -44,34 +48,77 @@ fn redis_baseline(redis_url: &str, requests: usize) -> anyhow::Result<f64> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_connection()?;
     let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(HOLD).query(&mut conn)?;
+    let (h, p) = host_port(redis_url);
+    let key = "holdbench:{s}:__rand_int__";
+    let output = Command::new("redis-benchmark")
+        .args(["-h", &h, "-p", &p, "-c", "50", "-n", &requests.to_string()])
+        .args(["-r", "10000000", "--dbnum", BASELINE_DB, "-q"])
+        .args(["EVALSHA", &sha, "4", key, key, key, key, "h"])
+        .output()
+        .map_err(|e| anyhow::anyhow!("redis-benchmark not runnable ({e}); it ships with redis-server"))?;
+    rate_of(&output.stdout)
+}
+
+/// Redis running nothing but inventory's own hold script, driven by `redis-benchmark` (50
+/// connections, as the baseline) on a synthetic 100,000-seat event in the baseline's database:
+/// the ceiling Redis itself puts on holds, with no gRPC, service or token in the way. Each call
+/// names a random seat, so most succeed and a few find their seat taken.
+fn script_ceiling(redis_url: &str, requests: usize) -> anyhow::Result<f64> {
+    const SEATS: usize = 100_000;
+    // The event as inventory's load leaves it; seat ids are what `__rand_int__` becomes.
+    const SETUP: &str = "local EP = ARGV[1] \
+        redis.call('DEL', EP..':seat', EP..':pos', EP..':free:std', EP..':held', EP..':count', \
+          EP..':cust', EP..':exp', EP..':meta', EP..':kind') \
+        for i = 0, tonumber(ARGV[2]) - 1 do \
+          local s = 's' .. string.format('%012d', i) \
+          redis.call('HSET', EP..':seat', s, 'std') \
+          redis.call('HSET', EP..':pos', s, i) \
+          redis.call('ZADD', EP..':free:std', i, s) \
+        end \
+        redis.call('HSET', EP..':kind', 'std', 'seat') \
+        redis.call('HSET', EP..':count', 'std:total', ARGV[2], 'std:held', 0, 'std:sold', 0) \
+        redis.call('HSET', EP..':meta', 'loaded', '1', 'closed', '0', 'limit', ARGV[2], 'version', '1', 'seq', '0', 'active', '1') \
+        return 1";
+    let (event_prefix, global_prefix) = ("holdbench:{ceiling}", "holdbench");
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_connection()?;
+    redis::cmd("SELECT").arg(BASELINE_DB).exec(&mut conn)?;
+    redis::cmd("EVAL")
+        .arg(SETUP)
+        .arg(0)
+        .arg(event_prefix)
+        .arg(SEATS)
+        .exec(&mut conn)?;
+    let hold = svc_inventory::lua::Scripts::new().hold;
+    let sha = hold.prepare_invoke().load(&mut conn)?;
+    let (h, p) = host_port(redis_url);
+    let output = Command::new("redis-benchmark")
+        .args(["-h", &h, "-p", &p, "-c", "50", "-n", &requests.to_string()])
+        .args(["-r", &SEATS.to_string(), "--dbnum", BASELINE_DB, "-q"])
+        // ARGV as inventory sends it: prefixes, hold id, owner, ttl, record kept, places, mode, seat.
+        .args(["EVALSHA", &sha, "0", event_prefix, global_prefix, "h__rand_int__"])
+        .args(["owner", "300000", "900000", "1", "seats", "s__rand_int__"])
+        .output()
+        .map_err(|e| anyhow::anyhow!("redis-benchmark not runnable ({e})"))?;
+    redis::cmd("FLUSHDB").arg("ASYNC").exec(&mut conn)?;
+    rate_of(&output.stdout)
+}
+
+/// `host`, `port` of a `redis://host:port[/db]` URL.
+fn host_port(redis_url: &str) -> (String, String) {
     let host = redis_url
         .trim_start_matches("redis://")
         .split('/')
         .next()
         .unwrap_or("127.0.0.1:6379");
     let (h, p) = host.split_once(':').unwrap_or((host, "6379"));
-    let key = "holdbench:{s}:__rand_int__";
-    let output = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            h,
-            "-p",
-            p,
-            "-c",
-            "50",
-            "-n",
-            &requests.to_string(),
-            "-r",
-            "10000000",
-            "--dbnum",
-            BASELINE_DB,
-            "-q",
-        ])
-        .args(["EVALSHA", &sha, "4", key, key, key, key, "h"])
-        .output()
-        .map_err(|e| anyhow::anyhow!("redis-benchmark not runnable ({e}); it ships with redis-server"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    // "...: 48543.69 requests per second, p50=..." (the last carriage-return-separated line)
+    (h.to_string(), p.to_string())
+}
+
+/// The rate `redis-benchmark -q` reports: "...: 48543.69 requests per second, p50=..." (the
+/// last carriage-return-separated line).
+fn rate_of(stdout: &[u8]) -> anyhow::Result<f64> {
+    let text = String::from_utf8_lossy(stdout);
     text.split(['\r', '\n'])
         .filter_map(|line| {
             line.split(": ")
@@ -275,6 +322,18 @@ async fn main() -> anyhow::Result<()> {
         "redis-benchmark EVALSHA (4-key Lua hold), 50 connections, before each round and after the last: {} holds/s",
         each.join(", ")
     );
+    let ceiling_requests: usize = arg("ceiling-requests", 30_000);
+    let ceiling = if ceiling_requests > 0 {
+        let ceiling = script_ceiling(&redis_url, ceiling_requests)?;
+        let last = baselines.last().copied().unwrap_or(f64::NAN);
+        println!(
+            "inventory's hold script alone in Redis (redis-benchmark EVALSHA, 50 connections, 100,000-seat event): {ceiling:.0} holds/s, {:.1}% of the last baseline",
+            100.0 * ceiling / last
+        );
+        ceiling
+    } else {
+        f64::NAN
+    };
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -299,8 +358,9 @@ async fn main() -> anyhow::Result<()> {
         let ratio = median(ratios);
         let summary = summarize(samples);
         println!(
-            "concurrency {level}: {} holds; median round {rate:.0} holds/s, median ratio {ratio:.1}% of raw Redis (rounds: {}); p50 {} p99 {} max {}; {failures} refused",
+            "concurrency {level}: {} holds; median round {rate:.0} holds/s, median ratio {ratio:.1}% of raw Redis, {:.0}% of the script alone (rounds: {}); p50 {} p99 {} max {}; {failures} refused",
             summary.count,
+            100.0 * rate / ceiling,
             each.join(", "),
             ms(summary.p50),
             ms(summary.p99),
