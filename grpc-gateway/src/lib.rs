@@ -56,6 +56,11 @@ use crate::{
     routes::{Resolved, Route, RouteTable},
 };
 
+/// The largest reply read from a service. Catalog returns a venue with its whole chart, which at
+/// its 100,000-seat limit runs to several MiB, past tonic's default of 4 MiB; catalog itself
+/// sends at most 32 MiB.
+const MAX_UPSTREAM_REPLY_BYTES: usize = 32 * 1024 * 1024;
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -470,7 +475,7 @@ async fn serve(
         .reason("CIRCUIT_OPEN", serde_json::json!({ "upstream": route.upstream }))
         .retry_after(retry_after));
     }
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_UPSTREAM_REPLY_BYTES);
     let path = http::uri::PathAndQuery::try_from(route.grpc_path())
         .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, "bad method path"))?;
     if grpc.ready().await.is_err() {

@@ -288,3 +288,57 @@ async fn an_empty_path_variable_is_not_a_route() {
         assert!(reply.json["code"].is_number(), "{path}: a JSON error");
     }
 }
+
+/// A venue of the largest size catalog accepts goes through the gateway both ways, when the
+/// request body limit allows it: catalog's reply carries the whole chart, several MiB past
+/// tonic's default 4 MiB limit on what a client reads (which answered 429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_venue_allowed_goes_through_both_ways() {
+    let s = stack_with(|c| c.limits.max_body_bytes = 32 * 1024 * 1024).await;
+    let (org, token) = s.identity.organizer().await;
+    let sections: Vec<Json> = (0..50)
+        .map(|block| {
+            let rows: Vec<Json> = (0..100)
+                .map(|row| {
+                    let seats: Vec<Json> = (0..20)
+                        .map(|n| {
+                            json!({ "label": format!("R{row}-{n}"), "categoryCode": "STANDARD", "x": n, "y": row })
+                        })
+                        .collect();
+                    json!({ "label": format!("R{row}"), "seats": seats })
+                })
+                .collect();
+            json!({ "name": format!("Block {block}"), "rows": rows })
+        })
+        .collect();
+    let seats_in = |venue: &Json| -> usize {
+        venue["seatingChart"]["sections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|section| section["rows"].as_array().into_iter().flatten())
+            .map(|row| row["seats"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    let created = s
+        .post(
+            "/v1/venues",
+            Auth::Bearer(&token),
+            json!({
+                "organizationId": org.to_string(),
+                "name": "Stadium",
+                "timezone": "Europe/Berlin",
+                "seatingChart": {
+                    "categories": [{ "code": "STANDARD", "name": "Standard", "color": "#2980b9" }],
+                    "sections": sections,
+                },
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", reason(&created.json));
+    assert_eq!(seats_in(&created.json), 100_000);
+    let id = created.json["id"].as_str().expect("venue id");
+    let fetched = s.get(&format!("/v1/venues/{id}"), Auth::Bearer(&token)).await;
+    assert_eq!(fetched.status, StatusCode::OK, "{}", reason(&fetched.json));
+    assert_eq!(seats_in(&fetched.json), 100_000);
+}
