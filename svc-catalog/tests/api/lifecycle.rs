@@ -344,3 +344,104 @@ async fn a_published_map_may_change_but_never_drops_a_sold_seat() {
         "A1 stays sold after the change"
     );
 }
+
+/// The largest chart catalog accepts (100,000 seats) is created, and its event goes on sale
+/// whole when published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_at_the_largest_venue_allowed_goes_on_sale_whole() {
+    let s = stack().await;
+    let (org, organizer) = s.organizer().await;
+    let mut chart = crate::helpers::chart();
+    chart.sections = (0..50)
+        .map(|section| pb::Section {
+            name: format!("Block {section}"),
+            rows: (0..100)
+                .map(|row| pb::Row {
+                    label: format!("R{row}"),
+                    seats: (0..20)
+                        .map(|n| pb::Seat {
+                            label: format!("R{row}-{n}"),
+                            category_code: "STANDARD".into(),
+                            x: f64::from(n),
+                            y: f64::from(row),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    // The venue comes back with its whole chart, past tonic's default 4 MiB.
+    let mut catalog = s.catalog().max_decoding_message_size(64 * 1024 * 1024);
+    let venue = catalog
+        .create_venue(authed(
+            &organizer,
+            pb::CreateVenueRequest {
+                venue: Some(pb::Venue {
+                    organization_id: org.to_string(),
+                    name: "Stadium".into(),
+                    timezone: "Europe/Berlin".into(),
+                    seating_chart: Some(chart),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("the largest venue")
+        .into_inner();
+    let starts = chrono::Utc::now() + chrono::Duration::days(30);
+    let event = catalog
+        .create_event(authed(
+            &organizer,
+            pb::CreateEventRequest {
+                event: Some(pb::Event {
+                    organization_id: org.to_string(),
+                    venue_id: venue.id.clone(),
+                    title: "Final".into(),
+                    starts_at: Some(crate::helpers::ts(starts)),
+                    ends_at: Some(crate::helpers::ts(starts + chrono::Duration::hours(3))),
+                    category: pb::EventCategory::Sports as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("event")
+        .into_inner();
+    catalog
+        .create_ticket_tier(authed(
+            &organizer,
+            pb::CreateTicketTierRequest {
+                event_id: event.id.clone(),
+                tier: Some(pb::TicketTier {
+                    name: "Standard".into(),
+                    price: Some(ticketing_proto::ticketing::common::v1::Money {
+                        amount_minor: 5000,
+                        currency: "EUR".into(),
+                    }),
+                    target: Some(pb::ticket_tier::Target::SeatCategoryCode("STANDARD".into())),
+                    per_order_limit: 6,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("tier");
+    s.publish(&organizer, &event).await.expect("published");
+
+    let availability = s
+        .inventory()
+        .get_availability(inv::GetAvailabilityRequest {
+            event_id: event.id.clone(),
+            counts_only: true,
+        })
+        .await
+        .expect("on sale")
+        .into_inner();
+    let (total, free): (i32, i32) = availability
+        .tiers
+        .iter()
+        .fold((0, 0), |(t, f), tier| (t + tier.total, f + tier.free));
+    assert_eq!((total, free), (100_000, 100_000), "{:?}", availability.tiers);
+}
