@@ -180,10 +180,19 @@ impl Stack {
     }
 
     pub async fn availability(&self, event: Uuid) -> pb::Availability {
+        self.availability_of(event, false).await
+    }
+
+    /// Counts per tier only, without every seat's status.
+    pub async fn counts(&self, event: Uuid) -> pb::Availability {
+        self.availability_of(event, true).await
+    }
+
+    async fn availability_of(&self, event: Uuid, counts_only: bool) -> pb::Availability {
         self.client()
             .get_availability(pb::GetAvailabilityRequest {
                 event_id: event.to_string(),
-                counts_only: false,
+                counts_only,
             })
             .await
             .expect("availability")

@@ -22,17 +22,6 @@ fn tier<'a>(availability: &'a pb::Availability, id: &str) -> &'a pb::TierAvailab
         .unwrap_or_else(|| panic!("tier {id} in {:?}", availability.tiers))
 }
 
-async fn counts(s: &crate::helpers::Stack, event: Uuid) -> pb::Availability {
-    s.client()
-        .get_availability(pb::GetAvailabilityRequest {
-            event_id: event.to_string(),
-            counts_only: true,
-        })
-        .await
-        .expect("availability")
-        .into_inner()
-}
-
 /// In one script, loading 100,000 seats kept Redis busy for longer than the client waits for an
 /// answer (500 ms), so the largest events could not be published, and every other sale stalled
 /// meanwhile. The map is staged in short scripts now.
@@ -45,7 +34,7 @@ async fn the_largest_map_allowed_goes_on_sale_and_comes_back_after_a_flush() {
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
 
-    let standard = counts(&s, event).await;
+    let standard = s.counts(event).await;
     assert_eq!(
         (
             tier(&standard, "standard").total,
@@ -77,7 +66,7 @@ async fn the_largest_map_allowed_goes_on_sale_and_comes_back_after_a_flush() {
     // Rebuilt from PostgreSQL on first use: the sale stands, the lost hold's seats are free.
     let refused = s.hold_seats(&bob, event, &[last]).await.expect_err("sold");
     assert_eq!(reason(&refused), "SEAT_UNAVAILABLE");
-    let after = counts(&s, event).await;
+    let after = s.counts(event).await;
     let standard = tier(&after, "standard");
     assert_eq!(
         (standard.total, standard.sold, standard.held, standard.free),
