@@ -180,3 +180,71 @@ async fn a_new_version_of_the_map_keeps_live_holds_and_sales() {
         .expect("keys");
     assert!(staged.is_empty(), "staging keys left: {staged:?}");
 }
+
+/// The swap refuses a staged map that is not whole (Redis flushed, or staging keys expired,
+/// between the staging and the swap) instead of putting a partial map on sale; the load then
+/// starts again. Driven at the script level, since the window cannot be hit from the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_of_an_incomplete_staged_map_changes_nothing() {
+    let prefix = ticketing_testkit::TestRedisPrefix::new("invload");
+    let event = Uuid::now_v7();
+    let event_prefix = format!("{}:{{{event}}}", prefix.prefix);
+    let client = redis::Client::open(ticketing_testkit::redis_url()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let scripts = svc_inventory::lua::Scripts::new();
+    let stage = |load: &str, seats: std::ops::Range<usize>| {
+        let mut invocation = scripts.stage.prepare_invoke();
+        invocation.arg(&event_prefix).arg(&prefix.prefix).arg(load);
+        for i in seats {
+            invocation.arg(seat(i)).arg("standard").arg(i + 1).arg("1");
+        }
+        invocation
+    };
+    let swap = |load: &str| {
+        let mut invocation = scripts.load.prepare_invoke();
+        invocation.arg(&event_prefix).arg(&prefix.prefix).arg(load);
+        // force, version, limit, closed, 5 seats staged, one tier of 5 (none sold), no quotas,
+        // sold seats or owners.
+        for a in ["1", "1", "10", "0", "5", "1", "standard", "5", "0", "0", "0", "0"] {
+            invocation.arg(a);
+        }
+        invocation
+    };
+
+    // 3 of the 5 seats staged: refused, nothing installed, the partial staging dropped.
+    let _: Vec<String> = stage("partial", 0..3)
+        .invoke_async(&mut conn)
+        .await
+        .expect("staged");
+    let outcome: Vec<String> = swap("partial").invoke_async(&mut conn).await.expect("swap");
+    assert_eq!(outcome, ["RESTAGE"]);
+    let loaded: Option<String> = redis::cmd("HGET")
+        .arg(format!("{event_prefix}:meta"))
+        .arg("loaded")
+        .query_async(&mut conn)
+        .await
+        .expect("meta");
+    assert_eq!(loaded, None);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", prefix.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // The whole map: installed, free in drawing order.
+    let _: Vec<String> = stage("whole", 0..5)
+        .invoke_async(&mut conn)
+        .await
+        .expect("staged");
+    let outcome: Vec<String> = swap("whole").invoke_async(&mut conn).await.expect("swap");
+    assert_eq!(outcome, ["OK"]);
+    let free: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{event_prefix}:free:standard"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("free");
+    assert_eq!(free, (0..5).map(seat).collect::<Vec<_>>());
+}
