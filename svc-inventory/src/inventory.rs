@@ -174,9 +174,9 @@ impl Inventory {
     /// if the staged map went missing (a flush in between).
     async fn load(&self, state: &EventState, force: bool) -> ApiResult<()> {
         let e = &state.event;
+        let sold: HashSet<&str> = state.sold.iter().map(String::as_str).collect();
         for _ in 0..3 {
             let load_id = Uuid::now_v7().simple().to_string();
-            let sold: HashSet<&str> = state.sold.iter().map(String::as_str).collect();
             // (total, sold) per seat tier, in the map's order.
             let mut seat_tiers: Vec<(&str, usize, usize)> = Vec::new();
             for (index, chunk) in state.seats.chunks(STAGE_CHUNK).enumerate() {

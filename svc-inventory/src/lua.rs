@@ -382,14 +382,14 @@ return {'OK'}
 /// {RESTAGE} (the staged map is incomplete, e.g. Redis was flushed meanwhile).
 const LOAD: &str = r#"
 local function sk(s) return EP .. ':stage:' .. ARGV[3] .. ':' .. s end
--- ARGV[from .. from + count - 1] as arguments of `cmd key`, at most 1000 at a time (Lua's
+-- list[from .. from + count - 1] as arguments of `cmd key`, at most 1000 at a time (Lua's
 -- unpack has a limit).
-local function bulk(cmd, key, from, count)
+local function bulk(cmd, key, list, from, count)
   local last = from + count - 1
   local i = from
   while i <= last do
     local j = math.min(i + 999, last)
-    redis.call(cmd, key, unpack(ARGV, i, j))
+    redis.call(cmd, key, unpack(list, i, j))
     i = j + 1
   end
 end
@@ -415,7 +415,7 @@ local stale = {}
 for _, f in ipairs(redis.call('HKEYS', k('cust'))) do
   if string.sub(f, -5) == ':sold' then stale[#stale + 1] = f end
 end
-for a = 1, #stale, 1000 do redis.call('HDEL', k('cust'), unpack(stale, a, math.min(a + 999, #stale))) end
+bulk('HDEL', k('cust'), stale, 1, #stale)
 if tonumber(ARGV[8]) > 0 then
   redis.call('RENAME', sk('seat'), k('seat'))
   redis.call('RENAME', sk('pos'), k('pos'))
@@ -441,9 +441,9 @@ for _ = 1, n do
   redis.call('HSET', k('count'), tier .. ':total', cap, tier .. ':sold', sold, tier .. ':held', ga_held[tier] or 0)
 end
 n = tonumber(ARGV[i]); i = i + 1
-bulk('SADD', k('sold'), i, n); i = i + n
+bulk('SADD', k('sold'), ARGV, i, n); i = i + n
 n = tonumber(ARGV[i]); i = i + 1
-bulk('HSET', k('cust'), i, 2 * n); i = i + 2 * n
+bulk('HSET', k('cust'), ARGV, i, 2 * n); i = i + 2 * n
 -- Live seat holds keep their seats; those on seats the new map dropped are let go.
 local held = redis.call('HGETALL', k('held'))
 for j = 1, #held, 2 do

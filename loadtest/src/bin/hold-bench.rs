@@ -239,7 +239,6 @@ async fn main() -> anyhow::Result<()> {
                 },
             )?)
             .await?;
-        // Warm up connections on a few seats.
         let next = Arc::new(AtomicUsize::new(0));
         let cpu_before = loadtest::cpu_by_process();
         let started = Instant::now();
@@ -301,8 +300,6 @@ async fn main() -> anyhow::Result<()> {
                 *entry.0.entry(name).or_default() += t;
             }
             entry.1 += wall;
-        }
-        if report {
             let round = (rate, baselines.len().saturating_sub(1));
             match results.iter_mut().find(|r| r.0 == level) {
                 Some(entry) => {
