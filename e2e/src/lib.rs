@@ -12,6 +12,7 @@ use ticketing_platform::{
     auth::Role,
     config::{DatabaseConfig, RedisConfig, ServerConfig},
     db::PgPool,
+    service_auth::{SERVICE_TOKEN_HEADER, ServiceCredentials},
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix, unique};
@@ -59,6 +60,45 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
+/// A request carrying `service_token` as the calling service's credential (`x-service-token`).
+pub fn as_service<T>(service_token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(SERVICE_TOKEN_HEADER, service_token.parse().expect("ascii token"));
+    request
+}
+
+/// The user (or API key) an access token speaks for, read from its claims without checking
+/// the signature: tests use it to name a buyer where a service call needs the id.
+pub fn subject_of(token: &str) -> Uuid {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url claims");
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    Uuid::parse_str(claims["sub"].as_str().expect("sub")).expect("a uuid subject")
+}
+
+/// The service clients every test identity knows (each with a secret of its own): the services,
+/// the gateway and an operator.
+pub const SERVICE_CLIENTS: [&str; 9] = [
+    "identity",
+    "catalog",
+    "inventory",
+    "orders",
+    "payments",
+    "notify",
+    "reports",
+    "gateway",
+    "operator",
+];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The `ErrorInfo` reason of a failed call ("" when it has none).
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
@@ -85,6 +125,8 @@ pub struct Identity {
     pub addr: SocketAddr,
     pub channel: Channel,
     pool: PgPool,
+    /// Client id to secret, for every client in [`SERVICE_CLIENTS`].
+    secrets: std::collections::BTreeMap<String, String>,
     _stop: oneshot::Sender<()>,
     _db: TestDatabase,
     _keys: TestRedisPrefix,
@@ -93,11 +135,21 @@ pub struct Identity {
 
 impl Identity {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts identity with its test configuration changed by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut svc_identity::config::Config)) -> Self {
+        use sha2::Digest;
         ticketing_platform::telemetry::init_for_tests();
         let db = TestDatabase::create("identity").await.expect("identity database");
         let keys = TestRedisPrefix::new("idn");
         let broker = TestBroker::new();
-        let app = svc_identity::Application::build(svc_identity::config::Config {
+        let secrets: std::collections::BTreeMap<String, String> = SERVICE_CLIENTS
+            .iter()
+            .map(|c| (c.to_string(), unique("secret")))
+            .collect();
+        let mut config = svc_identity::config::Config {
             server: ServerConfig::with_ports(0, 0),
             database: DatabaseConfig::new(db.url.clone()),
             redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
@@ -108,10 +160,16 @@ impl Identity {
                 iterations: 1,
                 ..Default::default()
             },
+            service_clients: secrets
+                .iter()
+                .map(|(client, secret)| (client.clone(), hex(&sha2::Sha256::digest(secret.as_bytes()))))
+                .collect(),
             ..Default::default()
-        })
-        .await
-        .expect("identity starts");
+        };
+        adjust(&mut config);
+        let app = svc_identity::Application::build(config)
+            .await
+            .expect("identity starts");
         let addr = app.grpc_addr();
         let pool = app.pool();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -122,6 +180,7 @@ impl Identity {
             addr,
             channel: connect(addr).await,
             pool,
+            secrets,
             _stop: stop,
             _db: db,
             _keys: keys,
@@ -135,6 +194,27 @@ impl Identity {
 
     pub fn client(&self) -> IdentityServiceClient<Channel> {
         IdentityServiceClient::new(self.channel.clone())
+    }
+
+    /// The credentials `client` calls its peers with (set them as `peers.credentials`).
+    pub fn credentials(&self, client: &str) -> ServiceCredentials {
+        let secret = self.secrets.get(client).expect("a known service client");
+        ServiceCredentials::new(client, secret.clone())
+    }
+
+    /// A service token of `client` for calls to `audience`, as the token grant hands it out.
+    pub async fn service_token(&self, client: &str, audience: &str) -> String {
+        let secret = self.secrets.get(client).expect("a known service client");
+        self.client()
+            .issue_service_token(pb::IssueServiceTokenRequest {
+                client_id: client.into(),
+                client_secret: secret.clone(),
+                audience: audience.into(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token
     }
 
     pub async fn login(&self, email: &str) -> String {
@@ -220,8 +300,9 @@ impl Identity {
             .expect("API key")
             .into_inner()
             .secret;
+        let gateway = self.service_token("gateway", "identity").await;
         self.client()
-            .verify_api_key(pb::VerifyApiKeyRequest { secret })
+            .verify_api_key(as_service(&gateway, pb::VerifyApiKeyRequest { secret }))
             .await
             .expect("verifies")
             .into_inner()

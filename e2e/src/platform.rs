@@ -93,6 +93,7 @@ impl Platform {
             ..Default::default()
         };
         wire(&mut inv_config.peers, &[("identity", identity.url())]);
+        inv_config.peers.credentials = identity.credentials("inventory");
         inv_config.holds.min_ttl = Duration::from_secs(1);
         inv_config.holds.sweep_interval = Duration::from_millis(100);
         let inventory = svc_inventory::Application::build(inv_config)
@@ -117,6 +118,7 @@ impl Platform {
                 ("inventory", format!("http://{inventory_addr}")),
             ],
         );
+        cat_config.peers.credentials = identity.credentials("catalog");
         let catalog = svc_catalog::Application::build(cat_config)
             .await
             .expect("catalog");
@@ -131,7 +133,11 @@ impl Platform {
             ..Default::default()
         };
         wire(&mut pay_config.peers, &[("identity", identity.url())]);
+        pay_config.peers.credentials = identity.credentials("payments");
         pay_config.test_provider.slow_delay = Duration::from_millis(500);
+        // Refunds made at the processor are noticed within a second or two.
+        pay_config.sweep_interval = Duration::from_millis(200);
+        pay_config.processor_refund_grace = Duration::from_secs(1);
         let payments = svc_payments::Application::build(pay_config)
             .await
             .expect("payments");
@@ -157,6 +163,7 @@ impl Platform {
                 ("payments", format!("http://{}", payments_proxy.addr())),
             ],
         );
+        config.peers.credentials = identity.credentials("orders");
         config.checkout.sweep_interval = Duration::from_millis(100);
         let orders = svc_orders::Application::build(config).await.expect("orders");
         let orders_addr = orders.grpc_addr();

@@ -22,6 +22,13 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// Origins allowed to call from a browser (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
+    /// The proxies in front of the gateway (load balancers, ingress), as networks
+    /// (`["10.0.0.0/8"]`). When a request comes from one, the client is the right-most address
+    /// in `X-Forwarded-For` that is not one of them; otherwise the header is ignored. The client
+    /// address counts against the per-address rate limit and is passed to the services (login
+    /// lockout) in a way only the gateway can.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +92,10 @@ impl Default for Config {
                 .collect(),
                 default_timeout: Duration::from_secs(30),
                 retry: Default::default(),
+                credentials: ticketing_platform::service_auth::ServiceCredentials {
+                    client_id: "gateway".into(),
+                    client_secret: None,
+                },
             },
             limits: Limits {
                 max_body_bytes: 1024 * 1024,
@@ -106,6 +117,7 @@ impl Default for Config {
                 cool_down: Duration::from_secs(5),
             },
             cors_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -109,6 +109,42 @@ impl RateLimits {
     }
 }
 
+/// The client behind a request: the connection's peer, unless that is a trusted proxy; then the
+/// right-most `X-Forwarded-For` hop that is not a trusted proxy (each proxy appends the address
+/// it saw, so hops left of the first untrusted one are the client's own say-so). All values of
+/// the header count, in order; a hop that is not an address ends the walk at the hop before it.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded_for
+        .iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    hop.parse::<std::net::SocketAddr>().ok().map(|addr| addr.ip())
+}
+
 type Machine = StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, Instrument>;
 
 /// One breaker per upstream service.
@@ -224,6 +260,32 @@ mod tests {
         // Another client has its own bucket; API keys are unlimited when configured so.
         assert!(limits.check_ip("192.0.2.8".parse().expect("ip")).is_ok());
         assert!(limits.check_api_key(&[7; 32]).is_ok());
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_hop_no_trusted_proxy_added() {
+        let nets: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let lb = ip("10.0.0.5");
+        // No proxy in front: the header is the client's own words and ignored.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &["198.51.100.1"], &nets),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(ip("203.0.113.9"), &[], &[]), ip("203.0.113.9"));
+        // Behind the balancer: what it appended, whatever the client wrote before it.
+        assert_eq!(client_ip(lb, &["203.0.113.9"], &nets), ip("203.0.113.9"));
+        assert_eq!(client_ip(lb, &["1.2.3.4, 203.0.113.9"], &nets), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(lb, &["1.2.3.4", "203.0.113.9, 10.1.1.1"], &nets),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(lb, &["[2001:db8::7]:443"], &nets), ip("2001:db8::7"));
+        // A forged hop that is not an address ends the walk at the last good one.
+        assert_eq!(client_ip(lb, &["203.0.113.9, nonsense"], &nets), lb);
+        // Only proxies: the left-most.
+        assert_eq!(client_ip(lb, &["10.2.2.2, 10.3.3.3"], &nets), ip("10.2.2.2"));
+        assert_eq!(client_ip(lb, &[], &nets), lb);
     }
 
     #[test]

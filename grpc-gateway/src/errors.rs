@@ -139,6 +139,14 @@ pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
         error.status = http_status(code);
         error.body["code"] = json!(code as i32);
     }
+    // A service's RetryInfo (a locked login, a dependency that is down) becomes Retry-After.
+    if matches!(code, Code::ResourceExhausted | Code::Unavailable) {
+        use tonic_types::StatusExt;
+        error.retry_after = status
+            .get_error_details()
+            .retry_info()
+            .and_then(|info| info.retry_delay);
+    }
     error
 }
 
@@ -192,6 +200,22 @@ mod tests {
         ] {
             assert_eq!(http_status(code).as_u16(), http, "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_services_retry_info_becomes_retry_after() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let status = Status::with_error_details(
+            Code::ResourceExhausted,
+            "locked",
+            ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(2500))),
+        );
+        let response = grpc_to_http(&pool, &status).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "3");
+        let plain = grpc_to_http(&pool, &Status::resource_exhausted("no delay")).into_response();
+        assert!(plain.headers().get("retry-after").is_none());
     }
 
     #[test]

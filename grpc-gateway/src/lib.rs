@@ -144,6 +144,11 @@ impl Application {
             .route("/.well-known/jwks.json", get(jwks))
             .fallback(transcode_request)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: axum::middleware::Next| {
+                    too_large_by_length(max_body, request, next)
+                },
+            ))
             .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
             .layer(cors)
             // Every request gets an id (a client's own is kept), echoed in the response, passed
@@ -190,6 +195,25 @@ fn forget_idle_buckets(gateway: std::sync::Weak<Gateway>) {
             gateway.rate_limits.forget_idle();
         }
     });
+}
+
+/// A body declared larger than the limit gets the JSON error at once (the limit layer behind it
+/// would answer in plain text, and catches bodies without a length).
+async fn too_large_by_length(max_body: usize, request: Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body as u64) {
+        return HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted as i32,
+            format!("the request body is larger than {max_body} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 fn throttled(refused: Throttled) -> HttpError {
@@ -317,10 +341,17 @@ async fn transcode_request(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    if let Err(refused) = gw.rate_limits.check_ip(peer.ip()) {
+    let (parts, body) = request.into_parts();
+    let forwarded_for: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = edge::client_ip(peer.ip(), &forwarded_for, &gw.config.trusted_proxies);
+    if let Err(refused) = gw.rate_limits.check_ip(client) {
         return throttled(refused).into_response();
     }
-    let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let request_id = parts
         .headers
@@ -371,7 +402,7 @@ async fn transcode_request(
         &parts.headers,
         parts.uri.query(),
         body,
-        peer,
+        client,
     )
     .instrument(span.clone())
     .await
@@ -408,7 +439,7 @@ async fn serve(
     headers: &HeaderMap,
     query: Option<&str>,
     body: Body,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
 ) -> Result<Response, HttpError> {
     let caller = gw.authenticate(headers).await?;
     if matches!(caller, Caller::Anonymous) && !route.anonymous {
@@ -440,12 +471,10 @@ async fn serve(
     {
         metadata.insert("authorization", value);
     }
-    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(chain) => format!("{chain}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(value) = MetadataValue::try_from(forwarded) {
-        metadata.insert("x-forwarded-for", value);
+    // The metadata is built afresh: nothing the client sent under these names gets through,
+    // and the services believe this address only from the gateway's service token.
+    if let Ok(value) = MetadataValue::try_from(client.to_string()) {
+        metadata.insert(ticketing_platform::service_auth::CLIENT_ADDRESS_HEADER, value);
     }
     if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
         && let Ok(value) = MetadataValue::try_from(id)

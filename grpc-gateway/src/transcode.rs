@@ -109,13 +109,53 @@ pub fn request_message(
     // The path tracker names the field a value was wrong for (`venue.seatingChart.sections[0]`).
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(Json::Object(root), &mut track);
-    DynamicMessage::deserialize_with_options(input, deserializer, &options).map_err(|e| {
+    let message = DynamicMessage::deserialize_with_options(input, deserializer, &options).map_err(|e| {
         let path = track.path().to_string();
         if path.is_empty() || path == "." {
             BadRequest::general(format!("invalid request: {e}"))
         } else {
             BadRequest::field(path.clone(), format!("invalid value for {path}: {e}"))
         }
+    })?;
+    // No service stores a NUL character (PostgreSQL text cannot hold one): refuse it here, by
+    // its field, rather than let a service fail on it.
+    if let Some(field) = nul_in(&message, "") {
+        return Err(BadRequest::field(field, "must not contain NUL characters"));
+    }
+    Ok(message)
+}
+
+/// The JSON path of the first string in `message` that holds a NUL character.
+fn nul_in(message: &DynamicMessage, prefix: &str) -> Option<String> {
+    fn in_value(value: &prost_reflect::Value, path: &str) -> Option<String> {
+        use prost_reflect::Value;
+        match value {
+            Value::String(s) if s.contains('\0') => Some(path.to_string()),
+            Value::Message(m) => nul_in(m, path),
+            Value::List(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| in_value(v, &format!("{path}[{i}]"))),
+            Value::Map(entries) => entries.iter().find_map(|(k, v)| {
+                let key = match k {
+                    prost_reflect::MapKey::String(k) => k.clone(),
+                    other => format!("{other:?}"),
+                };
+                if key.contains('\0') {
+                    return Some(path.to_string());
+                }
+                in_value(v, &format!("{path}[{key}]"))
+            }),
+            _ => None,
+        }
+    }
+    message.fields().find_map(|(field, value)| {
+        let path = if prefix.is_empty() {
+            field.json_name().to_string()
+        } else {
+            format!("{prefix}.{}", field.json_name())
+        };
+        in_value(value, &path)
     })
 }
 

@@ -20,7 +20,10 @@ use tokio::sync::{Mutex, RwLock};
 use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    error::{ApiError, ApiResult},
+    service_auth::ServiceClaims,
+};
 
 /// `iss` of every access token.
 pub const ISSUER: &str = "ticketing-identity";
@@ -280,30 +283,40 @@ pub struct TokenVerifier {
 
 /// Verified tokens, so a client's repeated calls cost one signature check, not one each. Entries
 /// hold only tokens whose signature and claims passed, and are dropped at the token's `exp`.
-struct VerifiedCache {
-    entries: std::sync::Mutex<HashMap<String, AccessClaims>>,
+struct VerifiedCache<C> {
+    entries: std::sync::Mutex<HashMap<String, (i64, C)>>,
 }
 
 /// Most cached tokens; past it the cache is emptied (cheap, and rare: tokens live 15 minutes).
 const VERIFIED_CACHE_SIZE: usize = 50_000;
 
-impl VerifiedCache {
-    fn get(&self, token: &str, now: i64) -> Option<AccessClaims> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(token).filter(|c| c.exp > now).cloned()
+impl<C: Clone> VerifiedCache<C> {
+    fn new() -> Self {
+        Self {
+            entries: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
-    fn put(&self, token: &str, claims: &AccessClaims) {
+    fn get(&self, token: &str, now: i64) -> Option<C> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(token)
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, token: &str, exp: i64, claims: &C) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= VERIFIED_CACHE_SIZE {
             entries.clear();
         }
-        entries.insert(token.to_string(), claims.clone());
+        entries.insert(token.to_string(), (exp, claims.clone()));
     }
 }
 
 struct VerifierInner {
-    verified: VerifiedCache,
+    verified: VerifiedCache<AccessClaims>,
+    verified_services: VerifiedCache<ServiceClaims>,
     source: Box<dyn KeySource>,
     cache: RwLock<KeyCache>,
     refresh_lock: Mutex<()>,
@@ -326,9 +339,8 @@ impl TokenVerifier {
         validation.leeway = 30;
         Self {
             inner: Arc::new(VerifierInner {
-                verified: VerifiedCache {
-                    entries: std::sync::Mutex::new(HashMap::new()),
-                },
+                verified: VerifiedCache::new(),
+                verified_services: VerifiedCache::new(),
                 source: Box::new(source),
                 cache: RwLock::new(KeyCache {
                     keys: HashMap::new(),
@@ -350,12 +362,52 @@ impl TokenVerifier {
         if let Some(claims) = self.inner.verified.get(token, now) {
             return Ok(claims);
         }
-        let claims = self.verify_signature(token).await?;
-        self.inner.verified.put(token, &claims);
+        // A service token fails here twice over: its audience is a service, and its `kind` is
+        // none of a user token's.
+        let claims: AccessClaims = self.verify_signature(token, &self.inner.validation).await?;
+        self.inner.verified.put(token, claims.exp, &claims);
         Ok(claims)
     }
 
-    async fn verify_signature(&self, token: &str) -> ApiResult<AccessClaims> {
+    /// Verifies a service token meant for `audience` (this service's name) and returns its
+    /// claims. A user's or an API key's token, another service's audience, or any token not
+    /// issued by identity's client-credentials grant is UNAUTHENTICATED.
+    pub async fn verify_service(&self, token: &str, audience: &str) -> ApiResult<ServiceClaims> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.inner.verified_services.get(token, now) {
+            if claims.aud != audience {
+                return Err(ApiError::unauthenticated(format!(
+                    "the service token is for {}, not {audience}",
+                    claims.aud
+                )));
+            }
+            return Ok(claims);
+        }
+        let mut validation = self.inner.validation.clone();
+        validation.set_audience(&[audience]);
+        let claims: ServiceClaims = self
+            .verify_signature(token, &validation)
+            .await
+            .map_err(|e| match e {
+                ApiError::Unauthenticated(message) => {
+                    ApiError::unauthenticated(format!("service credential refused: {message}"))
+                }
+                other => other,
+            })?;
+        if claims.kind != crate::service_auth::SERVICE_KIND {
+            return Err(ApiError::unauthenticated(
+                "service credential refused: not a service token",
+            ));
+        }
+        self.inner.verified_services.put(token, claims.exp, &claims);
+        Ok(claims)
+    }
+
+    async fn verify_signature<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> ApiResult<C> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("malformed access token"))?;
         if header.alg != Algorithm::EdDSA {
@@ -365,18 +417,15 @@ impl TokenVerifier {
             .kid
             .ok_or_else(|| ApiError::unauthenticated("access token has no key id"))?;
         let key = self.key_for(&kid).await?;
-        let data =
-            jsonwebtoken::decode::<AccessClaims>(token, &key, &self.inner.validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => ApiError::unauthenticated("access token expired"),
-                    ErrorKind::ImmatureSignature => ApiError::unauthenticated("access token not yet valid"),
-                    ErrorKind::InvalidSignature => {
-                        ApiError::unauthenticated("access token signature is invalid")
-                    }
-                    _ => ApiError::unauthenticated("access token is invalid"),
-                }
-            })?;
+        let data = jsonwebtoken::decode::<C>(token, &key, validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::unauthenticated("access token expired"),
+                ErrorKind::ImmatureSignature => ApiError::unauthenticated("access token not yet valid"),
+                ErrorKind::InvalidSignature => ApiError::unauthenticated("access token signature is invalid"),
+                _ => ApiError::unauthenticated("access token is invalid"),
+            }
+        })?;
         Ok(data.claims)
     }
 

@@ -1,9 +1,9 @@
-//! The one place that hands a service a channel to another service. This discovery mode
-//! is `static` (addresses from config); channels connect lazily and reconnect on their own.
+//! The one place that hands a service a channel to another service: found statically, by DNS or
+//! through Consul ([`crate::discovery`]); channels connect lazily and reconnect on their own.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -16,23 +16,32 @@ use crate::{
     error::ApiError,
     retry::{Retry, RetryConfig, RetryLayer},
     rpc_metrics::{RpcMetrics, RpcMetricsLayer},
+    service_auth::{AttachServiceToken, AttachServiceTokenLayer, ServiceTokens},
     tracing_layer::{Trace, TraceLayer},
 };
 
 /// A channel to a peer: measured by [`RpcMetricsLayer`] (`grpc_client_*` metrics, one sample per
-/// call, retries included), traced (a client span, its context sent along), retried where the protos allow ([`crate::retry`]), and carrying the
-/// served call's deadline ([`crate::deadline`]) on every attempt.
-pub type PeerChannel = RpcMetrics<Trace<Retry<PropagateDeadline<Channel>>>>;
+/// call, retries included), traced (a client span, its context sent along), carrying this
+/// service's token for the peer ([`crate::service_auth`]), retried where the protos allow
+/// ([`crate::retry`]), and carrying the served call's deadline ([`crate::deadline`]) on every
+/// attempt.
+pub type PeerChannel = RpcMetrics<Trace<AttachServiceToken<Retry<PropagateDeadline<Channel>>>>>;
 
-/// Wraps a channel made elsewhere (a test's, say) the way [`Peers::channel`] does.
+/// Wraps a channel made elsewhere (a test's, say) the way [`Peers::channel`] does, without a
+/// service credential.
 pub fn measured(channel: Channel) -> PeerChannel {
-    layered(channel, RetryLayer::new(RetryConfig::default()))
+    layered(
+        channel,
+        RetryLayer::new(RetryConfig::default()),
+        AttachServiceTokenLayer::new(None, ""),
+    )
 }
 
-fn layered(channel: Channel, retry: RetryLayer) -> PeerChannel {
+fn layered(channel: Channel, retry: RetryLayer, auth: AttachServiceTokenLayer) -> PeerChannel {
     tower::ServiceBuilder::new()
         .layer(RpcMetricsLayer::client())
         .layer(TraceLayer::client())
+        .layer(auth)
         .layer(retry)
         .layer(PropagateDeadlineLayer)
         .service(channel)
@@ -45,6 +54,8 @@ pub struct Peers {
     discovery: DiscoveryConfig,
     /// One retry budget per peer, shared by every channel to it.
     budgets: Arc<Mutex<HashMap<String, RetryLayer>>>,
+    /// This service's tokens (made with the first channel: Consul's watch needs the runtime).
+    tokens: Arc<OnceLock<Option<ServiceTokens>>>,
 }
 
 impl Peers {
@@ -53,7 +64,42 @@ impl Peers {
             config,
             discovery: DiscoveryConfig::default(),
             budgets: Arc::default(),
+            tokens: Arc::default(),
         }
+    }
+
+    /// The service tokens this service calls with; None without a client secret (its calls
+    /// then carry no service credential, and internal RPCs refuse them).
+    pub fn tokens(&self) -> anyhow::Result<Option<ServiceTokens>> {
+        if let Some(tokens) = self.tokens.get() {
+            return Ok(tokens.clone());
+        }
+        let credentials = &self.config.credentials;
+        let tokens = if credentials.client_secret.is_none() || credentials.client_id.is_empty() {
+            None
+        } else {
+            // Straight to identity: the grant needs no token of its own.
+            Some(ServiceTokens::new(
+                credentials.clone(),
+                self.raw_channel("identity")?,
+            ))
+        };
+        Ok(self.tokens.get_or_init(|| tokens).clone())
+    }
+
+    fn raw_channel(&self, name: &str) -> anyhow::Result<Channel> {
+        if self.discovery.mode == DiscoveryMode::Consul {
+            let timeout = self.config.default_timeout;
+            return Ok(crate::discovery::consul_channel(
+                &self.discovery.consul,
+                name,
+                move |url| endpoint(url, timeout),
+            ));
+        }
+        let url = self.config.addresses.get(name).ok_or_else(|| {
+            anyhow::anyhow!("no address configured for peer `{name}` (peers.addresses.{name})")
+        })?;
+        Ok(endpoint(url, self.config.default_timeout)?.connect_lazy())
     }
 
     /// Finds peers as `discovery` says (static addresses unless it says Consul).
@@ -75,19 +121,11 @@ impl Peers {
     /// address (static, DNS), or balanced over its passing instances in Consul. Call it inside
     /// the Tokio runtime: Consul's watch runs there.
     pub fn channel(&self, name: &str) -> anyhow::Result<PeerChannel> {
-        if self.discovery.mode == DiscoveryMode::Consul {
-            let timeout = self.config.default_timeout;
-            let channel = crate::discovery::consul_channel(&self.discovery.consul, name, move |url| {
-                endpoint(url, timeout)
-            });
-            return Ok(layered(channel, self.retry(name)));
-        }
-        let url = self.config.addresses.get(name).ok_or_else(|| {
-            anyhow::anyhow!("no address configured for peer `{name}` (peers.addresses.{name})")
-        })?;
+        let channel = self.raw_channel(name)?;
         Ok(layered(
-            endpoint(url, self.config.default_timeout)?.connect_lazy(),
+            channel,
             self.retry(name),
+            AttachServiceTokenLayer::new(self.tokens()?, name),
         ))
     }
 }

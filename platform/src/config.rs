@@ -226,6 +226,10 @@ pub struct PeersConfig {
     /// Retries of idempotent calls on UNAVAILABLE (off under Linkerd, which retries).
     #[serde(default)]
     pub retry: crate::retry::RetryConfig,
+    /// Who this service is when it calls the others: its client id and the secret it gets its
+    /// service tokens with (`TICKETING_PEERS__CREDENTIALS__CLIENT_SECRET`).
+    #[serde(default)]
+    pub credentials: crate::service_auth::ServiceCredentials,
 }
 
 impl PeersConfig {
@@ -257,6 +261,18 @@ impl PeersConfig {
         }
         if retry.backoff > Duration::from_secs(5) {
             return Err(ConfigError::invalid("peers.retry.backoff", "must be at most 5 s"));
+        }
+        let id = &self.credentials.client_id;
+        if !id.is_empty()
+            && (id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err(ConfigError::invalid(
+                "peers.credentials.client_id",
+                "must be 1 to 64 lower-case letters, digits or dashes",
+            ));
         }
         for (name, url) in &self.addresses {
             if url

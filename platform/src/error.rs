@@ -225,6 +225,13 @@ impl From<diesel::result::Error> for ApiError {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Self::Unavailable("database conflict, try again".into())
             }
+            // PostgreSQL text cannot hold NUL: a caller's bad input, not a fault here (the
+            // statement failed, so nothing was stored).
+            Error::DatabaseError(_, info)
+                if info.message().contains("invalid byte sequence") && info.message().contains("0x00") =>
+            {
+                Self::invalid("request", "text fields must not contain NUL characters")
+            }
             _ => Self::Internal(anyhow::Error::new(error).context("database query failed")),
         }
     }

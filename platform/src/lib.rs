@@ -16,6 +16,7 @@ pub mod pagination;
 pub mod retry;
 pub mod rpc_metrics;
 pub mod server;
+pub mod service_auth;
 pub mod telemetry;
 pub mod time;
 pub mod tracing_layer;

@@ -124,9 +124,12 @@ impl Host {
     }
 
     /// Serves `service` until `shutdown` completes, then drains for up to `shutdown_grace`.
+    /// Every call passes the call graph's guard ([`crate::service_auth`]), whose service tokens
+    /// `verifier` checks.
     pub async fn serve<S>(
         self,
         service: S,
+        verifier: crate::auth::TokenVerifier,
         probes: Vec<Probe>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()>
@@ -188,12 +191,15 @@ impl Host {
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                     self.config.concurrency_limit,
                 ));
+        let me = crate::service_auth::service_of(S::NAME)
+            .with_context(|| format!("{} is not a ticketing service", S::NAME))?;
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(crate::rpc_metrics::RpcMetricsLayer::server())
             .layer(crate::tracing_layer::TraceLayer::server())
             .layer(crate::deadline::DeadlineLayer)
             .layer(admission)
+            .layer(crate::service_auth::CallGuardLayer::new(me, verifier))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -134,6 +134,20 @@ async fn health(
 #[derive(Clone)]
 struct Probe;
 
+/// A verifier without keys: this probe service has no internal RPCs to guard.
+fn no_keys() -> ticketing_platform::auth::TokenVerifier {
+    struct NoKeys;
+    impl ticketing_platform::auth::KeySource for NoKeys {
+        fn fetch(
+            &self,
+        ) -> futures::future::BoxFuture<'_, anyhow::Result<Vec<ticketing_platform::auth::VerificationKey>>>
+        {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+    ticketing_platform::auth::TokenVerifier::new(NoKeys)
+}
+
 impl tonic::server::NamedService for Probe {
     const NAME: &'static str = "ticketing.probe.v1.ProbeService";
 }
@@ -173,7 +187,7 @@ async fn an_instance_registers_with_a_grpc_check_and_deregisters_on_shutdown() {
     let host = Host::bind(server).await.expect("bind");
     let port = host.grpc_addr().port();
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(host.serve(Probe, Vec::new(), async move {
+    let serving = tokio::spawn(host.serve(Probe, no_keys(), Vec::new(), async move {
         let _ = stopped.await;
     }));
     let registered = loop {
@@ -354,7 +368,7 @@ async fn a_real_agent_sees_the_instance_come_and_go_when_consul_http_addr_is_set
     let host = Host::bind(server).await.expect("bind");
     let id = format!("probe-127.0.0.1-{}", host.grpc_addr().port());
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(host.serve(Probe, Vec::new(), async move {
+    let serving = tokio::spawn(host.serve(Probe, no_keys(), Vec::new(), async move {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::new();

@@ -33,6 +33,10 @@ impl Default for Config {
                 .into(),
                 default_timeout: Duration::from_secs(10),
                 retry: Default::default(),
+                credentials: ticketing_platform::service_auth::ServiceCredentials {
+                    client_id: "catalog".into(),
+                    client_secret: None,
+                },
             },
         }
     }

@@ -77,11 +77,12 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let verifier = self.api.verifier.clone();
         let service = CatalogServiceServer::new(self.api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let relay = tokio::spawn(self.relay.run());
-        let result = self.host.serve(service, self.probes, shutdown).await;
+        let result = self.host.serve(service, verifier, self.probes, shutdown).await;
         relay.abort();
         result
     }

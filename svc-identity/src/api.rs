@@ -12,6 +12,7 @@ use ticketing_platform::{
     error::{Violations, parse_id},
     messaging::OutboxSignal,
     pagination::{self, Cursor},
+    service_auth::{self, CallGraph, ServiceClaims},
     time::{from_timestamp, to_timestamp, to_timestamp_opt},
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_server::IdentityService};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub guard: LoginGuard,
     pub tokens: TokenConfig,
     pub login: LoginConfig,
+    /// Service clients (client id to the SHA-256 of its secret) for `IssueServiceToken`.
+    pub service_clients: std::collections::HashMap<String, [u8; 32]>,
     /// Wakes the outbox relay after a commit that queued an event.
     pub outbox: OutboxSignal,
 }
@@ -62,23 +65,6 @@ impl IdentityApi {
         store::load_actor(&mut conn, user_id)
             .await?
             .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))
-    }
-
-    fn client_address<T>(&self, request: &Request<T>) -> Option<String> {
-        if self.state.login.trust_forwarded_for
-            && let Some(forwarded) = request
-                .metadata()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            && let Some(first) = forwarded
-                .split(',')
-                .next()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        {
-            return Some(first.to_string());
-        }
-        request.remote_addr().map(|addr| addr.ip().to_string())
     }
 
     fn claims_for(&self, actor: &Actor) -> AccessClaims {
@@ -188,7 +174,9 @@ impl IdentityApi {
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> ApiResult<pb::TokenResponse> {
-        let address = self.client_address(&request);
+        // The gateway's word for the client's address (the call guard drops it from anyone
+        // else's calls), or the caller's own.
+        let address = service_auth::client_address(&request);
         let r = request.into_inner();
         let mut v = Violations::new();
         let email = v.check("email", domain::normalize_email(&r.email));
@@ -223,7 +211,7 @@ impl IdentityApi {
                 return Err(ApiError::unauthenticated("invalid e-mail or password"));
             }
         };
-        self.state.guard.record_success(&email).await?;
+        self.state.guard.record_success(&attempt).await?;
         let mut conn = self.state.pool.get().await?;
         let actor = store::load_actor(&mut conn, user.id)
             .await?
@@ -320,7 +308,7 @@ impl IdentityApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> ApiResult<pb::ChangePasswordResponse> {
-        let address = self.client_address(&request);
+        let address = service_auth::client_address(&request);
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
@@ -775,6 +763,68 @@ impl IdentityApi {
             expires_in: exp - now.timestamp(),
         })
     }
+
+    /// The client-credentials grant: a token for `audience` to the client whose secret this is.
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> ApiResult<pb::ServiceToken> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.client_id.is_empty() {
+            v.add("client_id", "is required");
+        } else if r.client_id.len() > 64 {
+            v.add("client_id", "at most 64 characters");
+        }
+        if r.client_secret.is_empty() {
+            v.add("client_secret", "is required");
+        } else if r.client_secret.len() > 256 {
+            v.add("client_secret", "at most 256 characters");
+        }
+        let services = CallGraph::platform().services();
+        if r.audience.is_empty() {
+            v.add("audience", "is required");
+        } else if !services.contains(&r.audience) {
+            v.add(
+                "audience",
+                format!(
+                    "must be a service of the platform: {}",
+                    services.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        v.into_result()?;
+        // The secret is hashed whether or not the client exists: the answer takes as long.
+        let presented = domain::sha256(r.client_secret.as_bytes());
+        let known = self.state.service_clients.get(&r.client_id);
+        let matches: bool = known.is_some_and(|expected| bool::from(presented.ct_eq(expected)));
+        if !matches {
+            metrics::counter!("identity_service_tokens_refused_total").increment(1);
+            tracing::warn!(client_id = %r.client_id, "service token refused: unknown client or wrong secret");
+            return Err(ApiError::unauthenticated("invalid client credentials"));
+        }
+        let now = Utc::now().timestamp();
+        let ttl = i64::try_from(self.state.tokens.service_token_ttl.as_secs()).unwrap_or(600);
+        let claims = ServiceClaims {
+            iss: ISSUER.into(),
+            aud: r.audience.clone(),
+            sub: r.client_id.clone(),
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: Uuid::now_v7().to_string(),
+            kind: service_auth::SERVICE_KIND.into(),
+        };
+        let access_token = self.state.keys.sign(&claims).await?;
+        metrics::counter!("identity_service_tokens_issued_total", "client" => r.client_id.clone())
+            .increment(1);
+        tracing::debug!(client_id = %r.client_id, audience = %r.audience, "service token issued");
+        Ok(pb::ServiceToken {
+            access_token,
+            expires_in: ttl,
+            token_type: "Bearer".into(),
+        })
+    }
 }
 
 // === wire mapping ===
@@ -1071,14 +1121,18 @@ impl IdentityService for IdentityApi {
     ) -> Result<Response<pb::VerifyApiKeyResponse>, Status> {
         Ok(Response::new(IdentityApi::verify_api_key(self, r).await?))
     }
+    async fn issue_service_token(
+        &self,
+        r: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::ServiceToken>, Status> {
+        Ok(Response::new(IdentityApi::issue_service_token(self, r).await?))
+    }
     async fn rotate_signing_key(
         &self,
         r: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
-        let actor = self.actor(&r).await?;
-        if !actor.is_admin() {
-            return Err(ApiError::permission_denied("only admins may rotate signing keys").into());
-        }
+        // Only an operator's service credential gets here (the call graph's guard).
+        tracing::info!(by = ?service_auth::caller_service(&r), "rotating the signing key");
         let kid = self.state.keys.rotate().await?;
         // Our own verifier must learn the new key before the next token it signs arrives.
         self.state.verifier.refresh(true).await?;

@@ -1,6 +1,6 @@
 //! svc-identity's configuration (see `ticketing_platform::config` for how it is read).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,12 @@ pub struct Config {
     pub password: PasswordParams,
     /// Makes sure this account exists and is an admin at start (first deployment).
     pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// The service clients that may get service tokens (`IssueServiceToken`): client id (the
+    /// name the call graph knows it by: `orders`, `gateway`, `operator`, ...) to the SHA-256 of
+    /// its secret in hex (`TICKETING_SERVICE_CLIENTS__ORDERS=<hex>`). Secrets are random, at
+    /// least 128 bits, so a fast hash is enough; only the hashes are kept here.
+    #[serde(default)]
+    pub service_clients: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +44,9 @@ pub struct TokenConfig {
     /// Lifetime of the access token VerifyApiKey hands out; short, so revocation bites fast.
     #[serde(with = "duration_secs")]
     pub api_key_token_ttl: Duration,
+    /// Lifetime of a service token (the client-credentials grant); clients renew at half of it.
+    #[serde(with = "duration_secs", default = "default_service_token_ttl")]
+    pub service_token_ttl: Duration,
     /// A signing key older than this is replaced at the next check.
     #[serde(with = "duration_secs")]
     pub key_rotation_interval: Duration,
@@ -57,6 +66,24 @@ pub struct BootstrapAdmin {
     pub password: SecretString,
 }
 
+fn default_service_token_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// A client secret's SHA-256 from its hex form, if it is one.
+pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.trim().as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -69,12 +96,14 @@ impl Default for Config {
                 access_token_ttl: Duration::from_secs(15 * 60),
                 refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
                 api_key_token_ttl: Duration::from_secs(5 * 60),
+                service_token_ttl: default_service_token_ttl(),
                 key_rotation_interval: Duration::from_secs(30 * 24 * 3600),
                 signing_key_pem: None,
             },
             login: LoginConfig::default(),
             password: PasswordParams::default(),
             bootstrap_admin: None,
+            service_clients: BTreeMap::new(),
         }
     }
 }
@@ -111,6 +140,31 @@ impl Validate for Config {
                 "must be at least 1 h",
             ));
         }
+        if t.service_token_ttl < Duration::from_secs(60) || t.service_token_ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "tokens.service_token_ttl",
+                "must be 60 s to 1 h",
+            ));
+        }
+        for (client, hash) in &self.service_clients {
+            if client.is_empty()
+                || client.len() > 64
+                || !client
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(ConfigError::invalid(
+                    format!("service_clients.{client}"),
+                    "client ids are 1 to 64 lower-case letters, digits or dashes",
+                ));
+            }
+            if parse_sha256_hex(hash).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("service_clients.{client}"),
+                    "must be the SHA-256 of the client's secret, as 64 hex digits",
+                ));
+            }
+        }
         let p = &self.password;
         if p.memory_kib < 8 * 1024 || p.iterations == 0 || p.parallelism == 0 {
             return Err(ConfigError::invalid(
@@ -123,6 +177,12 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "login",
                 "thresholds and base_lockout_secs must be at least 1",
+            ));
+        }
+        if l.account_global_threshold != 0 && l.account_global_threshold < l.account_threshold {
+            return Err(ConfigError::invalid(
+                "login",
+                "account_global_threshold must be 0 (off) or at least account_threshold",
             ));
         }
         if let Some(admin) = &self.bootstrap_admin {

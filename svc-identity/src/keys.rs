@@ -24,7 +24,7 @@ use rand::rngs::OsRng;
 use secrecy::ExposeSecret;
 use ticketing_platform::{
     ApiError, ApiResult,
-    auth::{AccessClaims, KeySource, VerificationKey},
+    auth::{KeySource, VerificationKey},
     db::PgPool,
 };
 use tokio::sync::RwLock;
@@ -133,8 +133,8 @@ impl KeyStore {
         Ok(key)
     }
 
-    /// Signs `claims` with the active key.
-    pub async fn sign(&self, claims: &AccessClaims) -> ApiResult<String> {
+    /// Signs `claims` (an access token's or a service token's) with the active key.
+    pub async fn sign<C: serde::Serialize>(&self, claims: &C) -> ApiResult<String> {
         let key = self.active_key().await?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());

@@ -66,6 +66,13 @@ impl Application {
                 .await
                 .context("creating the bootstrap admin")?;
         }
+        let service_clients = config
+            .service_clients
+            .iter()
+            .filter_map(|(client, hash)| {
+                crate::config::parse_sha256_hex(hash).map(|digest| (client.clone(), digest))
+            })
+            .collect();
         let state = Arc::new(AppState {
             pool: pool.clone(),
             keys,
@@ -74,6 +81,7 @@ impl Application {
             guard: LoginGuard::new(cache.clone(), config.login.clone()),
             tokens: config.tokens.clone(),
             login: config.login.clone(),
+            service_clients,
             outbox: relay.signal(),
         });
         let host = Host::bind(config.server.clone()).await?;
@@ -113,9 +121,10 @@ impl Application {
             }
         });
         let relay = tokio::spawn(self.relay.run());
+        let verifier = self.state.verifier.clone();
         let service = IdentityServiceServer::new(IdentityApi::new(self.state))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let result = self.host.serve(service, self.probes, shutdown).await;
+        let result = self.host.serve(service, verifier, self.probes, shutdown).await;
         rotation.abort();
         relay.abort();
         result

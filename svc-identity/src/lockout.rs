@@ -1,5 +1,5 @@
-//! Login abuse protection in Redis: failure counters per account and per client address, and a
-//! lock that grows with each failure past a threshold. A locked login is refused before the
+//! Login abuse protection in Redis: failure counters per account and client address, per
+//! address, and per account, each with a lock that grows with each failure past its threshold. A locked login is refused before the
 //! password is checked (RESOURCE_EXHAUSTED with RetryInfo), for existing and unknown accounts
 //! alike, so the lock reveals nothing about which accounts exist.
 
@@ -12,17 +12,25 @@ use crate::domain::{lockout_for, sha256};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginConfig {
-    /// Failures of one account before it locks.
+    /// Failures of one account from one client address before that address is locked out of
+    /// the account (others may still log in to it).
     pub account_threshold: u64,
-    /// Failures from one client address (across accounts) before it locks.
+    /// Failures from one client address (across accounts) before the address is locked out.
     pub address_threshold: u64,
+    /// Failures of one account from any addresses before it locks for everyone: the defence
+    /// against a guess spread over many addresses, and the one lock a stranger can cause, so
+    /// set well above `account_threshold`; 0 turns it off.
+    #[serde(default = "default_account_global_threshold")]
+    pub account_global_threshold: u64,
     /// Failures older than this are forgotten (seconds).
     pub window_secs: u64,
     /// First lock; doubles with every further failure (seconds).
     pub base_lockout_secs: u64,
     pub max_lockout_secs: u64,
-    /// Take the client address from `x-forwarded-for` (only behind a trusted gateway).
-    pub trust_forwarded_for: bool,
+}
+
+fn default_account_global_threshold() -> u64 {
+    50
 }
 
 impl Default for LoginConfig {
@@ -30,10 +38,10 @@ impl Default for LoginConfig {
         Self {
             account_threshold: 5,
             address_threshold: 30,
+            account_global_threshold: default_account_global_threshold(),
             window_secs: 900,
             base_lockout_secs: 30,
             max_lockout_secs: 900,
-            trust_forwarded_for: false,
         }
     }
 }
@@ -44,7 +52,9 @@ pub struct LoginGuard {
     config: LoginConfig,
 }
 
-/// The two subjects a login attempt is counted against.
+/// What a login attempt is counted against: the account from this client address, the
+/// address across accounts, and the account from everywhere. The address is the end client's
+/// (behind the gateway, the one it vouches for), never a header a client wrote.
 pub struct Attempt<'a> {
     pub email: &'a str,
     pub address: Option<&'a str>,
@@ -64,10 +74,22 @@ impl LoginGuard {
         )
     }
 
-    fn subjects<'a>(&self, attempt: &Attempt<'a>) -> Vec<(&'static str, &'a str, u64)> {
-        let mut subjects = vec![("acct", attempt.email, self.config.account_threshold)];
-        if let Some(address) = attempt.address {
-            subjects.push(("addr", address, self.config.address_threshold));
+    fn subjects(&self, attempt: &Attempt<'_>) -> Vec<(&'static str, String, u64)> {
+        let address = attempt.address.unwrap_or("");
+        let mut subjects = vec![(
+            "pair",
+            format!("{}\0{address}", attempt.email),
+            self.config.account_threshold,
+        )];
+        if !address.is_empty() {
+            subjects.push(("addr", address.to_string(), self.config.address_threshold));
+        }
+        if self.config.account_global_threshold > 0 {
+            subjects.push((
+                "acct",
+                attempt.email.to_string(),
+                self.config.account_global_threshold,
+            ));
         }
         subjects
     }
@@ -77,7 +99,7 @@ impl LoginGuard {
         let mut conn = self.cache.pool.get().await?;
         let mut longest: i64 = 0;
         for (kind, subject, _) in self.subjects(attempt) {
-            let (_, lock) = self.keys(kind, subject);
+            let (_, lock) = self.keys(kind, &subject);
             let ttl: i64 = redis::cmd("PTTL").arg(&lock).query_async(&mut *conn).await?;
             longest = longest.max(ttl);
         }
@@ -95,7 +117,7 @@ impl LoginGuard {
         let window_ms = self.config.window_secs.saturating_mul(1000);
         let mut longest = None;
         for (kind, subject, threshold) in self.subjects(attempt) {
-            let (fail, lock) = self.keys(kind, subject);
+            let (fail, lock) = self.keys(kind, &subject);
             let (failures,): (u64,) = redis::pipe()
                 .atomic()
                 .incr(&fail, 1)
@@ -130,25 +152,25 @@ impl LoginGuard {
                     .ignore()
                     .query_async::<()>(&mut *conn)
                     .await?;
-                if kind == "acct" {
-                    metrics::counter!("identity_login_lockouts_total").increment(1);
-                }
+                metrics::counter!("identity_login_lockouts_total", "kind" => kind).increment(1);
                 longest = longest.max(Some(lockout));
             }
         }
         Ok(longest)
     }
 
-    /// A successful login clears the account's failures (not the address's: one good password
-    /// must not reset a spray across many accounts).
-    pub async fn record_success(&self, email: &str) -> ApiResult<()> {
+    /// A successful login clears the account's failures from this address and from everywhere
+    /// (not the address's: one good password must not reset a spray across many accounts).
+    pub async fn record_success(&self, attempt: &Attempt<'_>) -> ApiResult<()> {
         let mut conn = self.cache.pool.get().await?;
-        let (fail, lock) = self.keys("acct", email);
-        redis::cmd("DEL")
-            .arg(&fail)
-            .arg(&lock)
-            .query_async::<()>(&mut *conn)
-            .await?;
+        let mut del = redis::cmd("DEL");
+        for (kind, subject, _) in self.subjects(attempt) {
+            if kind != "addr" {
+                let (fail, lock) = self.keys(kind, &subject);
+                del.arg(fail).arg(lock);
+            }
+        }
+        del.query_async::<()>(&mut *conn).await?;
         Ok(())
     }
 }

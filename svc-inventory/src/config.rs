@@ -51,6 +51,10 @@ impl Default for Config {
                 addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
                 default_timeout: Duration::from_secs(5),
                 retry: Default::default(),
+                credentials: ticketing_platform::service_auth::ServiceCredentials {
+                    client_id: "inventory".into(),
+                    client_secret: None,
+                },
             },
             holds: HoldConfig {
                 default_ttl: Duration::from_secs(300),

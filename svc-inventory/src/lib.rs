@@ -111,8 +111,9 @@ impl Application {
             let inventory = inventory.clone();
             async move { inventory.sweep_all().await.map(drop) }
         });
+        let verifier = self.api.verifier.clone();
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let result = self.host.serve(service, self.probes, shutdown).await;
+        let result = self.host.serve(service, verifier, self.probes, shutdown).await;
         sweeper.abort();
         consumer.abort();
         fanout.abort();

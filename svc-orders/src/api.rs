@@ -105,7 +105,7 @@ impl OrdersApi {
     }
 
     async fn pay_order(&self, request: Request<pb::PayOrderRequest>) -> ApiResult<pb::Order> {
-        let (principal, token) = self.caller(request.metadata()).await?;
+        let principal = self.verifier.authenticate(request.metadata()).await?;
         let caller = principal.user_id()?;
         let r = request.into_inner();
         let mut v = Violations::new();
@@ -141,7 +141,7 @@ impl OrdersApi {
         let (Some(order_id), Some(card)) = (order_id, card) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let paid = self.orders.pay(&token, caller, order_id, card).await?;
+        let paid = self.orders.pay(caller, order_id, card).await?;
         Ok(paid.to_proto())
     }
 
@@ -159,7 +159,7 @@ impl OrdersApi {
     }
 
     async fn refund_order(&self, request: Request<pb::RefundOrderRequest>) -> ApiResult<pb::Order> {
-        let (principal, token) = self.caller(request.metadata()).await?;
+        let principal = self.verifier.authenticate(request.metadata()).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
         let order_id = v.id("order_id", &r.order_id);
@@ -182,7 +182,7 @@ impl OrdersApi {
             .await?;
         if !Self::is_staff(&principal, order.organization_id, Scope::OrdersWrite) {
             // Buyers refund their own orders only until the cutoff before the event.
-            let starts = self.orders.event_starts_at(&token, order.event_id).await?;
+            let starts = self.orders.event_starts_at(order.event_id).await?;
             let cutoff = chrono::Duration::from_std(self.orders.buyer_refund_cutoff()).unwrap_or_default();
             if starts.is_some_and(|s| Utc::now() + cutoff > s) {
                 return Err(ApiError::precondition(
@@ -206,7 +206,7 @@ impl OrdersApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> ApiResult<pb::ListOrdersResponse> {
-        let (principal, token) = self.caller(request.metadata()).await?;
+        let principal = self.verifier.authenticate(request.metadata()).await?;
         let r = request.into_inner();
         let size = pagination::page_size(r.page_size)?;
         let after = Cursor::decode(&r.page_token)?;
@@ -233,7 +233,7 @@ impl OrdersApi {
             query = query.filter(orders::buyer_id.eq(principal.user_id()?));
         } else {
             let event = parse_id("event_id", &r.event_id)?;
-            let org = self.orders.organization_of(&token, event).await?;
+            let org = self.orders.organization_of(event).await?;
             if !Self::is_staff(&principal, org, Scope::OrdersRead) {
                 return Err(ApiError::permission_denied(
                     "only the event's organization sees its orders",
@@ -294,8 +294,8 @@ impl OrdersApi {
     // Discount codes: the event's organization (events:write for API keys) and admins.
 
     async fn organizer_of_event(&self, metadata: &MetadataMap, event: Uuid, scope: Scope) -> ApiResult<Uuid> {
-        let (principal, token) = self.caller(metadata).await?;
-        let org = self.orders.organization_of(&token, event).await?;
+        let principal = self.verifier.authenticate(metadata).await?;
+        let org = self.orders.organization_of(event).await?;
         if !Self::is_staff(&principal, org, scope) {
             return Err(ApiError::permission_denied(
                 "only the event's organization manages its discount codes",
@@ -698,7 +698,7 @@ impl OrdersApi {
     }
 
     async fn check_in(&self, request: Request<pb::CheckInRequest>) -> ApiResult<pb::CheckInResponse> {
-        let (principal, token) = self.caller(request.metadata()).await?;
+        let principal = self.verifier.authenticate(request.metadata()).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
         let event = v.id("event_id", &r.event_id);
@@ -707,15 +707,19 @@ impl OrdersApi {
         }
         if r.gate.len() > 100 {
             v.add("gate", "at most 100 characters");
+        } else if r.gate.chars().any(char::is_control) {
+            v.add("gate", "must not contain control characters");
         }
         if r.nonce.len() > 128 {
             v.add("nonce", "at most 128 characters");
+        } else if r.nonce.chars().any(char::is_control) {
+            v.add("nonce", "must not contain control characters");
         }
         v.into_result()?;
         let Some(event) = event else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let org = self.orders.organization_of(&token, event).await?;
+        let org = self.orders.organization_of(event).await?;
         if !Self::is_staff(&principal, org, Scope::CheckIn) {
             return Err(ApiError::permission_denied(
                 "only the event's staff scan its tickets",
@@ -728,9 +732,9 @@ impl OrdersApi {
         &self,
         request: Request<pb::GetTicketVerificationKeysRequest>,
     ) -> ApiResult<pb::TicketVerificationKeys> {
-        let (principal, token) = self.caller(request.metadata()).await?;
+        let principal = self.verifier.authenticate(request.metadata()).await?;
         let event = parse_id("event_id", &request.get_ref().event_id)?;
-        let org = self.orders.organization_of(&token, event).await?;
+        let org = self.orders.organization_of(event).await?;
         if !Self::is_staff(&principal, org, Scope::CheckIn) {
             return Err(ApiError::permission_denied(
                 "only the event's staff get its scanner keys",

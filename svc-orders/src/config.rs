@@ -53,6 +53,10 @@ impl Default for Config {
                 .collect(),
                 default_timeout: Duration::from_secs(10),
                 retry: Default::default(),
+                credentials: ticketing_platform::service_auth::ServiceCredentials {
+                    client_id: "orders".into(),
+                    client_secret: None,
+                },
             },
             checkout: CheckoutConfig {
                 payment_window: Duration::from_secs(15 * 60),

@@ -12,7 +12,7 @@ pub mod qr;
 pub mod schema;
 pub mod tickets;
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin};
 
 use anyhow::Context;
 use diesel_async::AsyncPgConnection;
@@ -48,8 +48,13 @@ pub struct Application {
     config: Config,
 }
 
-/// `payment.succeeded`: finishes an order whose PayOrder stopped after the charge.
-pub struct PaymentOutcomes(Arc<TicketSigner>);
+/// `payment.succeeded`: finishes an order whose PayOrder stopped after the charge (or refunds
+/// a payment that does not pay it). `payment.refunded`: an order whose money went back outside
+/// orders is refunded too.
+pub struct PaymentOutcomes(Orders);
+
+/// The event types orders consumes.
+pub const EVENT_TYPES: [&str; 2] = ["payment.succeeded", "payment.refunded"];
 
 impl Handler for PaymentOutcomes {
     fn handle<'a>(
@@ -58,13 +63,17 @@ impl Handler for PaymentOutcomes {
         envelope: &'a events::Envelope,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            if envelope.event_type != "payment.succeeded" {
-                return Ok(());
+            match envelope.event_type.as_str() {
+                "payment.succeeded" => {
+                    let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
+                    self.0.complete_from_event(conn, &paid).await
+                }
+                "payment.refunded" => {
+                    let refund = messaging::payload::<events::PaymentRefunded>(envelope)?;
+                    self.0.reconcile_refund(conn, &refund).await
+                }
+                _ => Ok(()),
             }
-            let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
-            let order = Uuid::parse_str(&paid.order_id).context("order id")?;
-            let payment = Uuid::parse_str(&paid.payment_id).context("payment id")?;
-            orders::complete_from_event(conn, &self.0, order, payment).await
         })
     }
 
@@ -79,7 +88,8 @@ impl Handler for PaymentOutcomes {
             }
             let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
             let order = Uuid::parse_str(&paid.order_id).context("order id")?;
-            orders::finished(conn, order).await
+            let payment = Uuid::parse_str(&paid.payment_id).context("payment id")?;
+            orders::payment_settled(conn, order, payment).await
         })
     }
 }
@@ -104,7 +114,7 @@ impl Application {
                 inventory: InventoryServiceClient::new(peers.channel("inventory")?),
                 payments: PaymentsServiceClient::new(peers.channel("payments")?),
             },
-            signer.clone(),
+            signer,
             relay.signal(),
             config.checkout.clone(),
         );
@@ -112,8 +122,8 @@ impl Application {
             pool.clone(),
             config.messaging.clone(),
             CONSUMER,
-            vec!["payment.succeeded"],
-            PaymentOutcomes(Arc::new(signer)),
+            EVENT_TYPES.to_vec(),
+            PaymentOutcomes(orders.clone()),
         );
         let host = Host::bind(config.server.clone()).await?;
         Ok(Self {
@@ -154,10 +164,16 @@ impl Application {
             let orders = orders.clone();
             async move { orders.expire_due().await.map(drop) }
         });
+        let verifier = self.api.verifier.clone();
         let service = OrdersServiceServer::new(self.api);
         let result = self
             .host
-            .serve(service, vec![Probe::postgres(self.pool.clone())], shutdown)
+            .serve(
+                service,
+                verifier,
+                vec![Probe::postgres(self.pool.clone())],
+                shutdown,
+            )
             .await;
         sweeper.abort();
         consumer.abort();

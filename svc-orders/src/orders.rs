@@ -311,7 +311,8 @@ impl DiscountRow {
     }
 }
 
-/// The peers orders calls, with the caller's token forwarded so each checks it itself.
+/// The peers orders calls. Calls carry orders' service token (the peer channels add it); public
+/// ones made for a buyer also carry the buyer's own token, so the peer authorizes the buyer.
 #[derive(Clone)]
 pub struct Peers {
     pub catalog: CatalogServiceClient<PeerChannel>,
@@ -458,13 +459,10 @@ impl Orders {
             .peers
             .catalog
             .clone()
-            .batch_get_ticket_tiers(forwarded(
-                token,
-                catalog::BatchGetTicketTiersRequest {
-                    event_id: event_id.to_string(),
-                    tier_ids: tier_ids.clone(),
-                },
-            ))
+            .batch_get_ticket_tiers(Request::new(catalog::BatchGetTicketTiersRequest {
+                event_id: event_id.to_string(),
+                tier_ids: tier_ids.clone(),
+            }))
             .await
             .map_err(|s| peer_error("catalog", s))?
             .into_inner();
@@ -669,13 +667,7 @@ impl Orders {
 
     /// Pays an order: lease, durable reservation, charge, tickets. See the module docs.
     /// Pays `buyer`'s order; another buyer's order is NOT_FOUND.
-    pub async fn pay(
-        &self,
-        token: &str,
-        buyer: Uuid,
-        order_id: Uuid,
-        card: CardInput,
-    ) -> ApiResult<OrderView> {
+    pub async fn pay(&self, buyer: Uuid, order_id: Uuid, card: CardInput) -> ApiResult<OrderView> {
         let attempt = match self.take_lease(buyer, order_id).await? {
             Lease::Done(order) => return self.view(order).await,
             Lease::Busy => {
@@ -686,18 +678,7 @@ impl Orders {
         };
         let order = attempt.order;
         // 1. Reserve durably: after this no one else can buy these places.
-        let committed = self
-            .peers
-            .inventory
-            .clone()
-            .commit_hold(forwarded(
-                token,
-                inventory::CommitHoldRequest {
-                    hold_id: order.hold_id.to_string(),
-                    order_id: order.id.to_string(),
-                },
-            ))
-            .await;
+        let committed = self.commit_places(&order).await;
         if let Err(status) = committed {
             // Nothing was charged: the attempt may start afresh.
             self.end_attempt(order.id, false, None).await?;
@@ -717,21 +698,18 @@ impl Orders {
                 .peers
                 .payments
                 .clone()
-                .charge(forwarded(
-                    token,
-                    payments::ChargeRequest {
-                        idempotency_key: format!("order:{}:attempt:{}", order.id, attempt.number),
-                        order_id: order.id.to_string(),
-                        customer_id: order.buyer_id.to_string(),
-                        amount: money(order.total, &order.currency),
-                        card_number: card.number,
-                        exp_month: card.exp_month,
-                        exp_year: card.exp_year,
-                        cvc: card.cvc,
-                        description: format!("order {}", order.id),
-                        organization_id: order.organization_id.to_string(),
-                    },
-                ))
+                .charge(Request::new(payments::ChargeRequest {
+                    idempotency_key: attempt_key(order.id, attempt.number),
+                    order_id: order.id.to_string(),
+                    customer_id: order.buyer_id.to_string(),
+                    amount: money(order.total, &order.currency),
+                    card_number: card.number,
+                    exp_month: card.exp_month,
+                    exp_year: card.exp_year,
+                    cvc: card.cvc,
+                    description: format!("order {}", order.id),
+                    organization_id: order.organization_id.to_string(),
+                }))
                 .await;
             match charged {
                 Ok(payment) => {
@@ -750,6 +728,17 @@ impl Orders {
                             metadata.insert("failure_code".into(), code.as_str_name().into());
                         }
                         return Err(error);
+                    }
+                    let pays_this = payment.order_id == order.id.to_string()
+                        && payment.amount == money(order.total, &order.currency)
+                        && payment.customer_id == order.buyer_id.to_string();
+                    if !pays_this {
+                        // Never seen: payments answers a key with the charge it made for it. The
+                        // lease runs out and the order stays unpaid; the consumer refunds it.
+                        return Err(ApiError::internal(format!(
+                            "payments answered order {} with a payment of another order, amount or buyer",
+                            order.id
+                        )));
                     }
                     Some(Uuid::parse_str(&payment.id).map_err(|_| ApiError::internal("payment id"))?)
                 }
@@ -1034,101 +1023,7 @@ impl Orders {
         let mut conn = self.pool.get().await?;
         let order = conn
             .transaction::<_, ApiError, _>(async |conn| {
-                let order = lock(conn, order_id).await?;
-                if !matches!(order.status.as_str(), "paid" | "partially_refunded") {
-                    if order.status == "refunded" {
-                        return Ok(order);
-                    }
-                    return Err(ApiError::precondition(
-                        "ORDER_NOT_REFUNDABLE",
-                        format!("a {} order cannot be refunded", order.status),
-                    ));
-                }
-                let lines: Vec<LineRow> = order_lines::table
-                    .filter(order_lines::order_id.eq(order_id))
-                    .order(order_lines::position)
-                    .select(LineRow::as_select())
-                    .load(conn)
-                    .await?;
-                for id in line_ids {
-                    if !lines.iter().any(|l| l.id == *id) {
-                        return Err(ApiError::invalid(
-                            "line_ids",
-                            format!("{id} is not a line of this order"),
-                        ));
-                    }
-                }
-                let chosen: Vec<&LineRow> = lines
-                    .iter()
-                    .filter(|l| !l.refunded && (line_ids.is_empty() || line_ids.contains(&l.id)))
-                    .collect();
-                if chosen.is_empty() {
-                    // Asked again for lines already refunded: the same result as the first time.
-                    return Ok(order);
-                }
-                let chosen_ids: Vec<Uuid> = chosen.iter().map(|l| l.id).collect();
-                let checked_in: i64 = tickets::table
-                    .filter(tickets::line_id.eq_any(&chosen_ids))
-                    .filter(tickets::status.eq("checked_in"))
-                    .count()
-                    .get_result(conn)
-                    .await?;
-                if checked_in > 0 {
-                    return Err(ApiError::precondition(
-                        "TICKET_USED",
-                        "a ticket of these lines has already been checked in",
-                    ));
-                }
-                let amount: i64 = chosen.iter().map(|l| l.unit_price - l.discount).sum();
-                diesel::update(order_lines::table.filter(order_lines::id.eq_any(&chosen_ids)))
-                    .set(order_lines::refunded.eq(true))
-                    .execute(conn)
-                    .await?;
-                diesel::update(tickets::table.filter(tickets::line_id.eq_any(&chosen_ids)))
-                    .set(tickets::status.eq("refunded"))
-                    .execute(conn)
-                    .await?;
-                let full = chosen.len() == lines.iter().filter(|l| !l.refunded).count();
-                let status = if full { "refunded" } else { "partially_refunded" };
-                let order = diesel::update(orders::table.find(order_id))
-                    .set((
-                        orders::status.eq(status),
-                        orders::refunded_total.eq(orders::refunded_total + amount),
-                        orders::updated_at.eq(Utc::now()),
-                    ))
-                    .returning(OrderRow::as_returning())
-                    .get_result(conn)
-                    .await?;
-                let ticket_ids: HashMap<Uuid, Uuid> = tickets::table
-                    .filter(tickets::line_id.eq_any(&chosen_ids))
-                    .select((tickets::line_id, tickets::id))
-                    .load::<(Uuid, Uuid)>(conn)
-                    .await?
-                    .into_iter()
-                    .collect();
-                messaging::enqueue(
-                    conn,
-                    vec![OutboxEvent::new(
-                        "order.refunded",
-                        "order",
-                        order.id,
-                        &events::OrderRefunded {
-                            order_id: order.id.to_string(),
-                            event_id: order.event_id.to_string(),
-                            buyer_id: order.buyer_id.to_string(),
-                            amount: money(amount, &order.currency),
-                            lines: chosen
-                                .iter()
-                                .map(|l| line_summary(l, &order.currency, ticket_ids.get(&l.id).copied()))
-                                .collect(),
-                            full: status == "refunded",
-                            payment_id: order.payment_id.map(|p| p.to_string()).unwrap_or_default(),
-                            refund_id: Uuid::now_v7().to_string(),
-                        },
-                    )],
-                )
-                .await?;
-                Ok(order)
+                refund_in(conn, order_id, line_ids, Refunding::Asked).await
             })
             .await?;
         self.outbox.notify();
@@ -1241,7 +1136,7 @@ impl Orders {
     }
 
     /// The organization selling `event`: from its orders here, else from catalog.
-    pub async fn organization_of(&self, token: &str, event_id: Uuid) -> ApiResult<Uuid> {
+    pub async fn organization_of(&self, event_id: Uuid) -> ApiResult<Uuid> {
         {
             let mut conn = self.pool.get().await?;
             let known: Option<Uuid> = orders::table
@@ -1254,35 +1149,28 @@ impl Orders {
                 return Ok(org);
             }
         }
-        let event = self.event_facts(token, event_id).await?;
+        let event = self.event_facts(event_id).await?;
         Uuid::parse_str(&event.organization_id).map_err(|_| ApiError::internal("event organization id"))
     }
 
     /// When the event starts (for the buyer's refund window).
-    pub async fn event_starts_at(&self, token: &str, event_id: Uuid) -> ApiResult<Option<DateTime<Utc>>> {
-        let event = self.event_facts(token, event_id).await?;
+    pub async fn event_starts_at(&self, event_id: Uuid) -> ApiResult<Option<DateTime<Utc>>> {
+        let event = self.event_facts(event_id).await?;
         Ok(event
             .event_starts_at
             .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))))
     }
 
     /// The event's status, organization and start, from catalog (no tiers asked for).
-    async fn event_facts(
-        &self,
-        token: &str,
-        event_id: Uuid,
-    ) -> ApiResult<catalog::BatchGetTicketTiersResponse> {
+    async fn event_facts(&self, event_id: Uuid) -> ApiResult<catalog::BatchGetTicketTiersResponse> {
         Ok(self
             .peers
             .catalog
             .clone()
-            .batch_get_ticket_tiers(forwarded(
-                token,
-                catalog::BatchGetTicketTiersRequest {
-                    event_id: event_id.to_string(),
-                    tier_ids: vec![],
-                },
-            ))
+            .batch_get_ticket_tiers(Request::new(catalog::BatchGetTicketTiersRequest {
+                event_id: event_id.to_string(),
+                tier_ids: vec![],
+            }))
             .await
             .map_err(|s| peer_error("catalog", s))?
             .into_inner())
@@ -1291,6 +1179,123 @@ impl Orders {
     pub fn buyer_refund_cutoff(&self) -> Duration {
         self.config.buyer_refund_cutoff
     }
+}
+
+/// Why lines are refunded: asked for (buyer, organizer, admin: used tickets cannot be), or
+/// because the money already went back outside orders (every line, used or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refunding {
+    Asked,
+    MoneyGone,
+}
+
+/// The refund itself, in the caller's transaction (see [`Orders::refund`]).
+pub async fn refund_in(
+    conn: &mut Conn,
+    order_id: Uuid,
+    line_ids: &[Uuid],
+    how: Refunding,
+) -> ApiResult<OrderRow> {
+    let order = lock(conn, order_id).await?;
+    if !matches!(order.status.as_str(), "paid" | "partially_refunded") {
+        if order.status == "refunded" {
+            return Ok(order);
+        }
+        return Err(ApiError::precondition(
+            "ORDER_NOT_REFUNDABLE",
+            format!("a {} order cannot be refunded", order.status),
+        ));
+    }
+    let lines: Vec<LineRow> = order_lines::table
+        .filter(order_lines::order_id.eq(order_id))
+        .order(order_lines::position)
+        .select(LineRow::as_select())
+        .load(conn)
+        .await?;
+    for id in line_ids {
+        if !lines.iter().any(|l| l.id == *id) {
+            return Err(ApiError::invalid(
+                "line_ids",
+                format!("{id} is not a line of this order"),
+            ));
+        }
+    }
+    let chosen: Vec<&LineRow> = lines
+        .iter()
+        .filter(|l| !l.refunded && (line_ids.is_empty() || line_ids.contains(&l.id)))
+        .collect();
+    if chosen.is_empty() {
+        // Asked again for lines already refunded: the same result as the first time.
+        return Ok(order);
+    }
+    let chosen_ids: Vec<Uuid> = chosen.iter().map(|l| l.id).collect();
+    let checked_in: i64 = tickets::table
+        .filter(tickets::line_id.eq_any(&chosen_ids))
+        .filter(tickets::status.eq("checked_in"))
+        .count()
+        .get_result(conn)
+        .await?;
+    if checked_in > 0 && how == Refunding::Asked {
+        return Err(ApiError::precondition(
+            "TICKET_USED",
+            "a ticket of these lines has already been checked in",
+        ));
+    }
+    let amount: i64 = chosen.iter().map(|l| l.unit_price - l.discount).sum();
+    diesel::update(order_lines::table.filter(order_lines::id.eq_any(&chosen_ids)))
+        .set(order_lines::refunded.eq(true))
+        .execute(conn)
+        .await?;
+    // A ticket already used stays checked in; every other one is void.
+    diesel::update(
+        tickets::table
+            .filter(tickets::line_id.eq_any(&chosen_ids))
+            .filter(tickets::status.ne("checked_in")),
+    )
+    .set(tickets::status.eq("refunded"))
+    .execute(conn)
+    .await?;
+    let full = chosen.len() == lines.iter().filter(|l| !l.refunded).count();
+    let status = if full { "refunded" } else { "partially_refunded" };
+    let order = diesel::update(orders::table.find(order_id))
+        .set((
+            orders::status.eq(status),
+            orders::refunded_total.eq(orders::refunded_total + amount),
+            orders::updated_at.eq(Utc::now()),
+        ))
+        .returning(OrderRow::as_returning())
+        .get_result(conn)
+        .await?;
+    let ticket_ids: HashMap<Uuid, Uuid> = tickets::table
+        .filter(tickets::line_id.eq_any(&chosen_ids))
+        .select((tickets::line_id, tickets::id))
+        .load::<(Uuid, Uuid)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    messaging::enqueue(
+        conn,
+        vec![OutboxEvent::new(
+            "order.refunded",
+            "order",
+            order.id,
+            &events::OrderRefunded {
+                order_id: order.id.to_string(),
+                event_id: order.event_id.to_string(),
+                buyer_id: order.buyer_id.to_string(),
+                amount: money(amount, &order.currency),
+                lines: chosen
+                    .iter()
+                    .map(|l| line_summary(l, &order.currency, ticket_ids.get(&l.id).copied()))
+                    .collect(),
+                full: status == "refunded",
+                payment_id: order.payment_id.map(|p| p.to_string()).unwrap_or_default(),
+                refund_id: Uuid::now_v7().to_string(),
+            },
+        )],
+    )
+    .await?;
+    Ok(order)
 }
 
 enum Lease {
@@ -1499,31 +1504,183 @@ async fn complete_in(
     .await
 }
 
-/// Whether the order is past payment (paid, or closed unpaid): states it never leaves, so a
-/// `payment.succeeded` for it has nothing left to do here.
-pub async fn finished(conn: &mut Conn, order_id: Uuid) -> anyhow::Result<bool> {
-    let status: Option<String> = orders::table
+/// The idempotency key of an order's payment attempt: payments charges a key at most once.
+pub fn attempt_key(order_id: Uuid, attempt: i32) -> String {
+    format!("order:{order_id}:attempt:{attempt}")
+}
+
+/// Whether a `payment.succeeded` can change nothing here: its order is paid by this very
+/// payment, or closed unpaid (payments refunds a charge for a closed order itself). States an
+/// order never leaves, so this is read before the consumer's transaction.
+pub async fn payment_settled(conn: &mut Conn, order_id: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
+    let found: Option<(String, Option<Uuid>)> = orders::table
         .find(order_id)
-        .select(orders::status)
+        .select((orders::status, orders::payment_id))
         .first(conn)
         .await
         .optional()
         .with_context(|| format!("reading order {order_id}"))?;
-    Ok(status.is_some_and(|s| s != "pending_payment"))
+    Ok(match found {
+        Some((status, paid_by)) if matches!(status.as_str(), "paid" | "partially_refunded" | "refunded") => {
+            paid_by == Some(payment_id)
+        }
+        Some((status, _)) => status != "pending_payment",
+        None => false,
+    })
 }
 
-/// The `payment.succeeded` consumer's work: finish an order whose PayOrder did not.
-pub async fn complete_from_event(
-    conn: &mut Conn,
-    signer: &TicketSigner,
-    order_id: Uuid,
-    payment_id: Uuid,
-) -> anyhow::Result<()> {
-    // Usually PayOrder finished the order before this event arrived, and [`finished`] told the
-    // consumer so before its transaction; an order paid or closed since is left as it is.
-    match complete_in(conn, signer, order_id, Some(payment_id)).await {
-        Ok(_) => Ok(()),
-        Err(ApiError::NotFound { .. } | ApiError::FailedPrecondition { .. }) => Ok(()),
-        Err(other) => Err(anyhow::anyhow!("completing order {order_id}: {other}")),
+/// Why a payment cannot pay an order, if it cannot: only a payment of the order's exact total,
+/// for its current attempt and its buyer, pays it.
+fn mismatch(order: &OrderRow, paid: &events::PaymentSucceeded) -> Option<String> {
+    let amount = paid.amount.clone().unwrap_or_default();
+    if amount.amount_minor != order.total || amount.currency != order.currency {
+        return Some(format!(
+            "the payment is {} {}, the order's total {} {}",
+            amount.amount_minor, amount.currency, order.total, order.currency
+        ));
+    }
+    if paid.idempotency_key != attempt_key(order.id, order.payment_attempt) {
+        return Some("the payment is not for the order's current payment attempt".into());
+    }
+    if paid.customer_id != order.buyer_id.to_string() {
+        return Some("the payment was made by someone other than the buyer".into());
+    }
+    None
+}
+
+impl Orders {
+    /// Reserves the order's places durably: inventory turns its hold into a sale for it,
+    /// once (idempotent on the order), and only for the hold's owner.
+    async fn commit_places(&self, order: &OrderRow) -> Result<inventory::CommitHoldResponse, tonic::Status> {
+        self.peers
+            .inventory
+            .clone()
+            .commit_hold(Request::new(inventory::CommitHoldRequest {
+                hold_id: order.hold_id.to_string(),
+                order_id: order.id.to_string(),
+                customer_id: order.buyer_id.to_string(),
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Gives a payment that pays nothing here back in full (idempotent on the payment).
+    async fn reject_payment(&self, payment_id: Uuid, why: &str) -> anyhow::Result<()> {
+        tracing::warn!(payment = %payment_id, why, "payment refused: refunding it");
+        let refunded = self
+            .peers
+            .payments
+            .clone()
+            .refund(Request::new(payments::RefundRequest {
+                idempotency_key: format!("orders-refused:{payment_id}"),
+                payment_id: payment_id.to_string(),
+                amount: None,
+                reason: format!("refused by orders: {why}"),
+            }))
+            .await;
+        metrics::counter!("orders_payments_refused_total").increment(1);
+        match refunded {
+            Ok(_) => Ok(()),
+            // Already refunded (or never succeeded): nothing of it is kept.
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+            Err(status) => anyhow::bail!("refunding refused payment {payment_id}: {status}"),
+        }
+    }
+
+    /// The `payment.succeeded` consumer's work: finish an order whose PayOrder did not, but
+    /// only with a payment that matches it, and only once its places are committed to it.
+    /// Anything else is refunded.
+    pub async fn complete_from_event(
+        &self,
+        conn: &mut Conn,
+        paid: &events::PaymentSucceeded,
+    ) -> anyhow::Result<()> {
+        let order_id = Uuid::parse_str(&paid.order_id).context("order id")?;
+        let payment_id = Uuid::parse_str(&paid.payment_id).context("payment id")?;
+        let order: Option<OrderRow> = orders::table
+            .find(order_id)
+            .select(OrderRow::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(order) = order else {
+            return self.reject_payment(payment_id, "no such order").await;
+        };
+        if order.is_paid() {
+            if order.payment_id == Some(payment_id) {
+                return Ok(());
+            }
+            return self
+                .reject_payment(payment_id, "the order was paid by another payment")
+                .await;
+        }
+        if order.status != "pending_payment" {
+            // Expired or cancelled: payments refunds a charge for a closed order itself.
+            return Ok(());
+        }
+        if let Some(why) = mismatch(&order, paid) {
+            return self.reject_payment(payment_id, &why).await;
+        }
+        if let Err(status) = self.commit_places(&order).await {
+            return match status.code() {
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
+                    self.reject_payment(payment_id, "its places could not be reserved")
+                        .await
+                }
+                _ => anyhow::bail!("committing order {order_id}'s places: {status}"),
+            };
+        }
+        match complete_in(conn, &self.signer, order_id, Some(payment_id)).await {
+            Ok(Completed::Before(order)) if order.payment_id != Some(payment_id) => {
+                self.reject_payment(payment_id, "the order was paid by another payment")
+                    .await
+            }
+            Ok(Completed::Now(_)) => {
+                self.outbox.notify();
+                Ok(())
+            }
+            Ok(Completed::Before(_)) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(ApiError::FailedPrecondition { .. }) => Ok(()),
+            Err(other) => Err(anyhow::anyhow!("completing order {order_id}: {other}")),
+        }
+    }
+
+    /// The `payment.refunded` consumer's work: when more of an order's payment went back than
+    /// the order refunded (a refund made at the processor), the order gives up what is left
+    /// (lines refunded, tickets void, places back on sale), so no paid order is without its money.
+    pub async fn reconcile_refund(
+        &self,
+        conn: &mut Conn,
+        refund: &events::PaymentRefunded,
+    ) -> anyhow::Result<()> {
+        let order_id = Uuid::parse_str(&refund.order_id).context("order id")?;
+        let payment_id = Uuid::parse_str(&refund.payment_id).context("payment id")?;
+        let order: Option<OrderRow> = orders::table
+            .find(order_id)
+            .select(OrderRow::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(order) = order else {
+            return Ok(());
+        };
+        let refunded_total = refund.refunded_total.as_ref().map_or(0, |m| m.amount_minor);
+        let ours = order.payment_id == Some(payment_id);
+        if !ours || !matches!(order.status.as_str(), "paid" | "partially_refunded") {
+            return Ok(());
+        }
+        if refunded_total <= order.refunded_total {
+            // Orders' own refund, or less than it already gave back.
+            return Ok(());
+        }
+        tracing::warn!(order = %order_id, payment = %payment_id, refunded_total, "money went back outside orders: the order is refunded");
+        match refund_in(conn, order_id, &[], Refunding::MoneyGone).await {
+            Ok(_) => {
+                self.outbox.notify();
+                metrics::counter!("orders_reconciled_refunds_total").increment(1);
+                Ok(())
+            }
+            Err(error) => Err(anyhow::anyhow!("reconciling order {order_id}: {error}")),
+        }
     }
 }

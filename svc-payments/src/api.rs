@@ -43,18 +43,14 @@ impl PaymentsApi {
                 .is_some_and(|org| principal.can_act_for(org) && principal.require_scope(scope).is_ok())
     }
 
+    /// Only orders gets here (the call graph's guard): it charges its buyer for their order's
+    /// total, and completes the order only from a payment that matches it.
     async fn charge(&self, request: Request<pb::ChargeRequest>) -> ApiResult<pb::Payment> {
-        let principal = self.verifier.authenticate(request.metadata()).await?;
-        let caller = principal.user_id()?;
         let r = request.into_inner();
         let mut v = Violations::new();
         check_key(&mut v, "idempotency_key", &r.idempotency_key);
         let order_id = v.id("order_id", &r.order_id);
-        let customer_id = if r.customer_id.is_empty() {
-            Some(caller)
-        } else {
-            v.id("customer_id", &r.customer_id)
-        };
+        let customer_id = v.id("customer_id", &r.customer_id);
         let organization_id = if r.organization_id.is_empty() {
             None
         } else {
@@ -90,11 +86,6 @@ impl PaymentsApi {
         let (Some(order_id), Some(customer_id)) = (order_id, customer_id) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        if customer_id != caller && !principal.is_admin() {
-            return Err(ApiError::permission_denied(
-                "a charge is made for the caller only",
-            ));
-        }
         let row = self
             .payments
             .charge(ChargeInput {
@@ -115,8 +106,9 @@ impl PaymentsApi {
         Ok(row.to_proto())
     }
 
+    /// Only orders gets here (the call graph's guard): money goes back through its refund flow,
+    /// which voids the tickets and returns the places first.
     async fn refund(&self, request: Request<pb::RefundRequest>) -> ApiResult<pb::PaymentRefund> {
-        let principal = self.verifier.authenticate(request.metadata()).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
         check_key(&mut v, "idempotency_key", &r.idempotency_key);
@@ -138,9 +130,6 @@ impl PaymentsApi {
             .get(payment_id)
             .await?
             .ok_or(ApiError::NotFound { resource: "payment" })?;
-        if !Self::may_see(&principal, &row, Scope::OrdersWrite) {
-            return Err(ApiError::NotFound { resource: "payment" });
-        }
         if let Some(m) = &r.amount
             && m.currency != row.currency
         {

@@ -22,6 +22,14 @@ pub struct Config {
     pub stale_after: Duration,
     #[serde(with = "duration_secs")]
     pub sweep_interval: Duration,
+    /// A refund the processor lists is taken for one made there (not by payments) once it is
+    /// this old and payments has no record of it: payments' own refunds commit well within it.
+    #[serde(with = "duration_secs", default = "default_processor_refund_grace")]
+    pub processor_refund_grace: Duration,
+}
+
+fn default_processor_refund_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,12 +50,17 @@ impl Default for Config {
                 addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
                 default_timeout: Duration::from_secs(5),
                 retry: Default::default(),
+                credentials: ticketing_platform::service_auth::ServiceCredentials {
+                    client_id: "payments".into(),
+                    client_secret: None,
+                },
             },
             test_provider: TestProviderConfig {
                 slow_delay: Duration::from_secs(3),
             },
             stale_after: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(5),
+            processor_refund_grace: default_processor_refund_grace(),
         }
     }
 }

@@ -67,6 +67,25 @@ impl Handler for OrderClosings {
                     }
                     let payment = Uuid::parse_str(&refund.payment_id).context("payment id")?;
                     let key = format!("order-refund:{}", refund.refund_id);
+                    // Money that already went back (a refund made at the processor, which
+                    // orders is reconciling) is not refunded twice.
+                    let remaining = match self.0.get(payment).await {
+                        Ok(Some(row)) => row.amount - row.refunded,
+                        Ok(None) => anyhow::bail!("order.refunded names unknown payment {payment}"),
+                        Err(e) => anyhow::bail!("reading payment {payment}: {e}"),
+                    };
+                    if self
+                        .0
+                        .refund_exists(&key)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                    {
+                        return Ok(());
+                    }
+                    let amount = amount.min(remaining);
+                    if amount == 0 {
+                        return Ok(());
+                    }
                     self.0
                         .refund(payment, &key, Some(amount), "order refunded")
                         .await
@@ -134,16 +153,38 @@ impl Application {
         let consumer = tokio::spawn(self.consumer.run());
         let payments = self.api.payments.clone();
         let (every, stale_after) = (self.config.sweep_interval, self.config.stale_after);
+        let grace = self.config.processor_refund_grace;
         let sweeper = spawn_periodic(every, "settling interrupted charges", move || {
             let payments = payments.clone();
             async move { payments.settle_stale(stale_after).await.map(drop) }
         });
+        // Refunds made at the processor: looked for from a day back at start, then onwards.
+        let payments = self.api.payments.clone();
+        let watermark = Arc::new(std::sync::Mutex::new(
+            chrono::Utc::now() - chrono::Duration::days(1),
+        ));
+        let processor_refunds = spawn_periodic(every, "recording refunds made at the processor", move || {
+            let (payments, watermark) = (payments.clone(), watermark.clone());
+            async move {
+                let after = *watermark.lock().unwrap_or_else(|p| p.into_inner());
+                let (newest, _) = payments.sync_processor_refunds(after, grace).await?;
+                *watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
+                Ok::<_, ticketing_platform::ApiError>(())
+            }
+        });
+        let verifier = self.api.verifier.clone();
         let service = PaymentsServiceServer::new(self.api);
         let result = self
             .host
-            .serve(service, vec![Probe::postgres(self.pool.clone())], shutdown)
+            .serve(
+                service,
+                verifier,
+                vec![Probe::postgres(self.pool.clone())],
+                shutdown,
+            )
             .await;
         sweeper.abort();
+        processor_refunds.abort();
         consumer.abort();
         relay.abort();
         result

@@ -263,6 +263,8 @@ impl Payments {
                                 payment_id: current.id.to_string(),
                                 order_id: current.order_id.to_string(),
                                 amount: Some(current.money(current.amount)),
+                                idempotency_key: current.idempotency_key.clone(),
+                                customer_id: current.customer_id.to_string(),
                             },
                         ));
                         if closed.is_some() {
@@ -274,7 +276,7 @@ impl Payments {
                                 .await
                                 .map_err(ApiError::Internal)?;
                             let refund_id = insert_refund(conn, current.id, &key, current.amount, "order closed before payment completed").await?;
-                            events.push(refunded_event(&current, refund_id, current.amount));
+                            events.push(refunded_event(&current, refund_id, &key, current.amount));
                             current = diesel::update(payments::table.find(id))
                                 .set((payments::status.eq("refunded"), payments::refunded.eq(current.amount)))
                                 .returning(PaymentRow::as_returning())
@@ -364,7 +366,11 @@ impl Payments {
                 ))
                 .execute(conn)
                 .await?;
-            messaging::enqueue(conn, vec![refunded_event(&payment, refund_id, payment.amount)]).await?;
+            messaging::enqueue(
+                conn,
+                vec![refunded_event(&payment, refund_id, &key, payment.amount)],
+            )
+            .await?;
             tracing::warn!(payment = %payment.id, %order_id, "order closed with a successful charge: refunded");
         }
         Ok(())
@@ -432,7 +438,7 @@ impl Payments {
                     ))
                     .execute(conn)
                     .await?;
-                messaging::enqueue(conn, vec![refunded_event(&payment, refund_id, amount)]).await?;
+                messaging::enqueue(conn, vec![refunded_event(&payment, refund_id, key, amount)]).await?;
                 let refund = refunds::table
                     .find(refund_id)
                     .select(RefundRow::as_select())
@@ -446,6 +452,98 @@ impl Payments {
             .await?;
         self.outbox.notify();
         Ok(result)
+    }
+
+    /// Records refunds the processor made that payments did not (at its dashboard, say): each
+    /// once, by its key, with `payment.refunded`, so orders can take back what they paid for.
+    /// Looks at refunds from `after` until `settle_after` ago (payments' own refunds commit
+    /// within that time, so they are never taken for foreign ones); returns the new `after`.
+    pub async fn sync_processor_refunds(
+        &self,
+        after: DateTime<Utc>,
+        settle_after: Duration,
+    ) -> ApiResult<(DateTime<Utc>, usize)> {
+        let until = Utc::now() - chrono::Duration::from_std(settle_after).unwrap_or_default();
+        if until <= after {
+            return Ok((after, 0));
+        }
+        let seen = self
+            .provider
+            .refunds_between(after, until, 500)
+            .await
+            .map_err(ApiError::Internal)?;
+        let mut recorded = 0;
+        let mut newest = if seen.len() == 500 { after } else { until };
+        for refund in &seen {
+            newest = newest.max(refund.created_at);
+            if self.record_processor_refund(refund).await? {
+                recorded += 1;
+            }
+        }
+        if recorded > 0 {
+            self.outbox.notify();
+        }
+        Ok((newest, recorded))
+    }
+
+    async fn record_processor_refund(&self, refund: &provider::ProcessorRefund) -> ApiResult<bool> {
+        let mut conn = self.pool.get().await?;
+        conn.transaction::<_, ApiError, _>(async |conn| {
+            let known: Option<Uuid> = refunds::table
+                .filter(refunds::idempotency_key.eq(&refund.key))
+                .select(refunds::id)
+                .first(conn)
+                .await
+                .optional()?;
+            if known.is_some() {
+                return Ok(false);
+            }
+            let payment: Option<PaymentRow> = payments::table
+                .filter(payments::provider_reference.eq(&refund.reference))
+                .select(PaymentRow::as_select())
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(payment) = payment else {
+                tracing::warn!(reference = %refund.reference, "the processor refunded a charge payments does not know");
+                return Ok(false);
+            };
+            let amount = refund.amount.min(payment.amount - payment.refunded);
+            if amount <= 0 {
+                return Ok(false);
+            }
+            let refund_id = insert_refund(conn, payment.id, &refund.key, amount, "refunded at the processor").await?;
+            let refunded = payment.refunded + amount;
+            diesel::update(payments::table.find(payment.id))
+                .set((
+                    payments::status.eq(if refunded == payment.amount {
+                        "refunded"
+                    } else {
+                        "partially_refunded"
+                    }),
+                    payments::refunded.eq(refunded),
+                    payments::updated_at.eq(Utc::now()),
+                ))
+                .execute(conn)
+                .await?;
+            messaging::enqueue(conn, vec![refunded_event(&payment, refund_id, &refund.key, amount)]).await?;
+            tracing::warn!(payment = %payment.id, order = %payment.order_id, amount, "a refund made at the processor was recorded");
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Whether a refund with this idempotency key was recorded.
+    pub async fn refund_exists(&self, key: &str) -> ApiResult<bool> {
+        let mut conn = self.pool.get().await?;
+        let found: Option<Uuid> = refunds::table
+            .filter(refunds::idempotency_key.eq(key))
+            .select(refunds::id)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(found.is_some())
     }
 
     pub async fn get(&self, id: Uuid) -> ApiResult<Option<PaymentRow>> {
@@ -484,7 +582,8 @@ impl Payments {
     }
 }
 
-fn refunded_event(payment: &PaymentRow, refund_id: Uuid, amount: i64) -> OutboxEvent {
+/// `payment.refunded` for a refund of `amount` recorded on `payment` as it was before it.
+fn refunded_event(payment: &PaymentRow, refund_id: Uuid, key: &str, amount: i64) -> OutboxEvent {
     OutboxEvent::new(
         "payment.refunded",
         "payment",
@@ -494,6 +593,8 @@ fn refunded_event(payment: &PaymentRow, refund_id: Uuid, amount: i64) -> OutboxE
             refund_id: refund_id.to_string(),
             order_id: payment.order_id.to_string(),
             amount: Some(payment.money(amount)),
+            refunded_total: Some(payment.money(payment.refunded + amount)),
+            idempotency_key: key.to_string(),
         },
     )
 }

@@ -31,6 +31,16 @@ impl std::fmt::Debug for Card {
     }
 }
 
+/// A refund as the processor records it (its own, or one made at the processor directly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorRefund {
+    pub key: String,
+    /// The charge it returns money of.
+    pub reference: String,
+    pub amount: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// What a charge came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -58,6 +68,15 @@ pub trait Provider: Send + Sync + 'static {
         reference: &'a str,
         amount: i64,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Refunds the processor recorded in `(after, until]`, oldest first, at most `limit`: a
+    /// real processor's event list, so refunds made at the processor (its dashboard, a
+    /// chargeback) reach payments.
+    fn refunds_between<'a>(
+        &'a self,
+        after: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<ProcessorRefund>>>;
 }
 
 /// The card's brand from its number (IIN ranges).
@@ -279,6 +298,40 @@ impl Provider for TestProvider {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn refunds_between<'a>(
+        &'a self,
+        after: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<ProcessorRefund>>> {
+        Box::pin(async move {
+            let mut conn = self.pool.get().await?;
+            let rows: Vec<(String, String, i64, chrono::DateTime<chrono::Utc>)> =
+                test_processor_refunds::table
+                    .filter(test_processor_refunds::created_at.gt(after))
+                    .filter(test_processor_refunds::created_at.le(until))
+                    .order(test_processor_refunds::created_at)
+                    .limit(limit)
+                    .select((
+                        test_processor_refunds::idempotency_key,
+                        test_processor_refunds::charge_reference,
+                        test_processor_refunds::amount,
+                        test_processor_refunds::created_at,
+                    ))
+                    .load(&mut conn)
+                    .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(key, reference, amount, created_at)| ProcessorRefund {
+                    key,
+                    reference,
+                    amount,
+                    created_at,
+                })
+                .collect())
         })
     }
 }

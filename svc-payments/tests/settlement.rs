@@ -68,6 +68,14 @@ impl Provider for DyingProcess {
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         self.processor.refund(key, reference, amount)
     }
+    fn refunds_between<'a>(
+        &'a self,
+        after: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<svc_payments::provider::ProcessorRefund>>> {
+        self.processor.refunds_between(after, until, limit)
+    }
 }
 
 struct Setup {

@@ -52,6 +52,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) 
     ] {
         peers.insert(name.into(), format!("http://{addr}"));
     }
+    config.peers.credentials = platform.identity.credentials("gateway");
     config.limits.max_body_bytes = 64 * 1024;
     config.limits.sse_heartbeat = Duration::from_millis(300);
     config.rate_limit.per_ip_per_second = 0;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ticketing_e2e::{Identity, connect};
-pub use ticketing_e2e::{authed, reason};
+pub use ticketing_e2e::{as_service, authed, reason, subject_of};
 use ticketing_platform::{
     auth::Role,
     config::{DatabaseConfig, RedisConfig, ServerConfig},
@@ -70,6 +70,7 @@ pub async fn stack() -> Stack {
     };
     config.server.health_interval = Duration::from_millis(200);
     config.peers.addresses.insert("identity".into(), identity.url());
+    config.peers.credentials = identity.credentials("catalog");
     config
         .peers
         .addresses

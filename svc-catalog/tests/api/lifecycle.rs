@@ -8,7 +8,7 @@ use ticketing_proto::ticketing::{catalog::v1 as pb, events::v1 as events, invent
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{authed, reason, seat_id, stack};
+use crate::helpers::{as_service, authed, reason, seat_id, stack, subject_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_makes_the_event_sellable_and_only_allowed_transitions_happen() {
@@ -257,12 +257,14 @@ async fn a_published_map_may_change_but_never_drops_a_sold_seat() {
         .await
         .expect("held")
         .into_inner();
+    let orders = s.identity_service.service_token("orders", "inventory").await;
     s.inventory()
-        .commit_hold(authed(
-            &buyer,
+        .commit_hold(as_service(
+            &orders,
             inv::CommitHoldRequest {
                 hold_id: hold.id,
                 order_id: Uuid::now_v7().to_string(),
+                customer_id: subject_of(&buyer).to_string(),
             },
         ))
         .await

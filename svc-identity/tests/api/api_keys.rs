@@ -7,11 +7,12 @@ use ticketing_proto::ticketing::identity::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{authed, spawn_app, violated_fields};
+use crate::helpers::{as_service, authed, spawn_app, violated_fields};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_revocation() {
     let app = spawn_app().await;
+    let gateway = app.service_token("gateway").await;
     let (_, owner) = app.user(&[ticketing_platform::auth::Role::Organizer]).await;
     let mut client = app.client().await;
     let org = app.create_org(&owner, "partner-co").await;
@@ -54,9 +55,12 @@ async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_rev
 
     // The gateway's path: verify the key, then any service verifies the token via identity's JWKS.
     let verified = client
-        .verify_api_key(pb::VerifyApiKeyRequest {
-            secret: created.secret.clone(),
-        })
+        .verify_api_key(as_service(
+            &gateway,
+            pb::VerifyApiKeyRequest {
+                secret: created.secret.clone(),
+            },
+        ))
         .await
         .expect("valid")
         .into_inner();
@@ -94,7 +98,10 @@ async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_rev
     wrong.push(if created.secret.ends_with('A') { 'B' } else { 'A' });
     for bad in [wrong.as_str(), "tk_nope", "garbage"] {
         let status = client
-            .verify_api_key(pb::VerifyApiKeyRequest { secret: bad.into() })
+            .verify_api_key(as_service(
+                &gateway,
+                pb::VerifyApiKeyRequest { secret: bad.into() },
+            ))
             .await
             .expect_err(bad);
         assert_eq!(status.code(), Code::Unauthenticated);
@@ -113,9 +120,12 @@ async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_rev
         .into_inner();
     assert!(revoked.revoked_at.is_some());
     let status = client
-        .verify_api_key(pb::VerifyApiKeyRequest {
-            secret: created.secret.clone(),
-        })
+        .verify_api_key(as_service(
+            &gateway,
+            pb::VerifyApiKeyRequest {
+                secret: created.secret.clone(),
+            },
+        ))
         .await
         .expect_err("revoked");
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -147,6 +157,7 @@ async fn an_api_key_is_shown_once_verifies_to_a_scoped_principal_and_dies_on_rev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_keys_fail_and_bad_key_requests_store_nothing() {
     let app = spawn_app().await;
+    let gateway = app.service_token("gateway").await;
     let (_, owner) = app.user(&[ticketing_platform::auth::Role::Organizer]).await;
     let mut client = app.client().await;
     let org = app.create_org(&owner, "expiry-co").await;
@@ -192,9 +203,12 @@ async fn expired_keys_fail_and_bad_key_requests_store_nothing() {
         .expect("created")
         .into_inner();
     let verified = client
-        .verify_api_key(pb::VerifyApiKeyRequest {
-            secret: created.secret.clone(),
-        })
+        .verify_api_key(as_service(
+            &gateway,
+            pb::VerifyApiKeyRequest {
+                secret: created.secret.clone(),
+            },
+        ))
         .await
         .expect("valid")
         .into_inner();
@@ -206,9 +220,12 @@ async fn expired_keys_fail_and_bad_key_requests_store_nothing() {
         .await
         .expect("expire");
     let status = client
-        .verify_api_key(pb::VerifyApiKeyRequest {
-            secret: created.secret,
-        })
+        .verify_api_key(as_service(
+            &gateway,
+            pb::VerifyApiKeyRequest {
+                secret: created.secret,
+            },
+        ))
         .await
         .expect_err("expired");
     assert_eq!(status.code(), Code::Unauthenticated);

@@ -4,7 +4,7 @@ use ticketing_proto::ticketing::{events::v1 as events, identity::v1 as pb};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-use crate::helpers::{PASSWORD, authed, spawn_app, spawn_with, test_config, violated_fields};
+use crate::helpers::{PASSWORD, as_service, authed, spawn_app, spawn_with, test_config, violated_fields};
 
 /// `user.registered` leaves through the outbox once per account: a refused duplicate
 /// registration publishes nothing.
@@ -155,29 +155,37 @@ async fn a_wrong_password_and_an_unknown_account_look_the_same() {
     );
 }
 
-fn login_from(address: &str, email: &str, password: &str) -> Request<pb::LoginRequest> {
-    let mut request = Request::new(pb::LoginRequest {
-        email: email.into(),
-        password: password.into(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", address.parse().expect("ascii"));
+/// A login as the gateway relays it for a client at `address`: the gateway's service token
+/// vouches for the `x-client-address` it sets.
+fn login_from(gateway: &str, address: &str, email: &str, password: &str) -> Request<pb::LoginRequest> {
+    let mut request = as_service(
+        gateway,
+        pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        },
+    );
+    request.metadata_mut().insert(
+        ticketing_platform::service_auth::CLIENT_ADDRESS_HEADER,
+        address.parse().expect("ascii"),
+    );
     request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_lock_the_account_with_retry_info_even_for_the_right_password() {
+async fn failures_from_one_address_lock_it_out_of_the_account_but_not_the_owner_elsewhere() {
     let (mut config, db) = test_config().await;
     config.login.account_threshold = 3;
     config.login.base_lockout_secs = 2;
     let app = spawn_with(config, db).await;
+    let gateway = app.service_token("gateway").await;
     app.register("victim@example.com").await;
     let mut client = app.client().await;
-    for i in 0..3 {
+    for _ in 0..3 {
         let status = client
             .login(login_from(
-                &format!("10.0.0.{i}"),
+                &gateway,
+                "10.0.0.1",
                 "victim@example.com",
                 "guess number one",
             ))
@@ -185,9 +193,9 @@ async fn repeated_failures_lock_the_account_with_retry_info_even_for_the_right_p
             .expect_err("wrong");
         assert_eq!(status.code(), Code::Unauthenticated);
     }
-    // Locked now: the right password from a new address is refused without being checked.
+    // Locked now from that address: the right password is refused without being checked.
     let locked = client
-        .login(login_from("10.0.0.99", "victim@example.com", PASSWORD))
+        .login(login_from(&gateway, "10.0.0.1", "victim@example.com", PASSWORD))
         .await
         .expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted);
@@ -204,22 +212,62 @@ async fn repeated_failures_lock_the_account_with_retry_info_even_for_the_right_p
         details.error_info().map(|e| e.reason.as_str()),
         Some("LOGIN_LOCKED")
     );
+    // The owner, elsewhere, is not locked out by someone else's guessing.
+    client
+        .login(login_from(&gateway, "10.0.0.99", "victim@example.com", PASSWORD))
+        .await
+        .expect("the owner from another address");
 
-    // The lock expires on its own, and a success clears the failures.
+    // The lock expires on its own, and a success clears that address's failures.
     tokio::time::sleep(retry + Duration::from_millis(300)).await;
     client
-        .login(login_from("10.0.0.99", "victim@example.com", PASSWORD))
+        .login(login_from(&gateway, "10.0.0.1", "victim@example.com", PASSWORD))
         .await
         .expect("unlocked");
-    let status = client
-        .login(login_from("10.0.0.99", "victim@example.com", "one more guess"))
+    for _ in 0..2 {
+        let status = client
+            .login(login_from(
+                &gateway,
+                "10.0.0.1",
+                "victim@example.com",
+                "one more guess",
+            ))
+            .await
+            .expect_err("wrong");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "the counter was reset by the success"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guess_spread_over_many_addresses_locks_the_account_for_everyone() {
+    let (mut config, db) = test_config().await;
+    config.login.account_threshold = 3;
+    config.login.account_global_threshold = 4;
+    let app = spawn_with(config, db).await;
+    let gateway = app.service_token("gateway").await;
+    app.register("target@example.com").await;
+    let mut client = app.client().await;
+    for i in 0..4 {
+        let status = client
+            .login(login_from(
+                &gateway,
+                &format!("10.1.0.{i}"),
+                "target@example.com",
+                "a guess",
+            ))
+            .await
+            .expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let locked = client
+        .login(login_from(&gateway, "10.1.0.200", "target@example.com", PASSWORD))
         .await
-        .expect_err("wrong");
-    assert_eq!(
-        status.code(),
-        Code::Unauthenticated,
-        "the counter was reset by the success"
-    );
+        .expect_err("locked for everyone");
+    assert_eq!(locked.code(), Code::ResourceExhausted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,11 +275,13 @@ async fn one_address_spraying_many_accounts_is_locked_out() {
     let (mut config, db) = test_config().await;
     config.login.address_threshold = 4;
     let app = spawn_with(config, db).await;
+    let gateway = app.service_token("gateway").await;
     app.register("bystander@example.com").await;
     let mut client = app.client().await;
     for i in 0..4 {
         let status = client
             .login(login_from(
+                &gateway,
                 "192.0.2.7",
                 &format!("guess{i}@example.com"),
                 "some password",
@@ -241,15 +291,62 @@ async fn one_address_spraying_many_accounts_is_locked_out() {
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     let status = client
-        .login(login_from("192.0.2.7", "bystander@example.com", PASSWORD))
+        .login(login_from(
+            &gateway,
+            "192.0.2.7",
+            "bystander@example.com",
+            PASSWORD,
+        ))
         .await
         .expect_err("address locked");
     assert_eq!(status.code(), Code::ResourceExhausted);
     // Another address is unaffected.
     client
-        .login(login_from("192.0.2.8", "bystander@example.com", PASSWORD))
+        .login(login_from(
+            &gateway,
+            "192.0.2.8",
+            "bystander@example.com",
+            PASSWORD,
+        ))
         .await
         .expect("other address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_address_is_believed_only_from_the_gateway() {
+    let (mut config, db) = test_config().await;
+    config.login.address_threshold = 3;
+    let app = spawn_with(config, db).await;
+    app.register("bystander@example.com").await;
+    let orders = app.service_token("orders").await;
+    let mut client = app.client().await;
+    // A sprayer calling identity directly (or as another service) who names a new address
+    // with every try: the header is dropped, the connection's address counts, and it locks.
+    for i in 0..3 {
+        let mut forged = login_from(
+            &orders,
+            &format!("203.0.113.{i}"),
+            &format!("x{i}@example.com"),
+            "pw guess",
+        );
+        if i == 0 {
+            forged
+                .metadata_mut()
+                .remove(ticketing_platform::service_auth::SERVICE_TOKEN_HEADER);
+        }
+        let status = client.login(forged).await.expect_err("no account");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = client
+        .login(login_from(
+            &orders,
+            "203.0.113.77",
+            "bystander@example.com",
+            PASSWORD,
+        ))
+        .await
+        .expect_err("the real address is locked");
+    assert_eq!(status.code(), Code::ResourceExhausted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,12 +25,18 @@ pub struct TestApp {
     guards: Guards,
 }
 
-/// What a test owns outside the process: its database, its Redis keys and its broker names.
+/// What a test owns outside the process: its database, its Redis keys and its broker names,
+/// and the secrets of the service clients its identity knows.
 pub struct Guards {
     db: TestDatabase,
     _redis: TestRedisPrefix,
     broker: TestBroker,
+    secrets: std::collections::BTreeMap<String, String>,
 }
+
+/// The service clients a test identity knows: the gateway (client addresses, API keys), an
+/// operator (key rotation) and orders (which may call identity's public RPCs only).
+pub const SERVICE_CLIENTS: [&str; 3] = ["gateway", "operator", "orders"];
 
 impl Guards {
     /// Listens to what the service publishes (start it before the action that publishes).
@@ -60,7 +66,20 @@ pub async fn test_config() -> (Config, Guards) {
     // The cheapest argon2id the config accepts: tests check behaviour, the benchmark checks cost.
     config.password.memory_kib = 8 * 1024;
     config.password.iterations = 1;
-    config.login.trust_forwarded_for = true;
+    let secrets: std::collections::BTreeMap<String, String> = SERVICE_CLIENTS
+        .iter()
+        .map(|c| (c.to_string(), unique("secret")))
+        .collect();
+    config.service_clients = secrets
+        .iter()
+        .map(|(client, secret)| {
+            let digest = svc_identity::domain::sha256(secret.as_bytes());
+            (
+                client.clone(),
+                digest.iter().map(|b| format!("{b:02x}")).collect(),
+            )
+        })
+        .collect();
     let broker = TestBroker::new();
     config.messaging = broker.config.clone();
     (
@@ -69,6 +88,7 @@ pub async fn test_config() -> (Config, Guards) {
             db,
             _redis: redis,
             broker,
+            secrets,
         },
     )
 }
@@ -134,6 +154,26 @@ pub fn bootstrap(email: &str) -> svc_identity::config::BootstrapAdmin {
 }
 
 impl TestApp {
+    /// The secret of one of [`SERVICE_CLIENTS`].
+    pub fn service_secret(&self, client: &str) -> String {
+        self.guards.secrets.get(client).cloned().expect("a known client")
+    }
+
+    /// A service token of `client` for identity, from the token grant.
+    pub async fn service_token(&self, client: &str) -> String {
+        self.client()
+            .await
+            .issue_service_token(pb::IssueServiceTokenRequest {
+                client_id: client.into(),
+                client_secret: self.service_secret(client),
+                audience: "identity".into(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -226,6 +266,16 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request.metadata_mut().insert(
         "authorization",
         format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// `message` with `service_token` as the caller's service credential.
+pub fn as_service<T>(service_token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        ticketing_platform::service_auth::SERVICE_TOKEN_HEADER,
+        service_token.parse().expect("ascii token"),
     );
     request
 }

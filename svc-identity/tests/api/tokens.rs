@@ -8,7 +8,7 @@ use ticketing_platform::auth::{AUDIENCE, AccessClaims, ISSUER, Role, SubjectKind
 use ticketing_proto::ticketing::identity::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, authed, spawn_app};
+use crate::helpers::{TestApp, as_service, authed, spawn_app};
 
 async fn get_me(app: &TestApp, token: &str) -> Result<pb::User, tonic::Status> {
     app.client()
@@ -207,11 +207,15 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     );
 
     let denied = client
-        .rotate_signing_key(authed(&customer, pb::RotateSigningKeyRequest {}))
-        .await;
-    assert_eq!(denied.expect_err("customer").code(), Code::PermissionDenied);
-    let rotated = client
         .rotate_signing_key(authed(&admin, pb::RotateSigningKeyRequest {}))
+        .await;
+    assert_eq!(
+        denied.expect_err("an admin's token").code(),
+        Code::Unauthenticated
+    );
+    let operator = app.service_token("operator").await;
+    let rotated = client
+        .rotate_signing_key(as_service(&operator, pb::RotateSigningKeyRequest {}))
         .await
         .expect("rotates")
         .into_inner();
@@ -257,6 +261,7 @@ async fn a_service_verifier_learns_a_rotated_key_on_its_first_unknown_kid() {
         addresses: [("identity".to_string(), app.url())].into(),
         default_timeout: Duration::from_secs(3),
         retry: Default::default(),
+        credentials: Default::default(),
     });
     assert!(
         peers.channel("catalog").is_err(),
@@ -273,8 +278,9 @@ async fn a_service_verifier_learns_a_rotated_key_on_its_first_unknown_kid() {
         .expect("verifies with the fetched JWKS");
 
     let mut client = app.client().await;
+    let operator = app.service_token("operator").await;
     client
-        .rotate_signing_key(authed(&admin, pb::RotateSigningKeyRequest {}))
+        .rotate_signing_key(as_service(&operator, pb::RotateSigningKeyRequest {}))
         .await
         .expect("rotates");
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -314,8 +320,9 @@ async fn a_signing_key_from_config_signs_is_published_and_cannot_be_rotated_here
         Some(jwks.keys[0].kid.clone())
     );
     get_me(&app, &admin).await.expect("tokens verify");
+    let operator = app.service_token("operator").await;
     let status = client
-        .rotate_signing_key(authed(&admin, pb::RotateSigningKeyRequest {}))
+        .rotate_signing_key(as_service(&operator, pb::RotateSigningKeyRequest {}))
         .await
         .expect_err("from config");
     assert_eq!(status.code(), Code::FailedPrecondition);

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use svc_inventory::config::Config;
 use ticketing_e2e::{Identity, connect};
-pub use ticketing_e2e::{authed, reason};
+pub use ticketing_e2e::{as_service, authed, reason, subject_of};
 use ticketing_platform::{
     auth::Role,
     config::{DatabaseConfig, RedisConfig, ServerConfig},
@@ -17,6 +17,10 @@ use uuid::Uuid;
 
 pub struct Stack {
     pub identity: Identity,
+    /// Service tokens for calls to inventory: of orders (commits, returns) and of catalog
+    /// (configuring and closing events), the only callers of those RPCs.
+    pub orders_token: String,
+    pub catalog_token: String,
     pub channel: Channel,
     pub pool: ticketing_platform::db::PgPool,
     pub redis: TestRedisPrefix,
@@ -59,8 +63,12 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
+    let orders_token = identity.service_token("orders", "inventory").await;
+    let catalog_token = identity.service_token("catalog", "inventory").await;
     Stack {
         identity,
+        orders_token,
+        catalog_token,
         channel: connect(addr).await,
         pool,
         redis,
@@ -98,9 +106,19 @@ impl Stack {
         InventoryServiceClient::new(self.channel.clone())
     }
 
+    /// `message` as orders sends it.
+    pub fn as_orders<T>(&self, message: T) -> tonic::Request<T> {
+        as_service(&self.orders_token, message)
+    }
+
+    /// `message` as catalog sends it.
+    pub fn as_catalog<T>(&self, message: T) -> tonic::Request<T> {
+        as_service(&self.catalog_token, message)
+    }
+
     /// Configures an event with `seats` seats in tier "standard" (ids s000..), optionally a GA
-    /// tier "floor" of `ga` places. Returns the event id.
-    pub async fn event(&self, org: Uuid, token: &str, seats: usize, ga: i32, limit: i32) -> Uuid {
+    /// tier "floor" of `ga` places, as catalog does when `org` publishes it. Returns its id.
+    pub async fn event(&self, org: Uuid, seats: usize, ga: i32, limit: i32) -> Uuid {
         let event = Uuid::now_v7();
         let mut request = pb::ConfigureEventRequest {
             event_id: event.to_string(),
@@ -123,7 +141,7 @@ impl Stack {
             });
         }
         self.client()
-            .configure_event(authed(token, request))
+            .configure_event(self.as_catalog(request))
             .await
             .expect("configured");
         event
@@ -148,17 +166,19 @@ impl Stack {
             .map(|r| r.into_inner())
     }
 
+    /// Commits a hold for an order of the buyer whose token this is, as orders does.
     pub async fn commit(
         &self,
-        token: &str,
+        buyer_token: &str,
         hold_id: impl Into<String>,
         order_id: impl Into<String>,
     ) -> Result<tonic::Response<pb::CommitHoldResponse>, tonic::Status> {
         let request = pb::CommitHoldRequest {
             hold_id: hold_id.into(),
             order_id: order_id.into(),
+            customer_id: subject_of(buyer_token).to_string(),
         };
-        self.client().commit_hold(authed(token, request)).await
+        self.client().commit_hold(self.as_orders(request)).await
     }
 
     /// Holds `quantity` places of `tier`; `ttl_secs` None is the default TTL.

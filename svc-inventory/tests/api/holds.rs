@@ -4,13 +4,13 @@ use ticketing_proto::ticketing::inventory::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{authed, reason, seat, seat_states, stack};
+use crate::helpers::{authed, reason, seat, seat_states, stack, subject_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_is_all_or_nothing_and_blocks_exactly_its_seats() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 10, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 10, 0, 10).await;
     let (alice_id, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
 
@@ -82,8 +82,8 @@ async fn a_hold_is_all_or_nothing_and_blocks_exactly_its_seats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_holds_get_clear_errors_and_change_nothing() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 5, 10, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 5, 10, 10).await;
     let (_, buyer) = s.user(&[]).await;
     let before = s.availability(event).await;
     let mut client = s.client();
@@ -215,11 +215,10 @@ async fn bad_holds_get_clear_errors_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_owner_sees_releases_and_commits_a_hold_and_only_the_organization_configures() {
+async fn only_the_owner_sees_and_releases_a_hold_and_only_catalog_configures() {
     let s = stack().await;
     let (org, organizer) = s.organizer().await;
-    let (_, stranger_organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let event = s.event(org, 5, 0, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, mallory) = s.user(&[]).await;
     let hold = s.hold_seats(&alice, event, &[seat(0)]).await.expect("held");
@@ -256,58 +255,51 @@ async fn only_the_owner_sees_releases_and_commits_a_hold_and_only_the_organizati
         .await
         .expect("hers");
 
-    let configure = |token: &str| {
-        authed(
-            token,
-            pb::ConfigureEventRequest {
-                event_id: Uuid::now_v7().to_string(),
-                version: 1,
-                organization_id: org.to_string(),
-                per_customer_limit: 4,
-                seats: vec![pb::SeatAssignment {
-                    seat_id: "a".into(),
-                    tier_id: "t".into(),
-                }],
-                quotas: vec![],
-            },
-        )
+    // Configuring and closing events is catalog's, by service credential: no end user's token
+    // will do, not even the organization's own, and no other service's credential either.
+    let configure = || pb::ConfigureEventRequest {
+        event_id: Uuid::now_v7().to_string(),
+        version: 1,
+        organization_id: org.to_string(),
+        per_customer_limit: 4,
+        seats: vec![pb::SeatAssignment {
+            seat_id: "a".into(),
+            tier_id: "t".into(),
+        }],
+        quotas: vec![],
     };
-    assert_eq!(
-        client
-            .configure_event(configure(&alice))
+    for token in [&alice, &organizer] {
+        let refused = client
+            .configure_event(authed(token, configure()))
             .await
-            .expect_err("customer")
-            .code(),
-        Code::PermissionDenied
-    );
-    assert_eq!(
-        client
-            .configure_event(configure(&stranger_organizer))
-            .await
-            .expect_err("other org")
-            .code(),
-        Code::PermissionDenied
-    );
-    client
-        .configure_event(configure(&organizer))
+            .expect_err("an end user");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+    let refused = client
+        .configure_event(s.as_orders(configure()))
         .await
-        .expect("own organization");
+        .expect_err("orders is not catalog");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    client
+        .configure_event(s.as_catalog(configure()))
+        .await
+        .expect("catalog");
     let close = client
         .close_event(authed(
-            &alice,
+            &organizer,
             pb::CloseEventRequest {
                 event_id: event.to_string(),
             },
         ))
         .await;
-    assert_eq!(close.expect_err("customer").code(), Code::PermissionDenied);
+    assert_eq!(close.expect_err("an end user").code(), Code::Unauthenticated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 4, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 4, 0, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
     let hold = s
@@ -317,13 +309,11 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
     let order = Uuid::now_v7().to_string();
     let mut client = s.client();
     let commit = || {
-        authed(
-            &alice,
-            pb::CommitHoldRequest {
-                hold_id: hold.id.clone(),
-                order_id: order.clone(),
-            },
-        )
+        s.as_orders(pb::CommitHoldRequest {
+            hold_id: hold.id.clone(),
+            order_id: order.clone(),
+            customer_id: subject_of(&alice).to_string(),
+        })
     };
     let first = client
         .commit_hold(commit())
@@ -347,13 +337,11 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
         .into_inner();
     assert_eq!(first.items, after_flush.items);
     let stranger = client
-        .commit_hold(authed(
-            &bob,
-            pb::CommitHoldRequest {
-                hold_id: hold.id.clone(),
-                order_id: order.clone(),
-            },
-        ))
+        .commit_hold(s.as_orders(pb::CommitHoldRequest {
+            hold_id: hold.id.clone(),
+            order_id: order.clone(),
+            customer_id: subject_of(&bob).to_string(),
+        }))
         .await
         .expect_err("not bob's hold");
     assert_eq!(stranger.code(), Code::PermissionDenied);
@@ -391,17 +379,14 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
 
     // A refund returns seat 0 (only once), and Bob can buy it.
     let release = || {
-        authed(
-            &alice,
-            pb::ReleaseSoldRequest {
-                order_id: order.clone(),
-                items: vec![pb::HoldItem {
-                    tier_id: "standard".into(),
-                    place: Some(pb::hold_item::Place::SeatId(seat(0))),
-                    quantity: 1,
-                }],
-            },
-        )
+        s.as_orders(pb::ReleaseSoldRequest {
+            order_id: order.clone(),
+            items: vec![pb::HoldItem {
+                tier_id: "standard".into(),
+                place: Some(pb::hold_item::Place::SeatId(seat(0))),
+                quantity: 1,
+            }],
+        })
     };
     assert_eq!(
         client
@@ -438,8 +423,8 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_customer_limit_counts_held_and_bought_places() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 10, 10, 3).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 10, 10, 3).await;
     let (_, buyer) = s.user(&[]).await;
     let hold = s
         .hold_seats(&buyer, event, &[seat(0), seat(1)])
@@ -461,8 +446,8 @@ async fn the_per_customer_limit_counts_held_and_bought_places() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quantity_holds_pick_the_best_free_seats_in_order() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 6, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 6, 0, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
     s.hold_seats(&alice, event, &[seat(0), seat(2)])
@@ -510,8 +495,8 @@ async fn quantity_holds_pick_the_best_free_seats_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_available_takes_back_seats_freed_by_release_expiry_and_refund() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 6, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 6, 0, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
     let best = |token: &str, ttl: Option<prost_types::Duration>| {
@@ -557,13 +542,10 @@ async fn best_available_takes_back_seats_freed_by_release_expiry_and_refund() {
     let (_, next) = best(&bob, None).await;
     assert_eq!(next, seat(2));
     s.client()
-        .release_sold(authed(
-            &bob,
-            pb::ReleaseSoldRequest {
-                order_id: order,
-                items: vec![],
-            },
-        ))
+        .release_sold(s.as_orders(pb::ReleaseSoldRequest {
+            order_id: order,
+            items: vec![],
+        }))
         .await
         .expect("refunded");
     let (_, refunded) = best(&bob, None).await;

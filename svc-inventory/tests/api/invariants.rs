@@ -11,7 +11,7 @@ use ticketing_proto::ticketing::inventory::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{authed, reason, seat, seat_states, stack, stack_with};
+use crate::helpers::{as_service, authed, reason, seat, seat_states, stack, stack_with, subject_of};
 
 /// xorshift: a fixed, dependency-free sequence, so a failure replays the same requests.
 struct Rng(u64);
@@ -39,8 +39,8 @@ fn held_seats(hold: &pb::Hold) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_seat_sells_once() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 100, 0, 100).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 100, 0, 100).await;
     let mut buyers = Vec::new();
     for _ in 0..20 {
         buyers.push(s.user(&[]).await.1);
@@ -138,13 +138,15 @@ async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_sea
     });
     let tasks = commits.map(|(token, hold, order)| {
         let mut client = s.client();
+        let orders_token = s.orders_token.clone();
         tokio::spawn(async move {
             let request = pb::CommitHoldRequest {
                 hold_id: hold.clone(),
                 order_id: order.clone(),
+                customer_id: subject_of(&token).to_string(),
             };
             let result = client
-                .commit_hold(authed(&token, request))
+                .commit_hold(as_service(&orders_token, request))
                 .await
                 .map(|r| r.into_inner().items);
             (hold, order, result)
@@ -200,8 +202,8 @@ async fn a_thousand_concurrent_overlapping_holds_never_share_a_seat_and_each_sea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_quantity_holds_never_exceed_capacity_and_released_or_expired_places_return() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 0, 50, 100).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 0, 50, 100).await;
     let mut buyers = Vec::new();
     for _ in 0..10 {
         buyers.push(s.user(&[]).await.1);
@@ -283,8 +285,8 @@ async fn concurrent_quantity_holds_never_exceed_capacity_and_released_or_expired
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_flush_mid_sale_loses_holds_but_never_sells_a_seat_twice() {
     let s = stack_with(|c| c.holds.sweep_interval = Duration::from_secs(60)).await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 10, 5, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 10, 5, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
 
@@ -357,8 +359,8 @@ async fn a_redis_flush_mid_sale_loses_holds_but_never_sells_a_seat_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_free() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 3, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 3, 0, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
     let alices = s.hold_seats(&alice, event, &[seat(0)]).await.expect("held");
@@ -389,13 +391,11 @@ async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_f
         .expect("redis let it through");
     let refused = s
         .client()
-        .commit_hold(authed(
-            &bob,
-            pb::CommitHoldRequest {
-                hold_id: bobs.id.clone(),
-                order_id: Uuid::now_v7().to_string(),
-            },
-        ))
+        .commit_hold(s.as_orders(pb::CommitHoldRequest {
+            hold_id: bobs.id.clone(),
+            order_id: Uuid::now_v7().to_string(),
+            customer_id: subject_of(&bob).to_string(),
+        }))
         .await
         .expect_err("the ledger says no");
     assert_eq!(reason(&refused), "SEAT_ALREADY_SOLD");
@@ -418,9 +418,9 @@ async fn the_ledger_refuses_a_second_sale_even_when_redis_believes_the_seat_is_f
 async fn an_expired_hold_blocks_nobody_even_before_the_sweeper_runs() {
     // The background sweeper is as good as off: holds must get past expired ones by themselves.
     let s = stack_with(|c| c.holds.sweep_interval = Duration::from_secs(60)).await;
-    let (org, organizer) = s.organizer().await;
+    let org = Uuid::now_v7();
     // 6 seats, at most 2 places per customer.
-    let event = s.event(org, &organizer, 6, 0, 2).await;
+    let event = s.event(org, 6, 0, 2).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
     let (_, carol) = s.user(&[]).await;

@@ -5,7 +5,7 @@ use ticketing_proto::ticketing::inventory::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{authed, reason, seat, seat_states, stack};
+use crate::helpers::{reason, seat, seat_states, stack};
 
 fn seat_of(item: &pb::HoldItem) -> Option<String> {
     match &item.place {
@@ -28,9 +28,9 @@ fn tier<'a>(availability: &'a pb::Availability, id: &str) -> &'a pb::TierAvailab
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_map_allowed_goes_on_sale_and_comes_back_after_a_flush() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
+    let org = Uuid::now_v7();
     let seats = svc_inventory::api::MAX_SEATS_PER_EVENT;
-    let event = s.event(org, &organizer, seats, 0, 10).await;
+    let event = s.event(org, seats, 0, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
 
@@ -88,8 +88,8 @@ async fn the_largest_map_allowed_goes_on_sale_and_comes_back_after_a_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_of_the_map_keeps_live_holds_and_sales() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 10, 5, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 10, 5, 10).await;
     let (_, alice) = s.user(&[]).await;
     let (_, bob) = s.user(&[]).await;
 
@@ -117,21 +117,18 @@ async fn a_new_version_of_the_map_keeps_live_holds_and_sales() {
         tier_id: "vip".into(),
     });
     s.client()
-        .configure_event(authed(
-            &organizer,
-            pb::ConfigureEventRequest {
-                event_id: event.to_string(),
-                version: 2,
-                organization_id: org.to_string(),
-                per_customer_limit: 10,
-                seats,
-                quotas: vec![pb::QuotaAssignment {
-                    tier_id: "floor".into(),
-                    ga_area_id: "ga-floor".into(),
-                    capacity: 8,
-                }],
-            },
-        ))
+        .configure_event(s.as_catalog(pb::ConfigureEventRequest {
+            event_id: event.to_string(),
+            version: 2,
+            organization_id: org.to_string(),
+            per_customer_limit: 10,
+            seats,
+            quotas: vec![pb::QuotaAssignment {
+                tier_id: "floor".into(),
+                ga_area_id: "ga-floor".into(),
+                capacity: 8,
+            }],
+        }))
         .await
         .expect("version 2");
 

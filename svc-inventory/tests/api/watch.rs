@@ -26,8 +26,8 @@ async fn next_change(stream: &mut tonic::Streaming<pb::AvailabilityUpdate>) -> p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_get_a_snapshot_then_every_change_including_expiry_nobody_asked_for() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 5, 0, 10).await;
     let (_, buyer) = s.user(&[]).await;
     let watch = || pb::WatchAvailabilityRequest {
         event_id: event.to_string(),
@@ -132,8 +132,8 @@ async fn watching_an_event_not_on_sale_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_on_one_replica_sees_holds_made_on_another() {
     let mut s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 5, 0, 10).await;
     let (_, buyer) = s.user(&[]).await;
     let other = s.replica().await;
     let mut watcher = pb::inventory_service_client::InventoryServiceClient::new(other)
@@ -190,8 +190,8 @@ async fn a_watcher_on_one_replica_sees_holds_made_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_comes_back_resumes_after_its_last_sequence_without_a_snapshot() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let event = s.event(org, &organizer, 5, 0, 10).await;
+    let org = Uuid::now_v7();
+    let event = s.event(org, 5, 0, 10).await;
     let (_, buyer) = s.user(&[]).await;
     let watch = |after_sequence| pb::WatchAvailabilityRequest {
         event_id: event.to_string(),
@@ -291,9 +291,9 @@ async fn channel_subscribers(prefix: &str, event: Uuid) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_subscribes_to_the_channels_of_watched_events_only() {
     let s = stack().await;
-    let (org, organizer) = s.organizer().await;
-    let watched = s.event(org, &organizer, 3, 0, 10).await;
-    let unwatched = s.event(org, &organizer, 3, 0, 10).await;
+    let org = Uuid::now_v7();
+    let watched = s.event(org, 3, 0, 10).await;
+    let unwatched = s.event(org, 3, 0, 10).await;
     let (_, buyer) = s.user(&[]).await;
     let before = s.availability(unwatched).await.sequence;
     s.hold_seats(&buyer, unwatched, &[seat(0)]).await.expect("held");

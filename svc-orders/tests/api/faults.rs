@@ -133,7 +133,7 @@ async fn events_written_while_the_broker_is_away_are_delivered_once_afterwards()
 async fn a_charge_whose_pay_order_never_finished_still_ends_with_tickets() {
     let stack = stack().await;
     let sale = stack.sale(10, 30).await;
-    let (_, token) = stack.buyer().await;
+    let (buyer, token) = stack.buyer().await;
     let hold = stack
         .hold(&token, &sale, &sale.seats[..1], None)
         .await
@@ -142,24 +142,30 @@ async fn a_charge_whose_pay_order_never_finished_still_ends_with_tickets() {
         .create_order(&token, &hold.id, "crash-key-1", "")
         .await
         .expect("order");
-    // All PayOrder did before its process died: the durable reservation and the charge.
+    // All PayOrder did before its process died: the lease on attempt 1, the durable
+    // reservation and the charge, as orders makes them.
+    stack.take_lease_as_pay_order_would(&order.id).await;
+    let orders_to_inventory = stack.identity.service_token("orders", "inventory").await;
     stack
         .inventory()
-        .commit_hold(authed(
-            &token,
+        .commit_hold(as_service(
+            &orders_to_inventory,
             inv::CommitHoldRequest {
                 hold_id: hold.id.clone(),
                 order_id: order.id.clone(),
+                customer_id: buyer.to_string(),
             },
         ))
         .await
         .expect("reserved");
+    let orders_to_payments = stack.identity.service_token("orders", "payments").await;
     let charged = PaymentsServiceClient::new(stack.payments.clone())
-        .charge(authed(
-            &token,
+        .charge(as_service(
+            &orders_to_payments,
             payments::ChargeRequest {
                 idempotency_key: format!("order:{}:attempt:1", order.id),
                 order_id: order.id.clone(),
+                customer_id: buyer.to_string(),
                 amount: Some(Money {
                     amount_minor: 9_000,
                     currency: "EUR".into(),

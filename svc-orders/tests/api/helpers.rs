@@ -4,7 +4,7 @@ use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use ticketing_e2e::Platform;
-pub use ticketing_e2e::{authed, reason};
+pub use ticketing_e2e::{as_service, authed, reason};
 use ticketing_platform::auth::Role;
 use ticketing_proto::ticketing::{
     catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
@@ -50,6 +50,23 @@ pub struct Sale {
 }
 
 impl Stack {
+    /// Takes an order's charge lease on its first attempt, as PayOrder does before it reserves
+    /// and charges: for tests that play a PayOrder that died half-way.
+    pub async fn take_lease_as_pay_order_would(&self, order_id: &str) {
+        use svc_orders::schema::orders;
+        let id = Uuid::parse_str(order_id).expect("order id");
+        let mut conn = self.orders_pool.get().await.expect("db");
+        diesel::update(orders::table.find(id))
+            .set((
+                orders::payment_attempt.eq(1),
+                orders::attempt_open.eq(true),
+                orders::charging_until.eq(Some(Utc::now() + chrono::Duration::seconds(2))),
+            ))
+            .execute(&mut conn)
+            .await
+            .expect("lease");
+    }
+
     pub fn orders(&self) -> OrdersServiceClient<Channel> {
         OrdersServiceClient::new(self.orders.clone())
     }
