@@ -285,7 +285,19 @@ impl Identity {
 
     /// The access token of a new API key of `org` with `scopes`, as the gateway would get it.
     pub async fn api_key(&self, org: Uuid, owner: &str, scopes: &[pb::ApiKeyScope]) -> String {
-        let secret = self
+        let secret = self.api_key_secret(org, owner, scopes).await;
+        let gateway = self.service_token("gateway", "identity").await;
+        self.client()
+            .verify_api_key(as_service(&gateway, pb::VerifyApiKeyRequest { secret }))
+            .await
+            .expect("verifies")
+            .into_inner()
+            .access_token
+    }
+
+    /// The secret of a new API key of `org` with `scopes` (what a partner sends as X-API-Key).
+    pub async fn api_key_secret(&self, org: Uuid, owner: &str, scopes: &[pb::ApiKeyScope]) -> String {
+        self
             .client()
             .create_api_key(authed(
                 owner,
@@ -299,13 +311,6 @@ impl Identity {
             .await
             .expect("API key")
             .into_inner()
-            .secret;
-        let gateway = self.service_token("gateway", "identity").await;
-        self.client()
-            .verify_api_key(as_service(&gateway, pb::VerifyApiKeyRequest { secret }))
-            .await
-            .expect("verifies")
-            .into_inner()
-            .access_token
+            .secret
     }
 }

@@ -752,6 +752,13 @@ impl Orders {
                             | tonic::Code::FailedPrecondition
                     );
                     self.end_attempt(order.id, !verdict, None).await?;
+                    if status.code() == tonic::Code::InvalidArgument {
+                        // Payments refused the attempt's key (used for another charge, which
+                        // orders refunds): the attempt is over and a retry starts a new one.
+                        return Err(ApiError::Unavailable(
+                            "this payment attempt was refused; retry to make a new one".into(),
+                        ));
+                    }
                     return Err(peer_error("payments", status));
                 }
             }

@@ -4,6 +4,7 @@
 mod edge;
 mod fuzz;
 mod helpers;
+mod lockout;
 mod surface;
 mod tour;
 mod transcoding;
