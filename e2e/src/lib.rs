@@ -297,8 +297,7 @@ impl Identity {
 
     /// The secret of a new API key of `org` with `scopes` (what a partner sends as X-API-Key).
     pub async fn api_key_secret(&self, org: Uuid, owner: &str, scopes: &[pb::ApiKeyScope]) -> String {
-        self
-            .client()
+        self.client()
             .create_api_key(authed(
                 owner,
                 pb::CreateApiKeyRequest {

@@ -16,10 +16,17 @@ pub fn document(table: &RouteTable, pool: &DescriptorPool) -> Json {
     let mut schemas = BTreeMap::new();
     let mut paths: BTreeMap<String, serde_json::Map<String, Json>> = BTreeMap::new();
     let names = parameter_names(table);
+    // An RPC with additional bindings is one operation per binding: each needs its own id.
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
     for route in table.routes() {
         let shape = route.template.openapi_path_named(|_| String::new());
         let names = names.get(&shape).cloned().unwrap_or_default();
-        let operation = operation(route, &names, &mut schemas);
+        let mut operation = operation(route, &names, &mut schemas);
+        let seen = ids.entry(route.operation_id()).or_default();
+        *seen += 1;
+        if *seen > 1 {
+            operation["operationId"] = json!(format!("{}{seen}", route.operation_id()));
+        }
         let mut next = names.iter();
         let path = paths
             .entry(
@@ -320,15 +327,59 @@ fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Json>) -
     }
 }
 
+/// A field's `(ticketing.common.v1.constraints)`: (uuid, minimum, maximum).
+fn constraints(field: &FieldDescriptor) -> (bool, Option<i64>, Option<i64>) {
+    let Some(extension) = field
+        .parent_pool()
+        .get_extension_by_name("ticketing.common.v1.constraints")
+    else {
+        return (false, None, None);
+    };
+    let options = field.options();
+    if !options.has_extension(&extension) {
+        return (false, None, None);
+    }
+    let value = options.get_extension(&extension);
+    let Some(message) = value.as_message() else {
+        return (false, None, None);
+    };
+    let number = |name: &str| {
+        message
+            .has_field_by_name(name)
+            .then(|| message.get_field_by_name(name).and_then(|v| v.as_i64()))
+            .flatten()
+    };
+    let uuid = message
+        .get_field_by_name("uuid")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    (uuid, number("minimum"), number("maximum"))
+}
+
 fn single_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Json>) -> Json {
+    let (uuid, minimum, maximum) = constraints(field);
+    let bounded = |mut schema: Json| {
+        if let Some(min) = minimum {
+            schema["minimum"] = json!(min);
+        }
+        if let Some(max) = maximum {
+            schema["maximum"] = json!(max);
+        }
+        schema
+    };
     match field.kind() {
         Kind::Double | Kind::Float => json!({ "type": "number" }),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({ "type": "integer", "format": "int32" }),
-        Kind::Uint32 | Kind::Fixed32 => json!({ "type": "integer", "format": "int32", "minimum": 0 }),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            bounded(json!({ "type": "integer", "format": "int32" }))
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            bounded(json!({ "type": "integer", "format": "int32", "minimum": 0 }))
+        }
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
             json!({ "type": "string", "format": "int64" })
         }
         Kind::Bool => json!({ "type": "boolean" }),
+        Kind::String if uuid => json!({ "type": "string", "format": "uuid" }),
         Kind::String => json!({ "type": "string" }),
         Kind::Bytes => json!({ "type": "string", "format": "byte" }),
         Kind::Enum(e) => json!({ "type": "string", "enum": crate::transcode::enum_names(&e) }),
@@ -417,6 +468,40 @@ mod tests {
         );
         let tier = &paths["/v1/events/{event_id}/tiers/{tier_id}"];
         assert!(tier["patch"].is_object() && tier["delete"].is_object());
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_constraints_are_stated() {
+        let doc = doc();
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                let id = operation["operationId"].as_str().expect("operationId");
+                assert!(ids.insert(id.to_string()), "{method} {path}: {id} twice");
+            }
+        }
+        let event = &doc["paths"]["/v1/events/{event_id}"]["get"]["parameters"][0];
+        assert_eq!(event["schema"]["format"], "uuid");
+        let hold = &doc["components"]["schemas"]["ticketing.inventory.v1.HoldQuantityRequest"];
+        assert_eq!(hold["properties"]["quantity"]["minimum"], 1);
+        assert_eq!(hold["properties"]["quantity"]["maximum"], 50);
+        assert_eq!(hold["properties"]["eventId"]["format"], "uuid");
+        assert!(hold["properties"]["tierId"].get("format").is_none());
+        let card = &doc["components"]["schemas"]["ticketing.orders.v1.Card"];
+        assert_eq!(card["properties"]["expMonth"]["maximum"], 12);
+        let seat = &doc["components"]["schemas"]["ticketing.catalog.v1.Seat"];
+        assert!(
+            seat["properties"]["id"].get("format").is_none(),
+            "seat ids are free text"
+        );
+        let list = &doc["paths"]["/v1/events"]["get"]["parameters"];
+        let page_size = list
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "page_size")
+            .expect("page_size");
+        assert_eq!(page_size["schema"]["minimum"], 0);
     }
 
     #[test]

@@ -32,6 +32,43 @@ pub async fn login(
         .access_token)
 }
 
+/// `message` with a service's token as its credential (`x-service-token`).
+pub fn as_service<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        ticketing_platform::service_auth::SERVICE_TOKEN_HEADER,
+        token.parse()?,
+    );
+    Ok(request)
+}
+
+/// A service token of `client` for `audience`, with the client's secret read from `dir`
+/// (`./dev up` keeps them in `.dev/service-secrets`): benchmarks that drive an internal RPC
+/// call it as the service that may.
+pub async fn service_token(
+    identity: &mut IdentityServiceClient<Channel>,
+    dir: &str,
+    client: &str,
+    audience: &str,
+) -> anyhow::Result<String> {
+    let path = std::path::Path::new(dir).join(client);
+    let secret = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "reading {}: {e} (--service-secrets names the folder)",
+            path.display()
+        )
+    })?;
+    Ok(identity
+        .issue_service_token(idpb::IssueServiceTokenRequest {
+            client_id: client.into(),
+            client_secret: secret.trim().to_string(),
+            audience: audience.into(),
+        })
+        .await?
+        .into_inner()
+        .access_token)
+}
+
 /// A connected channel to `url`.
 pub async fn channel(url: &str) -> anyhow::Result<Channel> {
     Ok(tonic::transport::Endpoint::from_shared(url.to_string())?

@@ -193,6 +193,29 @@ impl CallGraph {
             .collect()
     }
 
+    /// The internal RPCs and their callers as a Markdown table (the README shows it).
+    pub fn markdown_table(&self) -> String {
+        let mut rows: Vec<(String, String)> = self
+            .rpcs
+            .values()
+            .filter_map(|r| {
+                let callers = match &r.access {
+                    Access::Public => return None,
+                    Access::ClientCredentials => "any service client, by its secret".to_string(),
+                    Access::Internal(callers) if callers.is_empty() => "nobody".to_string(),
+                    Access::Internal(callers) => callers.iter().cloned().collect::<Vec<_>>().join(", "),
+                };
+                Some((format!("{}.{}", r.service, r.method), callers))
+            })
+            .collect();
+        rows.sort();
+        let mut table = String::from("| internal RPC | callers |\n| --- | --- |\n");
+        for (rpc, callers) in rows {
+            table.push_str(&format!("| `{rpc}` | {callers} |\n"));
+        }
+        table
+    }
+
     /// The short names of the services that serve RPCs.
     pub fn services(&self) -> BTreeSet<String> {
         self.rpcs.values().map(|r| r.service.clone()).collect()
@@ -581,6 +604,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_shows_the_call_graph_the_protos_declare() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let shown = readme
+            .split("<!-- call-graph:start -->\n")
+            .nth(1)
+            .and_then(|rest| rest.split("<!-- call-graph:end -->").next())
+            .expect("the README's call-graph block");
+        assert_eq!(
+            shown,
+            CallGraph::platform().markdown_table(),
+            "update the README's call graph from the protos"
+        );
+    }
 
     #[test]
     fn service_names_come_from_the_package() {

@@ -1332,6 +1332,9 @@ impl CatalogService for CatalogApi {
         if r.tier_ids.len() > 100 {
             return Err(ApiError::invalid("tier_ids", "at most 100").into());
         }
+        if r.seat_ids.len() > 100 {
+            return Err(ApiError::invalid("seat_ids", "at most 100").into());
+        }
         let ids = r
             .tier_ids
             .iter()
@@ -1349,7 +1352,32 @@ impl CatalogService for CatalogApi {
         };
         let chart = self.chart_at(row.venue_id, venue_version).await?;
         let by_id: HashMap<Uuid, &TierRow> = tiers.iter().map(|t| (t.id, t)).collect();
+        let wanted: std::collections::HashSet<&String> = r.seat_ids.iter().collect();
+        let seat_labels = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            chart
+                .sections
+                .iter()
+                .flat_map(|section| {
+                    section
+                        .rows
+                        .iter()
+                        .flat_map(move |row| row.seats.iter().map(move |seat| (section, seat)))
+                })
+                .filter(|(_, seat)| wanted.contains(&seat.id))
+                .map(|(section, seat)| {
+                    let label = if section.name.is_empty() {
+                        seat.label.clone()
+                    } else {
+                        format!("{} {}", section.name, seat.label)
+                    };
+                    (seat.id.clone(), label)
+                })
+                .collect()
+        };
         Ok(Response::new(pb::BatchGetTicketTiersResponse {
+            seat_labels,
             tiers: ids
                 .iter()
                 .filter_map(|id| by_id.get(id))

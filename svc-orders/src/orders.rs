@@ -86,6 +86,7 @@ pub struct LineRow {
     pub unit_price: i64,
     pub discount: i64,
     pub refunded: bool,
+    pub seat_label: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -228,7 +229,9 @@ impl TicketRow {
             holder_id: self.holder_id.to_string(),
             tier_name: line.map(|l| l.tier_name.clone()).unwrap_or_default(),
             seat_id: line.and_then(|l| l.seat_id.clone()).unwrap_or_default(),
-            seat_label: line.and_then(|l| l.seat_id.clone()).unwrap_or_default(),
+            seat_label: line
+                .and_then(|l| l.seat_label.clone().or_else(|| l.seat_id.clone()))
+                .unwrap_or_default(),
             ga_area_id: line.and_then(|l| l.ga_area_id.clone()).unwrap_or_default(),
             status: self.status_proto() as i32,
             secret: if with_secret {
@@ -462,6 +465,14 @@ impl Orders {
             .batch_get_ticket_tiers(Request::new(catalog::BatchGetTicketTiersRequest {
                 event_id: event_id.to_string(),
                 tier_ids: tier_ids.clone(),
+                seat_ids: hold
+                    .items
+                    .iter()
+                    .filter_map(|i| match &i.place {
+                        Some(inventory::hold_item::Place::SeatId(seat)) => Some(seat.clone()),
+                        _ => None,
+                    })
+                    .collect(),
             }))
             .await
             .map_err(|s| peer_error("catalog", s))?
@@ -570,6 +581,7 @@ impl Orders {
                         position: i32::try_from(i).unwrap_or(i32::MAX),
                         tier_id: tier.clone(),
                         tier_name: name.clone(),
+                        seat_label: seat.as_ref().and_then(|s| priced.seat_labels.get(s).cloned()),
                         seat_id: seat.clone(),
                         ga_area_id: area.clone(),
                         unit_price: *price,
@@ -1176,7 +1188,7 @@ impl Orders {
             .clone()
             .batch_get_ticket_tiers(Request::new(catalog::BatchGetTicketTiersRequest {
                 event_id: event_id.to_string(),
-                tier_ids: vec![],
+                ..Default::default()
             }))
             .await
             .map_err(|s| peer_error("catalog", s))?

@@ -41,6 +41,7 @@ diesel::table! {
         unit_price -> Int8,
         discount -> Int8,
         refunded -> Bool,
+        seat_label -> Nullable<Text>,
     }
 }
 

@@ -12,7 +12,13 @@ use crate::helpers::*;
 /// Identity's default: failures from one address across accounts before it is locked out.
 const ADDRESS_THRESHOLD: usize = 30;
 
-async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str, forwarded: Option<&str>) -> reqwest::Response {
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+    forwarded: Option<&str>,
+) -> reqwest::Response {
     let mut request = client
         .post(format!("{base}/v1/auth:login"))
         .json(&json!({ "email": email, "password": password }));
@@ -52,11 +58,29 @@ async fn a_sprayer_locks_itself_out_and_never_its_neighbours_whatever_headers_it
     let bystander = client_from("127.0.0.3");
     for i in 0..ADDRESS_THRESHOLD {
         let forged = format!("198.51.100.{i}");
-        let reply = login(&sprayer, &s.base, &format!("guess{i}@example.com"), "a wrong password", Some(&forged)).await;
+        let reply = login(
+            &sprayer,
+            &s.base,
+            &format!("guess{i}@example.com"),
+            "a wrong password",
+            Some(&forged),
+        )
+        .await;
         assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "try {i}");
     }
-    let locked = login(&sprayer, &s.base, &own, ticketing_e2e::PASSWORD, Some("203.0.113.1")).await;
-    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS, "a new forged address does not help");
+    let locked = login(
+        &sprayer,
+        &s.base,
+        &own,
+        ticketing_e2e::PASSWORD,
+        Some("203.0.113.1"),
+    )
+    .await;
+    assert_eq!(
+        locked.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a new forged address does not help"
+    );
     let retry_after: u64 = locked
         .headers()
         .get("retry-after")
@@ -70,7 +94,11 @@ async fn a_sprayer_locks_itself_out_and_never_its_neighbours_whatever_headers_it
     let fine = login(&bystander, &s.base, &neighbour, ticketing_e2e::PASSWORD, None).await;
     assert_eq!(fine.status(), StatusCode::OK);
     let fine = login(&bystander, &s.base, &own, ticketing_e2e::PASSWORD, None).await;
-    assert_eq!(fine.status(), StatusCode::OK, "the sprayer's own account, from elsewhere");
+    assert_eq!(
+        fine.status(),
+        StatusCode::OK,
+        "the sprayer's own account, from elsewhere"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,11 +112,32 @@ async fn behind_a_trusted_proxy_the_client_is_the_hop_the_proxy_saw() {
     // The balancer appends the address it saw; whatever the sprayer wrote before it is ignored.
     for i in 0..ADDRESS_THRESHOLD {
         let chain = format!("10.9.9.{i}, 203.0.113.50");
-        let reply = login(&http, &s.base, &format!("guess{i}@example.com"), "a wrong password", Some(&chain)).await;
+        let reply = login(
+            &http,
+            &s.base,
+            &format!("guess{i}@example.com"),
+            "a wrong password",
+            Some(&chain),
+        )
+        .await;
         assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "try {i}");
     }
-    let locked = login(&http, &s.base, &neighbour, ticketing_e2e::PASSWORD, Some("1.2.3.4, 203.0.113.50")).await;
+    let locked = login(
+        &http,
+        &s.base,
+        &neighbour,
+        ticketing_e2e::PASSWORD,
+        Some("1.2.3.4, 203.0.113.50"),
+    )
+    .await;
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
-    let fine = login(&http, &s.base, &neighbour, ticketing_e2e::PASSWORD, Some("203.0.113.51")).await;
+    let fine = login(
+        &http,
+        &s.base,
+        &neighbour,
+        ticketing_e2e::PASSWORD,
+        Some("203.0.113.51"),
+    )
+    .await;
     assert_eq!(fine.status(), StatusCode::OK, "a client behind the same balancer");
 }

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ticketing_platform::auth::Role;
 
-use crate::helpers::{Auth, stack};
+use crate::helpers::{Auth, Reply, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_is_set_up_and_browsed_through_rest() {
@@ -138,6 +138,10 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         .post("/v1/venues", Auth::Bearer(&token), json!({ "name": huge }))
         .await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_big.json["code"], 8,
+        "a JSON error, though the length was declared"
+    );
     // The body was never read, so the gateway closes the connection and says so: a client that
     // pooled it would otherwise send its next request into a closing socket.
     assert_eq!(
@@ -184,6 +188,54 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
     // as an id (400), not as a route (404).
     let encoded = s.get("/v1/events/not%20an%20id", Auth::None).await;
     assert_eq!(encoded.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_anywhere_is_a_400_naming_its_field() {
+    let s = stack().await;
+    let sale = s.published_event().await;
+    let field_of = |reply: &Reply| {
+        reply.json["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d["fieldViolations"].as_array().cloned().unwrap_or_default())
+            .map(|v| v["field"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    for (path, field) in [
+        ("/v1/events?query=%00", "query"),
+        ("/v1/events?city=Ber%00lin", "city"),
+        ("/v1/venues?city=%00", "city"),
+    ] {
+        let reply = s.get(path, Auth::None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {}", reply.json);
+        assert_eq!(field_of(&reply), vec![field.to_string()], "{path}");
+    }
+    let (_, organizer) = (sale.org.clone(), sale.organizer.clone());
+    for (body, field) in [
+        (json!({ "secret": "x", "gate": "north\u{0}" }), "gate"),
+        (json!({ "secret": "x", "nonce": "\u{0}" }), "nonce"),
+    ] {
+        let reply = s
+            .post(
+                &format!("/v1/events/{}:checkIn", sale.event_id),
+                Auth::Bearer(&organizer),
+                body,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{field}: {}", reply.json);
+        assert_eq!(field_of(&reply), vec![field.to_string()]);
+    }
+    let reply = s
+        .post(
+            "/v1/venues",
+            Auth::Bearer(&organizer),
+            json!({ "organizationId": sale.org, "name": "Nul\u{0}Hall" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(field_of(&reply), vec!["venue.name".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

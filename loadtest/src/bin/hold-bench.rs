@@ -4,7 +4,8 @@
 //!     cargo run --release -p loadtest --bin hold-bench -- --password "$(cat .dev/demo-password)"
 //!
 //! For each concurrency level and each of `--rounds` rounds it configures a fresh event with
-//! `--seats` seats (as the demo organizer), then holds one seat per call, every call on a
+//! `--seats` seats of the demo organization (with catalog's credential from `--service-secrets`,
+//! default `.dev/service-secrets`), then holds one seat per call, every call on a
 //! different seat, from `--customers` customers, until the seats run out (a first round is run and
 //! discarded as a warm-up). A level's rate is the median of its rounds: a 10,000-seat round lasts
 //! under a second, and this machine's noise moves single rounds by a quarter.
@@ -29,7 +30,7 @@ use std::{
     time::Instant,
 };
 
-use loadtest::{arg, authed, channel, login, ms, summarize};
+use loadtest::{arg, as_service, authed, channel, login, ms, service_token, summarize};
 use ticketing_proto::ticketing::{
     identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
     inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient},
@@ -148,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
     let connections: usize = arg("connections", 8);
     // Best available: HoldQuantity of one seat of the tier, instead of naming the seat.
     let quantity_mode = std::env::args().any(|a| a == "--quantity");
+    // Events are configured as catalog does when it publishes one: with catalog's credential.
+    let service_secrets: String = arg("service-secrets", ".dev/service-secrets".to_string());
     anyhow::ensure!(
         !password.is_empty(),
         "--password: the demo organizer's password (.dev/demo-password)"
@@ -165,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         .first()
         .map(|m| m.organization_id.clone())
         .ok_or_else(|| anyhow::anyhow!("organizer has no organization"))?;
+    let catalog_token = service_token(&mut identity, &service_secrets, "catalog", "inventory").await?;
 
     // Customers: enough that the per-customer limit (100) never binds.
     let run = Uuid::new_v4().simple().to_string();
@@ -222,8 +226,8 @@ async fn main() -> anyhow::Result<()> {
         let event = Uuid::now_v7();
         let mut client = InventoryServiceClient::new(channel.clone());
         client
-            .configure_event(authed(
-                &organizer_token,
+            .configure_event(as_service(
+                &catalog_token,
                 pb::ConfigureEventRequest {
                     event_id: event.to_string(),
                     version: 1,

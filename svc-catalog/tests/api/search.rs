@@ -210,3 +210,29 @@ async fn search_filters_by_text_date_city_and_category_and_paginates_stably() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_a_filter_is_invalid_argument_naming_it() {
+    let s = stack().await;
+    let mut client = s.catalog();
+    for (request, field) in [
+        (
+            pb::ListEventsRequest {
+                query: "a\0b".into(),
+                ..Default::default()
+            },
+            "query",
+        ),
+        (
+            pb::ListEventsRequest {
+                city: "\0".into(),
+                ..Default::default()
+            },
+            "city",
+        ),
+    ] {
+        let status = client.list_events(request).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(ticketing_e2e::violated_fields(&status), vec![field.to_string()]);
+    }
+}

@@ -38,12 +38,7 @@ fn charge(order: &pb::Order, buyer: Uuid, amount_minor: i64, attempt: i32) -> pa
 impl Stack {
     async fn order(&self, token: &str, id: &str) -> pb::Order {
         self.orders()
-            .get_order(authed(
-                token,
-                pb::GetOrderRequest {
-                    order_id: id.into(),
-                },
-            ))
+            .get_order(authed(token, pb::GetOrderRequest { order_id: id.into() }))
             .await
             .expect("order")
             .into_inner()
@@ -118,7 +113,10 @@ async fn a_charge_for_less_than_the_total_never_pays_an_order() {
     // The buyer can still pay the real total once the lease runs out: the attempt whose key
     // the cent used is told to retry, and the retry is a new attempt.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let retry = s.pay(&token, &order.id, CARD_OK).await.expect_err("the spent attempt");
+    let retry = s
+        .pay(&token, &order.id, CARD_OK)
+        .await
+        .expect_err("the spent attempt");
     assert_eq!(retry.code(), Code::Unavailable);
     let paid = s.pay(&token, &order.id, CARD_OK).await.expect("paid");
     assert_eq!(paid.status, pb::OrderStatus::Paid as i32);
@@ -130,7 +128,10 @@ async fn an_uncommitted_hold_never_backs_a_paid_order() {
     let sale = s.sale(10, 30).await;
     let (buyer, token) = s.buyer().await;
     let seat = sale.seats[0].clone();
-    let hold = s.hold(&token, &sale, std::slice::from_ref(&seat), None).await.expect("hold");
+    let hold = s
+        .hold(&token, &sale, std::slice::from_ref(&seat), None)
+        .await
+        .expect("hold");
     let order = s
         .create_order(&token, &hold.id, "uncommitted-1", "")
         .await
@@ -312,5 +313,8 @@ async fn a_refund_outside_orders_never_leaves_a_paid_order_with_valid_tickets() 
     .await;
     // Refunded once: the order's refund does not send the money back a second time.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.payments_of(&paid.id).await, vec![("refunded".to_string(), 9_000)]);
+    assert_eq!(
+        s.payments_of(&paid.id).await,
+        vec![("refunded".to_string(), 9_000)]
+    );
 }

@@ -82,10 +82,9 @@ async fn call(channel: &Channel, rpc: &Rpc, credential: &Credential, body: &[u8]
     match credential {
         Credential::None => {}
         Credential::Bearer(token) => {
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("ascii"),
-            );
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
         }
         Credential::Service(token) => {
             request
@@ -126,7 +125,11 @@ impl Scene {
             .await
             .expect("hold")
             .into_inner();
-        assert_eq!(hold.status, inv::HoldStatus::Active as i32, "the hold is untouched");
+        assert_eq!(
+            hold.status,
+            inv::HoldStatus::Active as i32,
+            "the hold is untouched"
+        );
         let order = s
             .orders()
             .get_order(authed(
@@ -150,7 +153,11 @@ impl Scene {
             .await
             .expect("ticket")
             .into_inner();
-        assert_eq!(ticket.status, pb::TicketStatus::Valid as i32, "the ticket stays valid");
+        assert_eq!(
+            ticket.status,
+            pb::TicketStatus::Valid as i32,
+            "the ticket stays valid"
+        );
         assert_eq!(
             s.seat_status(&self.sale, &self.sale.seats[0]).await,
             inv::SeatStatus::Sold as i32,
@@ -283,7 +290,7 @@ fn harmful_requests(scene: &Scene, buyer_id: Uuid, api_key_secret: &str) -> BTre
             "/ticketing.catalog.v1.CatalogService/BatchGetTicketTiers",
             cat::BatchGetTicketTiersRequest {
                 event_id: scene.sale.event_id.clone(),
-                tier_ids: vec![],
+                ..Default::default()
             }
             .encode_to_vec(),
         ),
@@ -307,7 +314,10 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
     let sale = s.sale(10, 30).await;
     let (buyer_id, buyer) = s.buyer().await;
     let paid = s.checkout(&buyer, &sale, &sale.seats[..1]).await;
-    let hold = s.hold(&buyer, &sale, &sale.seats[1..2], None).await.expect("hold");
+    let hold = s
+        .hold(&buyer, &sale, &sale.seats[1..2], None)
+        .await
+        .expect("hold");
     let payment_id = PaymentsServiceClient::new(s.payments.clone())
         .list_payments(authed(
             &buyer,
@@ -387,16 +397,36 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
         // Every kind of credential that is not an allowed service's, and what it must get.
         let mut tries: Vec<(String, Credential, Code)> = vec![
             ("no credential".into(), Credential::None, Code::Unauthenticated),
-            ("a customer's token".into(), Credential::Bearer(scene.buyer.clone()), Code::Unauthenticated),
-            ("an organizer's token".into(), Credential::Bearer(scene.sale.organizer.clone()), Code::Unauthenticated),
-            ("an admin's token".into(), Credential::Bearer(admin.clone()), Code::Unauthenticated),
-            ("an API key's token".into(), Credential::Bearer(api_key.clone()), Code::Unauthenticated),
+            (
+                "a customer's token".into(),
+                Credential::Bearer(scene.buyer.clone()),
+                Code::Unauthenticated,
+            ),
+            (
+                "an organizer's token".into(),
+                Credential::Bearer(scene.sale.organizer.clone()),
+                Code::Unauthenticated,
+            ),
+            (
+                "an admin's token".into(),
+                Credential::Bearer(admin.clone()),
+                Code::Unauthenticated,
+            ),
+            (
+                "an API key's token".into(),
+                Credential::Bearer(api_key.clone()),
+                Code::Unauthenticated,
+            ),
             (
                 "an admin's token as a service token".into(),
                 Credential::Service(admin.clone()),
                 Code::Unauthenticated,
             ),
-            ("a garbled service token".into(), Credential::Service("x.y.z".into()), Code::Unauthenticated),
+            (
+                "a garbled service token".into(),
+                Credential::Service("x.y.z".into()),
+                Code::Unauthenticated,
+            ),
         ];
         for client in SERVICE_CLIENTS {
             let token = tokens[&(client.to_string(), rpc.service.clone())].clone();
@@ -406,12 +436,19 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
                     Access::ClientCredentials => Code::Unauthenticated,
                     _ => Code::PermissionDenied,
                 };
-                tries.push((format!("the {client} service's token"), Credential::Service(token), expected));
+                tries.push((
+                    format!("the {client} service's token"),
+                    Credential::Service(token),
+                    expected,
+                ));
             }
         }
         for caller in &allowed {
             // An allowed caller's token for another service is not accepted here.
-            let other = channels.keys().find(|a| **a != rpc.service).expect("another service");
+            let other = channels
+                .keys()
+                .find(|a| **a != rpc.service)
+                .expect("another service");
             let token = tokens[&(caller.clone(), other.to_string())].clone();
             tries.push((
                 format!("{caller}'s token for {other}"),
@@ -463,5 +500,9 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
             Err(status) => refused.push(format!("{}: {:?} {}", rpc.path, status.code(), status.message())),
         }
     }
-    assert!(refused.is_empty(), "allowed callers refused:\n{}", refused.join("\n"));
+    assert!(
+        refused.is_empty(),
+        "allowed callers refused:\n{}",
+        refused.join("\n")
+    );
 }

@@ -55,6 +55,8 @@ async fn a_ticket_checks_in_once_and_forged_or_altered_secrets_are_refused() {
     let (_, token) = stack.buyer().await;
     let paid = stack.checkout(&token, &sale, &sale.seats[..1]).await;
     let ticket = first_ticket(&stack, &token, &paid).await;
+    assert_eq!(ticket.seat_id, sale.seats[0]);
+    assert_eq!(ticket.seat_label, "Stalls A1", "the seat as the buyer reads it");
     let first = scan(
         &stack,
         &sale.organizer,
