@@ -284,20 +284,20 @@ pub struct TokenVerifier {
 /// Verified tokens, so a client's repeated calls cost one signature check, not one each. Entries
 /// hold only tokens whose signature and claims passed, and are dropped at the token's `exp`.
 struct VerifiedCache<C> {
-    entries: std::sync::Mutex<HashMap<String, (i64, C)>>,
+    entries: std::sync::Mutex<HashMap<String, (i64, Arc<C>)>>,
 }
 
 /// Most cached tokens; past it the cache is emptied (cheap, and rare: tokens live 15 minutes).
 const VERIFIED_CACHE_SIZE: usize = 50_000;
 
-impl<C: Clone> VerifiedCache<C> {
+impl<C> VerifiedCache<C> {
     fn new() -> Self {
         Self {
             entries: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    fn get(&self, token: &str, now: i64) -> Option<C> {
+    fn get(&self, token: &str, now: i64) -> Option<Arc<C>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(token)
@@ -305,12 +305,12 @@ impl<C: Clone> VerifiedCache<C> {
             .map(|(_, c)| c.clone())
     }
 
-    fn put(&self, token: &str, exp: i64, claims: &C) {
+    fn put(&self, token: &str, exp: i64, claims: Arc<C>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= VERIFIED_CACHE_SIZE {
             entries.clear();
         }
-        entries.insert(token.to_string(), (exp, claims.clone()));
+        entries.insert(token.to_string(), (exp, claims));
     }
 }
 
@@ -360,19 +360,19 @@ impl TokenVerifier {
         // Within the leeway the library allows, so a cached token expires no later than it would.
         let now = chrono::Utc::now().timestamp();
         if let Some(claims) = self.inner.verified.get(token, now) {
-            return Ok(claims);
+            return Ok(AccessClaims::clone(&claims));
         }
         // A service token fails here twice over: its audience is a service, and its `kind` is
         // none of a user token's.
         let claims: AccessClaims = self.verify_signature(token, &self.inner.validation).await?;
-        self.inner.verified.put(token, claims.exp, &claims);
+        self.inner.verified.put(token, claims.exp, Arc::new(claims.clone()));
         Ok(claims)
     }
 
     /// Verifies a service token meant for `audience` (this service's name) and returns its
     /// claims. A user's or an API key's token, another service's audience, or any token not
     /// issued by identity's client-credentials grant is UNAUTHENTICATED.
-    pub async fn verify_service(&self, token: &str, audience: &str) -> ApiResult<ServiceClaims> {
+    pub async fn verify_service(&self, token: &str, audience: &str) -> ApiResult<Arc<ServiceClaims>> {
         let now = chrono::Utc::now().timestamp();
         if let Some(claims) = self.inner.verified_services.get(token, now) {
             if claims.aud != audience {
@@ -399,7 +399,8 @@ impl TokenVerifier {
                 "service credential refused: not a service token",
             ));
         }
-        self.inner.verified_services.put(token, claims.exp, &claims);
+        let claims = Arc::new(claims);
+        self.inner.verified_services.put(token, claims.exp, claims.clone());
         Ok(claims)
     }
 

@@ -301,7 +301,7 @@ where
             match &access {
                 Some((Access::Internal(allowed), method)) => {
                     let caller = match caller {
-                        Some(Ok(claims)) => claims.sub,
+                        Some(Ok(claims)) => claims.sub.clone(),
                         Some(Err(error)) => return Ok(refusal(error.into())),
                         None => {
                             return Ok(refusal(
@@ -327,7 +327,7 @@ where
                 // call (the gateway); a bad one is ignored, as it grants nothing here.
                 _ => {
                     if let Some(Ok(claims)) = caller {
-                        request.extensions_mut().insert(CallerService(claims.sub));
+                        request.extensions_mut().insert(CallerService(claims.sub.clone()));
                     }
                 }
             }
@@ -388,7 +388,8 @@ impl ServiceCredentials {
 
 /// A token held for one audience.
 struct Held {
-    token: Arc<str>,
+    /// The token, ready to send (parsed into a header value once, not per call).
+    token: http::HeaderValue,
     /// Renew from here on (half its life).
     renew_at: Instant,
     /// Unusable from here on (a little before its `exp`, for clock skew and transit).
@@ -431,7 +432,7 @@ impl ServiceTokens {
         &self.inner.credentials.client_id
     }
 
-    fn cached(&self, audience: &str, now: Instant) -> (Option<Arc<str>>, bool) {
+    fn cached(&self, audience: &str, now: Instant) -> (Option<http::HeaderValue>, bool) {
         let held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.get(audience) {
             Some(h) if now < h.expires_at => (Some(h.token.clone()), now >= h.renew_at),
@@ -439,8 +440,8 @@ impl ServiceTokens {
         }
     }
 
-    /// A token for calls to `audience`.
-    pub async fn token(&self, audience: &str) -> Result<Arc<str>, tonic::Status> {
+    /// A token for calls to `audience`, as the `x-service-token` value.
+    pub async fn token(&self, audience: &str) -> Result<http::HeaderValue, tonic::Status> {
         let (usable, stale) = self.cached(audience, Instant::now());
         if let (Some(token), false) = (&usable, stale) {
             return Ok(token.clone());
@@ -463,7 +464,7 @@ impl ServiceTokens {
         }
     }
 
-    async fn fetch(&self, audience: &str) -> Result<Arc<str>, tonic::Status> {
+    async fn fetch(&self, audience: &str) -> Result<http::HeaderValue, tonic::Status> {
         use ticketing_proto::ticketing::identity::v1::IssueServiceTokenRequest;
         let secret = self
             .inner
@@ -486,7 +487,8 @@ impl ServiceTokens {
             .await?
             .into_inner();
         let life = Duration::from_secs(u64::try_from(reply.expires_in).unwrap_or(0));
-        let token: Arc<str> = Arc::from(reply.access_token);
+        let token = http::HeaderValue::from_str(&reply.access_token)
+            .map_err(|_| tonic::Status::internal("identity issued a token that is not a header value"))?;
         let margin = Duration::from_secs(10).min(life / 4);
         self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
             audience.to_string(),
@@ -571,9 +573,7 @@ where
         Box::pin(async move {
             match tokens.token(&audience).await {
                 Ok(token) => {
-                    if let Ok(value) = http::HeaderValue::from_str(&token) {
-                        request.headers_mut().insert(SERVICE_TOKEN_HEADER, value);
-                    }
+                    request.headers_mut().insert(SERVICE_TOKEN_HEADER, token);
                 }
                 Err(status) if CallGraph::platform().needs_service_token(request.uri().path()) => {
                     use tonic::Code;

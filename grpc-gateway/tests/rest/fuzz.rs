@@ -13,6 +13,43 @@ fn schemathesis() -> String {
     std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "st".into())
 }
 
+/// openapi-spec-validator (PyPI): `$OPENAPI_SPEC_VALIDATOR` (set by `./dev test`), else on the PATH.
+fn spec_validator() -> String {
+    std::env::var("OPENAPI_SPEC_VALIDATOR").unwrap_or_else(|_| "openapi-spec-validator".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_valid_openapi_3() {
+    let s = stack().await;
+    let document = s.http.get(format!("{}/openapi.json", s.base)).send().await.expect("served");
+    let bytes = document.bytes().await.expect("body");
+    let path = std::env::temp_dir().join(format!("openapi-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&path, &bytes).expect("written");
+    let file = path.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(spec_validator())
+            .args(["--errors", "all", "--validation-errors", "all"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+    })
+    .await
+    .expect("joined")
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run openapi-spec-validator ({e}); `./dev test` installs it, or set OPENAPI_SPEC_VALIDATOR"
+        )
+    });
+    let _ = std::fs::remove_file(&path);
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "the document is not valid OpenAPI:\n{report}");
+    assert!(report.contains("OK"), "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_requests_against_the_openapi_document_never_get_a_5xx() {
     let s = stack().await;
