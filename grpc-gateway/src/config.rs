@@ -124,6 +124,12 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.credentials.client_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "peers.credentials.client_secret",
+                "is required: the gateway checks API keys and vouches for client addresses with it",
+            ));
+        }
         self.peers.validate()?;
         if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::invalid(

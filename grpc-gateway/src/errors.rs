@@ -139,8 +139,9 @@ pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
         error.status = http_status(code);
         error.body["code"] = json!(code as i32);
     }
-    // A service's RetryInfo (a locked login, a dependency that is down) becomes Retry-After.
-    if matches!(code, Code::ResourceExhausted | Code::Unavailable) {
+    // A service's RetryInfo (a locked login, a dependency that is down, a payment in progress)
+    // becomes Retry-After.
+    if matches!(code, Code::ResourceExhausted | Code::Unavailable | Code::Aborted) {
         use tonic_types::StatusExt;
         error.retry_after = status
             .get_error_details()

@@ -684,6 +684,16 @@ fn stream_response(
         .into_response()
 }
 
+/// Whether identity refused an API key for what it is (unknown, expired, revoked).
+fn api_key_refused(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt;
+    status.code() == tonic::Code::Unauthenticated
+        && status
+            .get_error_details()
+            .error_info()
+            .is_some_and(|info| info.reason == "API_KEY_INVALID")
+}
+
 impl Gateway {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, HttpError> {
         let unauthenticated = |message: &str| HttpError::new(StatusCode::UNAUTHORIZED, 16, message);
@@ -734,7 +744,24 @@ impl Gateway {
                     .await
                 {
                     Ok(reply) => Some(reply.into_inner().access_token),
-                    Err(status) if status.code() == tonic::Code::Unauthenticated => None,
+                    // Identity's verdict on the key itself: remembered for the cache's time.
+                    Err(status) if api_key_refused(&status) => None,
+                    // Anything else that says "unauthenticated" is about the gateway's own
+                    // service credential: not the client's fault, and not to be remembered.
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        ) =>
+                    {
+                        tracing::error!(error = %status.message(), "identity refused the gateway's service credential");
+                        return Err(HttpError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            tonic::Code::Unavailable as i32,
+                            "API keys cannot be checked right now",
+                        )
+                        .retry_after(Duration::from_secs(1)));
+                    }
                     Err(status) => return Err(grpc_to_http(&self.pool, &status)),
                 };
                 let mut keys = self.api_keys.lock().unwrap_or_else(|p| p.into_inner());

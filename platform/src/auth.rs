@@ -365,7 +365,9 @@ impl TokenVerifier {
         // A service token fails here twice over: its audience is a service, and its `kind` is
         // none of a user token's.
         let claims: AccessClaims = self.verify_signature(token, &self.inner.validation).await?;
-        self.inner.verified.put(token, claims.exp, Arc::new(claims.clone()));
+        self.inner
+            .verified
+            .put(token, claims.exp, Arc::new(claims.clone()));
         Ok(claims)
     }
 
@@ -400,7 +402,9 @@ impl TokenVerifier {
             ));
         }
         let claims = Arc::new(claims);
-        self.inner.verified_services.put(token, claims.exp, claims.clone());
+        self.inner
+            .verified_services
+            .put(token, claims.exp, claims.clone());
         Ok(claims)
     }
 

@@ -161,3 +161,17 @@ pub fn peer_error(peer: &str, status: tonic::Status) -> ApiError {
         _ => ApiError::internal(format!("{peer} failed: {} {}", status.code(), status.message())),
     }
 }
+
+/// [`peer_error`] for a call to an internal RPC, which carries only this service's credential:
+/// a refusal of it is this service's problem (misconfigured, or a key identity rotated that the
+/// peer has not fetched yet), never the end user's, so it is UNAVAILABLE rather than a 401/403.
+pub fn internal_peer_error(peer: &str, status: tonic::Status) -> ApiError {
+    use tonic::Code;
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => {
+            tracing::error!(peer, error = %status.message(), "a peer refused this service's credential");
+            ApiError::Unavailable(format!("{peer} refused this service's call"))
+        }
+        _ => peer_error(peer, status),
+    }
+}

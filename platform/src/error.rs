@@ -38,6 +38,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthenticated(String),
+    /// A credential that was checked and refused for what it is (an API key's secret, say), as
+    /// opposed to a call that lacks one: callers that cache such verdicts cache only these.
+    #[error("{message}")]
+    CredentialRefused { reason: &'static str, message: String },
     #[error("{0}")]
     PermissionDenied(String),
     /// A limit was hit; `retry_after` tells when trying again can succeed.
@@ -46,6 +50,14 @@ pub enum ApiError {
         reason: &'static str,
         message: String,
         retry_after: Option<Duration>,
+    },
+    /// Another call is changing the same thing right now (a payment in progress): retrying the
+    /// same request after `retry_after` gets its outcome. Never a verdict on the request.
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: String,
+        retry_after: Duration,
     },
     /// A dependency (database, cache, peer service) is down. Safe to retry later.
     #[error("{0}")]
@@ -187,6 +199,11 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_error_info("UNAUTHENTICATED", ERROR_DOMAIN, HashMap::new()),
             ),
+            ApiError::CredentialRefused { reason, message } => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+            ),
             ApiError::PermissionDenied(message) => Status::with_error_details(
                 Code::PermissionDenied,
                 message,
@@ -200,6 +217,15 @@ impl From<ApiError> for Status {
                 let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
                 details.set_retry_info(retry_after);
                 Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::Aborted {
+                reason,
+                message,
+                retry_after,
+            } => {
+                let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::Aborted, message, details)
             }
             ApiError::Unavailable(message) => {
                 tracing::warn!(%message, "dependency unavailable");

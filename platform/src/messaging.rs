@@ -652,14 +652,23 @@ impl<H: Handler> Consumer<H> {
                     "handling failed: delivered again later"
                 );
                 metrics::counter!("events_failed_total", "consumer" => self.name.clone(), "event_type" => envelope.event_type.clone()).increment(1);
-                // A short pause so a failing dependency is not hammered by redeliveries.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await?;
+                // Returned for another try after a pause that grows with each delivery (1 s, 4 s,
+                // 16 s, 60 s: about 80 s over the delivery limit, enough for a peer to restart
+                // or a charge lease to run out), in a task of its own so that the events behind
+                // this one are not held up meanwhile.
+                let pause = redelivery_pause(redeliveries(&delivery));
+                tokio::spawn(async move {
+                    tokio::time::sleep(pause).await;
+                    let nacked = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                    if let Err(error) = nacked {
+                        tracing::warn!(%error, "returning a delivery failed; the broker redelivers it on reconnect");
+                    }
+                });
             }
         }
         Ok(())
@@ -691,6 +700,29 @@ impl<H: Handler> Consumer<H> {
         })
         .await
     }
+}
+
+/// How often a message was delivered before this delivery (quorum queues count them).
+fn redeliveries(delivery: &lapin::message::Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongUInt(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// The pause before a failed delivery goes back: 1 s, then four times longer each time, at most
+/// a minute.
+fn redelivery_pause(redeliveries: u32) -> Duration {
+    Duration::from_secs(4u64.saturating_pow(redeliveries.min(3))).min(Duration::from_secs(60))
 }
 
 /// Decodes an envelope's payload as `T`, naming the event type on failure.

@@ -345,7 +345,19 @@ async fn run_probes(
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Runs a write of several steps (Redis and PostgreSQL, or calls to other services) as a task
+/// of its own, which the request awaits: a caller that hangs up, or a deadline that passes,
+/// drops the request but never stops the write half-way. The task keeps the request's span, so
+/// what it does stays in the request's trace.
+pub async fn to_the_end<T: Send + 'static>(
+    write: impl Future<Output = crate::ApiResult<T>> + Send + 'static,
+) -> crate::ApiResult<T> {
+    use tracing::Instrument;
+    tokio::spawn(write.instrument(tracing::Span::current()))
+        .await
+        .map_err(|e| crate::ApiError::internal(format!("a write task failed: {e}")))?
+}
+
 /// Runs `job` every `every` until the handle is aborted; a failed round is logged as `what`
 /// and the next one runs on schedule (sweepers: expiry, stale charges).
 pub fn spawn_periodic<F, Fut, E>(every: Duration, what: &'static str, job: F) -> tokio::task::JoinHandle<()>
@@ -365,6 +377,7 @@ where
     })
 }
 
+/// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -3,8 +3,8 @@
 //!
 //! - **The call graph** is declared once, in the protos: an RPC without a `google.api.http` rule
 //!   is internal and names its callers with `(ticketing.common.v1.callers)`. [`CallGraph`] reads
-//!   it from the compiled descriptors; the server guard, the tests and the mesh policies all
-//!   derive from it. An internal RPC that names no caller can be called by nobody.
+//!   it from the compiled descriptors; the server guard and the tests derive from it (and the
+//!   mesh policies are to). An internal RPC that names no caller can be called by nobody.
 //! - **Tokens** come from identity's `IssueServiceToken`, the OAuth 2.0 client-credentials grant:
 //!   a service proves itself with its client secret and gets an EdDSA JWT for one audience (the
 //!   service it calls), `kind: service`, `sub` = its name, valid for minutes. Peers send it as
@@ -112,9 +112,11 @@ impl CallGraph {
     pub fn platform() -> &'static CallGraph {
         static GRAPH: OnceLock<CallGraph> = OnceLock::new();
         GRAPH.get_or_init(|| {
-            DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET)
-                .map(|pool| Self::from_pool(&pool))
-                .unwrap_or_default()
+            // Compiled into the binary: if it does not decode, nothing could be guarded, and
+            // failing closed means not serving at all.
+            let pool = DescriptorPool::decode(ticketing_proto::FILE_DESCRIPTOR_SET)
+                .expect("the compiled descriptor set decodes");
+            Self::from_pool(&pool)
         })
     }
 
@@ -184,7 +186,7 @@ impl CallGraph {
         matches!(self.rpc(path).map(|r| &r.access), Some(Access::Internal(_)))
     }
 
-    /// The services `caller` may call internal RPCs of (for mesh policies and token audiences).
+    /// The services `caller` may call internal RPCs of (what a mesh policy would allow it).
     pub fn callees_of(&self, caller: &str) -> BTreeSet<String> {
         self.rpcs
             .values()
@@ -402,12 +404,21 @@ struct TokensInner {
         tonic::transport::Channel,
     >,
     held: std::sync::Mutex<HashMap<String, Held>>,
-    /// One fetch per audience at a time.
-    fetching: tokio::sync::Mutex<()>,
+    /// One fetch per audience at a time (when no usable token is held).
+    fetching: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Audiences being renewed in the background.
+    renewing: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last failed fetch per audience, answered again until the time given.
+    failed: std::sync::Mutex<HashMap<String, (Instant, tonic::Status)>>,
 }
 
-/// This service's tokens, one per audience, fetched from identity and renewed at half their
-/// life; while identity is away a token is used until it expires. Cheap to clone.
+/// How long a failed fetch is answered from memory before identity is asked again.
+const FETCH_BACKOFF: Duration = Duration::from_secs(1);
+
+/// This service's tokens, one per audience, fetched from identity. A token is renewed in the
+/// background from half its life on, while calls go on with it; only a call with no usable
+/// token waits for identity, and after a failed fetch identity is left alone for a second.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct ServiceTokens {
     inner: Arc<TokensInner>,
@@ -422,8 +433,10 @@ impl ServiceTokens {
                     ticketing_proto::ticketing::identity::v1::identity_service_client::IdentityServiceClient::new(
                         identity,
                     ),
-                held: std::sync::Mutex::new(HashMap::new()),
-                fetching: tokio::sync::Mutex::new(()),
+                held: Default::default(),
+                fetching: Default::default(),
+                renewing: Default::default(),
+                failed: Default::default(),
             }),
         }
     }
@@ -443,25 +456,60 @@ impl ServiceTokens {
     /// A token for calls to `audience`, as the `x-service-token` value.
     pub async fn token(&self, audience: &str) -> Result<http::HeaderValue, tonic::Status> {
         let (usable, stale) = self.cached(audience, Instant::now());
-        if let (Some(token), false) = (&usable, stale) {
-            return Ok(token.clone());
+        if let Some(token) = usable {
+            if stale {
+                self.renew_in_background(audience);
+            }
+            return Ok(token);
         }
-        let _turn = self.inner.fetching.lock().await;
-        // Another task may have renewed it while this one waited.
-        let (again, stale) = self.cached(audience, Instant::now());
-        if let (Some(token), false) = (&again, stale) {
-            return Ok(token.clone());
+        let turn = self
+            .inner
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(audience.to_string())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
+        // Another call may have fetched it while this one waited.
+        if let (Some(token), _) = self.cached(audience, Instant::now()) {
+            return Ok(token);
         }
-        match self.fetch(audience).await {
-            Ok(token) => Ok(token),
-            Err(status) => match again.or(usable) {
-                Some(token) => {
-                    tracing::warn!(audience, error = %status.message(), "renewing a service token failed; using the current one");
-                    Ok(token)
-                }
-                None => Err(status),
-            },
+        if let Some((until, status)) = self
+            .inner
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(audience)
+            && Instant::now() < *until
+        {
+            return Err(status.clone());
         }
+        self.fetch(audience).await
+    }
+
+    fn renew_in_background(&self, audience: &str) {
+        let first = self
+            .inner
+            .renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(audience.to_string());
+        if !first {
+            return;
+        }
+        let (tokens, audience) = (self.clone(), audience.to_string());
+        tokio::spawn(async move {
+            if let Err(status) = tokens.fetch(&audience).await {
+                tracing::warn!(%audience, error = %status.message(), "renewing a service token failed; the current one is used meanwhile");
+            }
+            tokens
+                .inner
+                .renewing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&audience);
+        });
     }
 
     async fn fetch(&self, audience: &str) -> Result<http::HeaderValue, tonic::Status> {
@@ -479,13 +527,20 @@ impl ServiceTokens {
         });
         request.set_timeout(Duration::from_secs(3));
         let started = Instant::now();
-        let reply = self
-            .inner
-            .identity
-            .clone()
-            .issue_service_token(request)
-            .await?
-            .into_inner();
+        let reply = match self.inner.identity.clone().issue_service_token(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                self.inner
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        audience.to_string(),
+                        (Instant::now() + FETCH_BACKOFF, status.clone()),
+                    );
+                return Err(status);
+            }
+        };
         let life = Duration::from_secs(u64::try_from(reply.expires_in).unwrap_or(0));
         let token = http::HeaderValue::from_str(&reply.access_token)
             .map_err(|_| tonic::Status::internal("identity issued a token that is not a header value"))?;
@@ -575,7 +630,12 @@ where
                 Ok(token) => {
                     request.headers_mut().insert(SERVICE_TOKEN_HEADER, token);
                 }
-                Err(status) if CallGraph::platform().needs_service_token(request.uri().path()) => {
+                // An internal RPC, or a call that vouches for a client's address (which is
+                // believed only with the token), does not go out without it.
+                Err(status)
+                    if CallGraph::platform().needs_service_token(request.uri().path())
+                        || request.headers().contains_key(CLIENT_ADDRESS_HEADER) =>
+                {
                     use tonic::Code;
                     let refused = match status.code() {
                         Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
@@ -660,7 +720,7 @@ mod tests {
             access("/ticketing.orders.v1.OrdersService/PayOrder"),
             Some(Access::Public)
         );
-        assert!(graph.needs_service_token("/ticketing.inventory.v1.InventoryService/ReleaseSold"));
+        assert!(graph.needs_service_token("/ticketing.inventory.v1.InventoryService/CloseEvent"));
         assert!(!graph.needs_service_token("/ticketing.identity.v1.IdentityService/GetJwks"));
         assert!(!graph.needs_service_token("/grpc.health.v1.Health/Check"));
         assert_eq!(

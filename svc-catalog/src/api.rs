@@ -14,7 +14,7 @@ use ticketing_platform::clients::PeerChannel;
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
-    clients::peer_error,
+    clients::internal_peer_error,
     error::{Violations, parse_id},
     messaging::{OutboxEvent, OutboxSignal},
     pagination,
@@ -49,27 +49,51 @@ pub struct CatalogApi {
 #[derive(Clone, Default)]
 pub struct ChartCache(Arc<Mutex<HashMap<Uuid, CachedChart>>>);
 
-/// A chart and the venue version it was decoded from.
-type CachedChart = (DateTime<Utc>, Arc<pb::SeatingChart>);
+/// A chart, the venue version it was decoded from, and its seats' labels by seat id (with their
+/// section: "Stalls A-12"), which orders ask for with every order of named seats.
+type CachedChart = (DateTime<Utc>, Arc<pb::SeatingChart>, Arc<HashMap<String, String>>);
+
+fn seat_labels(chart: &pb::SeatingChart) -> HashMap<String, String> {
+    chart
+        .sections
+        .iter()
+        .flat_map(|section| {
+            section
+                .rows
+                .iter()
+                .flat_map(move |row| row.seats.iter().map(move |seat| (section, seat)))
+        })
+        .map(|(section, seat)| {
+            let label = if section.name.is_empty() {
+                seat.label.clone()
+            } else {
+                format!("{} {}", section.name, seat.label)
+            };
+            (seat.id.clone(), label)
+        })
+        .collect()
+}
 
 /// Venues whose charts are kept; past this the cache starts over.
 const CACHED_CHARTS: usize = 256;
 
 impl ChartCache {
-    fn get(&self, venue: Uuid, version: DateTime<Utc>) -> Option<Arc<pb::SeatingChart>> {
+    fn get(&self, venue: Uuid, version: DateTime<Utc>) -> Option<CachedChart> {
         let cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         cache
             .get(&venue)
-            .filter(|(cached, _)| *cached == version)
-            .map(|(_, chart)| chart.clone())
+            .filter(|(cached, _, _)| *cached == version)
+            .cloned()
     }
 
-    fn put(&self, venue: Uuid, version: DateTime<Utc>, chart: Arc<pb::SeatingChart>) {
+    fn put(&self, venue: Uuid, version: DateTime<Utc>, chart: Arc<pb::SeatingChart>) -> CachedChart {
+        let entry = (version, chart.clone(), Arc::new(seat_labels(&chart)));
         let mut cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if cache.len() >= CACHED_CHARTS {
             cache.clear();
         }
-        cache.insert(venue, (version, chart));
+        cache.insert(venue, entry.clone());
+        entry
     }
 }
 
@@ -407,8 +431,12 @@ impl CatalogApi {
 
     /// The venue's chart as of `version`, decoded once per version.
     async fn chart_at(&self, venue: Uuid, version: DateTime<Utc>) -> ApiResult<Arc<pb::SeatingChart>> {
-        if let Some(chart) = self.charts.get(venue, version) {
-            return Ok(chart);
+        Ok(self.cached_chart(venue, version).await?.1)
+    }
+
+    async fn cached_chart(&self, venue: Uuid, version: DateTime<Utc>) -> ApiResult<CachedChart> {
+        if let Some(cached) = self.charts.get(venue, version) {
+            return Ok(cached);
         }
         let mut conn = self.pool.get().await?;
         let row = store::find_venue(&mut conn, venue)
@@ -416,8 +444,7 @@ impl CatalogApi {
             .ok_or(ApiError::NotFound { resource: "venue" })?;
         drop(conn);
         let chart = Arc::new(decode_chart(&row.chart)?);
-        self.charts.put(venue, row.updated_at, chart.clone());
-        Ok(chart)
+        Ok(self.charts.put(venue, row.updated_at, chart))
     }
 
     async fn venue(&self, id: Uuid) -> ApiResult<VenueRow> {
@@ -489,7 +516,7 @@ impl CatalogApi {
                     "INVENTORY_REFUSED",
                     format!("inventory refused the change: {}", status.message()),
                 ),
-                _ => peer_error("inventory", status),
+                _ => internal_peer_error("inventory", status),
             })?;
         Ok(())
     }
@@ -505,7 +532,7 @@ impl CatalogApi {
             Ok(_) => Ok(()),
             // Never published: nothing to close.
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-            Err(status) => Err(peer_error("inventory", status)),
+            Err(status) => Err(internal_peer_error("inventory", status)),
         }
     }
 
@@ -1350,32 +1377,13 @@ impl CatalogService for CatalogApi {
             let tiers = store::tiers_by_ids(&mut conn, event, &ids).await?;
             (row, venue_version, tiers)
         };
-        let chart = self.chart_at(row.venue_id, venue_version).await?;
+        let (_, chart, labels) = self.cached_chart(row.venue_id, venue_version).await?;
         let by_id: HashMap<Uuid, &TierRow> = tiers.iter().map(|t| (t.id, t)).collect();
-        let wanted: std::collections::HashSet<&String> = r.seat_ids.iter().collect();
-        let seat_labels = if wanted.is_empty() {
-            HashMap::new()
-        } else {
-            chart
-                .sections
-                .iter()
-                .flat_map(|section| {
-                    section
-                        .rows
-                        .iter()
-                        .flat_map(move |row| row.seats.iter().map(move |seat| (section, seat)))
-                })
-                .filter(|(_, seat)| wanted.contains(&seat.id))
-                .map(|(section, seat)| {
-                    let label = if section.name.is_empty() {
-                        seat.label.clone()
-                    } else {
-                        format!("{} {}", section.name, seat.label)
-                    };
-                    (seat.id.clone(), label)
-                })
-                .collect()
-        };
+        let seat_labels = r
+            .seat_ids
+            .iter()
+            .filter_map(|id| labels.get(id).map(|label| (id.clone(), label.clone())))
+            .collect();
         Ok(Response::new(pb::BatchGetTicketTiersResponse {
             seat_labels,
             tiers: ids

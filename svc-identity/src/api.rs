@@ -722,7 +722,10 @@ impl IdentityApi {
         if secret.is_empty() {
             return Err(ApiError::invalid("secret", "is required"));
         }
-        let invalid = || ApiError::unauthenticated("API key is invalid, expired or revoked");
+        let invalid = || ApiError::CredentialRefused {
+            reason: "API_KEY_INVALID",
+            message: "API key is invalid, expired or revoked".into(),
+        };
         let prefix = domain::api_key_prefix(&secret).ok_or_else(invalid)?;
         let mut conn = self.state.pool.get().await?;
         let row = store::find_api_key_by_prefix(&mut conn, prefix)

@@ -75,7 +75,8 @@ impl LoginGuard {
     }
 
     fn subjects(&self, attempt: &Attempt<'_>) -> Vec<(&'static str, String, u64)> {
-        let address = attempt.address.unwrap_or("");
+        let address = attempt.address.map(client_of).unwrap_or_default();
+        let address = address.as_str();
         let mut subjects = vec![(
             "pair",
             format!("{}\0{address}", attempt.email),
@@ -175,6 +176,20 @@ impl LoginGuard {
     }
 }
 
+/// The subject an address counts as: IPv4 addresses one each, IPv6 ones by their /64, as a
+/// provider hands one to a customer (otherwise one machine steps around the limits by rotating
+/// addresses inside its own network).
+fn client_of(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            format!("{}/64", std::net::Ipv6Addr::from(octets))
+        }
+        _ => address.to_string(),
+    }
+}
+
 pub fn locked(retry_after: Duration) -> ApiError {
     ApiError::ResourceExhausted {
         reason: "LOGIN_LOCKED",
@@ -188,4 +203,16 @@ pub fn locked(retry_after: Duration) -> ApiError {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_of;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        assert_eq!(client_of("2001:db8::1"), client_of("2001:db8::ffff:1"));
+        assert_ne!(client_of("2001:db8::1"), client_of("2001:db8:0:1::1"));
+        assert_eq!(client_of("192.0.2.7"), "192.0.2.7");
+    }
 }

@@ -9,6 +9,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::TokenVerifier,
     error::{Violations, parse_id},
+    server::to_the_end,
     time::to_timestamp,
 };
 use ticketing_proto::ticketing::inventory::v1::{self as pb, inventory_service_server::InventoryService};
@@ -409,12 +410,13 @@ impl InventoryApi {
                 .map(|q| (q.tier_id, q.ga_area_id, q.capacity))
                 .collect(),
         };
-        let version = self.inventory.configure(&config).await?;
+        let inventory = self.inventory.clone();
+        let version = to_the_end(async move { inventory.configure(&config).await }).await?;
         Ok(pb::ConfigureEventResponse { version })
     }
 
-    /// Only orders gets here (the call graph's guard), for its pending order under the order's
-    /// charge lease; the hold must still be the buyer's.
+    /// Only orders gets here (the call graph's guard), for its pending order while it holds the
+    /// order's charge lease; the hold must still be the buyer's.
     async fn commit(&self, request: Request<pb::CommitHoldRequest>) -> ApiResult<pb::CommitHoldResponse> {
         let r = request.into_inner();
         let mut v = Violations::new();
@@ -425,51 +427,11 @@ impl InventoryApi {
         let (Some(hold), Some(order), Some(customer)) = (hold, order, customer) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let items = self.inventory.commit(hold, order, Some(customer)).await?;
+        let inventory = self.inventory.clone();
+        let items = to_the_end(async move { inventory.commit(hold, order, Some(customer)).await }).await?;
         Ok(pb::CommitHoldResponse {
             items: items.iter().map(item_proto).collect(),
         })
-    }
-
-    /// Only orders gets here (the call graph's guard), for an order it closed or refunded.
-    async fn release_sold(
-        &self,
-        request: Request<pb::ReleaseSoldRequest>,
-    ) -> ApiResult<pb::ReleaseSoldResponse> {
-        let r = request.into_inner();
-        let order = parse_id("order_id", &r.order_id)?;
-        let mut v = Violations::new();
-        let mut wanted = Vec::new();
-        for (i, item) in r.items.iter().enumerate() {
-            match &item.place {
-                Some(pb::hold_item::Place::SeatId(seat)) => {
-                    check_place_id(&mut v, &format!("items[{i}].seat_id"), seat);
-                    wanted.push(Item {
-                        tier_id: item.tier_id.clone(),
-                        seat_id: Some(seat.clone()),
-                        ga_area_id: None,
-                        quantity: 1,
-                    });
-                }
-                _ => {
-                    check_place_id(&mut v, &format!("items[{i}].tier_id"), &item.tier_id);
-                    if item.quantity < 1 {
-                        v.add(format!("items[{i}].quantity"), "must be at least 1");
-                    }
-                    wanted.push(Item {
-                        tier_id: item.tier_id.clone(),
-                        seat_id: None,
-                        ga_area_id: None,
-                        quantity: item.quantity,
-                    });
-                }
-            }
-        }
-        v.into_result()?;
-        let returned = self.inventory.release_sold(order, &wanted).await?;
-        let n: i32 = i32::try_from(returned.seats.len()).unwrap_or(i32::MAX)
-            + returned.quantities.iter().map(|(_, q)| *q).sum::<i32>();
-        Ok(pb::ReleaseSoldResponse { released: n })
     }
 
     /// Only catalog gets here (the call graph's guard), for an event it cancelled or completed.
@@ -646,12 +608,6 @@ impl InventoryService for InventoryApi {
         r: Request<pb::CommitHoldRequest>,
     ) -> Result<Response<pb::CommitHoldResponse>, Status> {
         Ok(Response::new(self.commit(r).await?))
-    }
-    async fn release_sold(
-        &self,
-        r: Request<pb::ReleaseSoldRequest>,
-    ) -> Result<Response<pb::ReleaseSoldResponse>, Status> {
-        Ok(Response::new(InventoryApi::release_sold(self, r).await?))
     }
     async fn close_event(
         &self,

@@ -37,6 +37,14 @@ pub struct HoldConfig {
     /// How often a watcher hears "still here" when nothing changes.
     #[serde(with = "duration_secs")]
     pub heartbeat_interval: Duration,
+    /// A hold still "committing" this long after its commit began was left by a process that
+    /// died mid-commit: the sweeper finishes it from the ledger, or gives it back to its owner.
+    #[serde(with = "duration_secs", default = "default_commit_recovery_after")]
+    pub commit_recovery_after: Duration,
+}
+
+fn default_commit_recovery_after() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for Config {
@@ -57,6 +65,7 @@ impl Default for Config {
                 },
             },
             holds: HoldConfig {
+                commit_recovery_after: default_commit_recovery_after(),
                 default_ttl: Duration::from_secs(300),
                 min_ttl: Duration::from_secs(30),
                 max_ttl: Duration::from_secs(1800),

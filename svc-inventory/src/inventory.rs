@@ -546,16 +546,7 @@ impl Inventory {
                 }
             }
             let mut conn = self.pool.get().await?;
-            let other: Option<Uuid> = {
-                use diesel::prelude::*;
-                use diesel_async::RunQueryDsl;
-                crate::schema::commits::table
-                    .filter(crate::schema::commits::hold_id.eq(hold))
-                    .select(crate::schema::commits::order_id)
-                    .first(&mut conn)
-                    .await
-                    .optional()?
-            };
+            let other = store::order_of_hold(&mut conn, hold).await?;
             if other.is_some_and(|o| o != order) {
                 return Err(ApiError::precondition(
                     "HOLD_COMMITTED",
@@ -628,25 +619,92 @@ impl Inventory {
     }
 
     /// Sweeps due holds of every event that has some. Returns how many expired.
-    pub async fn sweep_all(&self) -> ApiResult<u64> {
-        let events: Vec<String> = {
+    /// Settles holds left "committing" for longer than `older_than` by a commit whose process
+    /// died between its steps: a sale the ledger has is finished in Redis, anything else goes
+    /// back to its owner as an active hold (which expires on time like any other). A slow
+    /// commit still running when this gives its hold back finds the hold active at its last
+    /// step and rebuilds the event from the ledger, so Redis ends as PostgreSQL says either way.
+    pub async fn recover_commits(&self, event: Uuid, older_than: Duration) -> ApiResult<usize> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+        let stuck: Vec<String> = {
+            let mut conn = self.cache.pool.get().await?;
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(format!("{}:committing", self.event_prefix(event)))
+                .arg("-inf")
+                .arg(cutoff.timestamp_millis())
+                .arg("LIMIT")
+                .arg(0)
+                .arg(100)
+                .query_async(&mut *conn)
+                .await?
+        };
+        let mut settled = 0;
+        for id in stuck {
+            let Ok(hold) = Uuid::parse_str(&id) else {
+                continue;
+            };
+            let order = {
+                let mut conn = self.pool.get().await?;
+                store::order_of_hold(&mut conn, hold).await?
+            };
+            let outcome = match order {
+                Some(order) => {
+                    self.invoke(
+                        &self.scripts.finish_commit,
+                        event,
+                        &[id.clone(), order.to_string()],
+                    )
+                    .await?;
+                    "finished"
+                }
+                None => {
+                    self.invoke(&self.scripts.abort_commit, event, std::slice::from_ref(&id))
+                        .await?;
+                    "returned"
+                }
+            };
+            tracing::warn!(%hold, %event, outcome, "a commit left half-done was settled");
+            metrics::counter!("inventory_commits_recovered_total", "outcome" => outcome).increment(1);
+            settled += 1;
+        }
+        Ok(settled)
+    }
+
+    /// [`Self::recover_commits`] for every event with holds.
+    pub async fn recover_all(&self, older_than: Duration) -> ApiResult<usize> {
+        let mut settled = 0;
+        for (event, _) in self.active_events().await? {
+            settled += self.recover_commits(event, older_than).await?;
+        }
+        Ok(settled)
+    }
+
+    /// Events with unexpired or committing holds (the sweeper's set), with their key prefixes.
+    async fn active_events(&self) -> ApiResult<Vec<(Uuid, String)>> {
+        let prefixes: Vec<String> = {
             let mut conn = self.cache.pool.get().await?;
             redis::cmd("SMEMBERS")
                 .arg(self.cache.key(&["active"]))
                 .query_async(&mut *conn)
                 .await?
         };
+        Ok(prefixes
+            .into_iter()
+            .filter_map(|prefix| {
+                let event = prefix
+                    .rfind('{')
+                    .zip(prefix.rfind('}'))
+                    .and_then(|(s, e)| prefix.get(s + 1..e))
+                    .and_then(|id| Uuid::parse_str(id).ok())?;
+                Some((event, prefix))
+            })
+            .collect())
+    }
+
+    pub async fn sweep_all(&self) -> ApiResult<u64> {
         let mut expired = 0;
         let mut active = 0u64;
-        for prefix in events {
-            let Some(event) = prefix
-                .rfind('{')
-                .zip(prefix.rfind('}'))
-                .and_then(|(s, e)| prefix.get(s + 1..e))
-                .and_then(|id| Uuid::parse_str(id).ok())
-            else {
-                continue;
-            };
+        for (event, prefix) in self.active_events().await? {
             loop {
                 let reply = self.invoke(&self.scripts.sweep, event, &[]).await?;
                 let n = match &reply {

@@ -14,7 +14,7 @@ pub mod schema;
 pub mod store;
 pub mod watch;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -107,6 +107,18 @@ impl Application {
             )
             .run(),
         );
+        let recovery = {
+            let inventory = inventory.clone();
+            let after = self.config.holds.commit_recovery_after;
+            spawn_periodic(
+                every.max(Duration::from_secs(1)),
+                "settling half-done commits",
+                move || {
+                    let inventory = inventory.clone();
+                    async move { inventory.recover_all(after).await.map(drop) }
+                },
+            )
+        };
         let sweeper = spawn_periodic(every, "sweeping expired holds", move || {
             let inventory = inventory.clone();
             async move { inventory.sweep_all().await.map(drop) }
@@ -115,6 +127,7 @@ impl Application {
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let result = self.host.serve(service, verifier, self.probes, shutdown).await;
         sweeper.abort();
+        recovery.abort();
         consumer.abort();
         fanout.abort();
         result

@@ -227,6 +227,16 @@ pub async fn load_state(conn: &mut Conn, event_id: Uuid) -> ApiResult<Option<Eve
 }
 
 /// A commit already made for an order: (hold, event, items).
+/// The order a hold was committed for, if the ledger has its sale.
+pub async fn order_of_hold(conn: &mut Conn, hold_id: Uuid) -> ApiResult<Option<Uuid>> {
+    Ok(commits::table
+        .filter(commits::hold_id.eq(hold_id))
+        .select(commits::order_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 pub async fn find_commit(
     conn: &mut Conn,
     order_id: Uuid,

@@ -141,7 +141,11 @@ impl OrdersApi {
         let (Some(order_id), Some(card)) = (order_id, card) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let paid = self.orders.pay(caller, order_id, card).await?;
+        // Reserve, charge, issue: to the end, whether or not the caller waits for it.
+        let orders = self.orders.clone();
+        let paid =
+            ticketing_platform::server::to_the_end(async move { orders.pay(caller, order_id, card).await })
+                .await?;
         Ok(paid.to_proto())
     }
 

@@ -70,6 +70,12 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.credentials.client_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "peers.credentials.client_secret",
+                "is required: orders calls internal RPCs of catalog, inventory and payments with it",
+            ));
+        }
         ticketing_platform::config::validate_server(&self.server)?;
         self.database.validate("database")?;
         self.messaging.validate("messaging")?;

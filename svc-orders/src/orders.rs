@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use ticketing_platform::clients::PeerChannel;
 use ticketing_platform::{
     ApiError, ApiResult,
-    clients::peer_error,
+    clients::{internal_peer_error, peer_error},
     db::PgPool,
     messaging::{self, OutboxEvent, OutboxSignal},
     time::to_timestamp,
@@ -475,7 +475,7 @@ impl Orders {
                     .collect(),
             }))
             .await
-            .map_err(|s| peer_error("catalog", s))?
+            .map_err(|s| internal_peer_error("catalog", s))?
             .into_inner();
         if priced.event_status != catalog::EventStatus::Published as i32 {
             return Err(ApiError::precondition(
@@ -680,13 +680,20 @@ impl Orders {
     /// Pays an order: lease, durable reservation, charge, tickets. See the module docs.
     /// Pays `buyer`'s order; another buyer's order is NOT_FOUND.
     pub async fn pay(&self, buyer: Uuid, order_id: Uuid, card: CardInput) -> ApiResult<OrderView> {
-        let attempt = match self.take_lease(buyer, order_id).await? {
-            Lease::Done(order) => return self.view(order).await,
-            Lease::Busy => {
-                let order = self.wait_for_other_payment(order_id).await?;
-                return self.view(order).await;
+        // A retry while another PayOrder of the order holds its lease waits for that one's
+        // outcome, and takes over an attempt that ended without a verdict.
+        let mut turns = 0;
+        let attempt = loop {
+            turns += 1;
+            match self.take_lease(buyer, order_id).await? {
+                Lease::Done(order) => return self.view(order).await,
+                Lease::Taken(attempt) => break attempt,
+                Lease::Busy(seen) => match self.wait_for_other_payment(&seen).await? {
+                    OtherPayment::Paid(order) => return self.view(*order).await,
+                    OtherPayment::Ended if turns < 3 => continue,
+                    OtherPayment::Ended => return Err(payment_in_progress(Duration::from_secs(1))),
+                },
             }
-            Lease::Taken(attempt) => attempt,
         };
         let order = attempt.order;
         // 1. Reserve durably: after this no one else can buy these places.
@@ -700,7 +707,7 @@ impl Orders {
                     "the hold expired or was released before payment; the order can no longer be paid",
                 ));
             }
-            return Err(peer_error("inventory", status));
+            return Err(internal_peer_error("inventory", status));
         }
         // 2. Charge, unless the discount made it free.
         let payment_id = if order.total == 0 {
@@ -764,14 +771,21 @@ impl Orders {
                             | tonic::Code::FailedPrecondition
                     );
                     self.end_attempt(order.id, !verdict, None).await?;
-                    if status.code() == tonic::Code::InvalidArgument {
+                    let key_refused = {
+                        use tonic_types::StatusExt;
+                        status.code() == tonic::Code::InvalidArgument
+                            && status.get_error_details().bad_request().is_some_and(|b| {
+                                b.field_violations.iter().any(|v| v.field == "idempotency_key")
+                            })
+                    };
+                    if key_refused {
                         // Payments refused the attempt's key (used for another charge, which
                         // orders refunds): the attempt is over and a retry starts a new one.
                         return Err(ApiError::Unavailable(
                             "this payment attempt was refused; retry to make a new one".into(),
                         ));
                     }
-                    return Err(peer_error("payments", status));
+                    return Err(internal_peer_error("payments", status));
                 }
             }
         };
@@ -839,7 +853,7 @@ impl Orders {
                 ));
             }
             if order.charging_until.is_some_and(|until| until > now) {
-                return Ok(Lease::Busy);
+                return Ok(Lease::Busy(order));
             }
         }
         Err(ApiError::Unavailable("the order is changing; try again".into()))
@@ -869,32 +883,42 @@ impl Orders {
         Ok(())
     }
 
-    async fn wait_for_other_payment(&self, order_id: Uuid) -> ApiResult<OrderRow> {
-        let until = tokio::time::Instant::now() + self.config.charge_lease.min(Duration::from_secs(30));
+    /// Waits a little for the PayOrder holding the lease: its paid order, its verdict on the
+    /// card (the same attempt declined), the order's closing, or ABORTED to come back later.
+    async fn wait_for_other_payment(&self, seen: &OrderRow) -> ApiResult<OtherPayment> {
+        let until = tokio::time::Instant::now() + WAIT_FOR_OTHER_PAYMENT.min(self.config.charge_lease);
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let order = self
-                .find(order_id)
+                .find(seen.id)
                 .await?
                 .ok_or(ApiError::NotFound { resource: "order" })?;
             if order.is_paid() {
-                return Ok(order);
+                return Ok(OtherPayment::Paid(Box::new(order)));
             }
-            let busy = order.charging_until.is_some_and(|t| t > Utc::now());
-            if order.status != "pending_payment" || !busy {
-                return match &order.last_payment_error {
-                    Some(error) if order.status == "pending_payment" => {
-                        Err(ApiError::precondition("PAYMENT_FAILED", error.clone()))
-                    }
-                    _ => Err(ApiError::precondition(
-                        "ORDER_NOT_PAYABLE",
-                        format!("the order is {}", order.status),
-                    )),
-                };
+            if order.status != "pending_payment" {
+                return Err(ApiError::precondition(
+                    "ORDER_NOT_PAYABLE",
+                    format!("the order is {}", order.status),
+                ));
+            }
+            let now = Utc::now();
+            if order.charging_until.is_none_or(|t| t <= now) {
+                // The attempt it waited for was declined: that is its outcome.
+                if !order.attempt_open
+                    && order.payment_attempt == seen.payment_attempt
+                    && let Some(error) = &order.last_payment_error
+                {
+                    return Err(ApiError::precondition("PAYMENT_FAILED", error.clone()));
+                }
+                return Ok(OtherPayment::Ended);
             }
             if tokio::time::Instant::now() > until {
-                return Err(ApiError::Unavailable(
-                    "another payment of this order is in progress".into(),
+                let left = (order.charging_until.unwrap_or(now) - now)
+                    .to_std()
+                    .unwrap_or_default();
+                return Err(payment_in_progress(
+                    left.clamp(Duration::from_secs(1), Duration::from_secs(5)),
                 ));
             }
         }
@@ -957,6 +981,17 @@ impl Orders {
                     .ok_or(ApiError::NotFound { resource: "order" })?;
                 if order.status == "cancelled" {
                     return Ok(order);
+                }
+                let now = Utc::now();
+                if order.status == "pending_payment"
+                    && let Some(until) = order.charging_until.filter(|t| *t > now)
+                {
+                    // A payment is in flight: its outcome decides (paid orders are refunded,
+                    // not cancelled), so come back for it.
+                    let left = (until - now).to_std().unwrap_or_default();
+                    return Err(payment_in_progress(
+                        left.clamp(Duration::from_secs(1), Duration::from_secs(5)),
+                    ));
                 }
                 Err(ApiError::precondition(
                     "ORDER_NOT_CANCELLABLE",
@@ -1191,7 +1226,7 @@ impl Orders {
                 ..Default::default()
             }))
             .await
-            .map_err(|s| peer_error("catalog", s))?
+            .map_err(|s| internal_peer_error("catalog", s))?
             .into_inner())
     }
 
@@ -1319,8 +1354,28 @@ pub async fn refund_in(
 
 enum Lease {
     Done(OrderRow),
-    Busy,
+    /// Another PayOrder holds the lease (the order as it was seen then).
+    Busy(OrderRow),
     Taken(Attempt),
+}
+
+/// How another PayOrder of the same order came out, as far as a retry waiting for it can tell.
+enum OtherPayment {
+    Paid(Box<OrderRow>),
+    /// It let go of the lease without a verdict on the card (or its process died): take over.
+    Ended,
+}
+
+/// How long a retry waits for the PayOrder in flight before it is told to come back.
+const WAIT_FOR_OTHER_PAYMENT: Duration = Duration::from_secs(2);
+
+/// The answer to a retry while a payment of the order is in flight: come back for its outcome.
+fn payment_in_progress(retry_after: Duration) -> ApiError {
+    ApiError::Aborted {
+        reason: "PAYMENT_IN_PROGRESS",
+        message: "a payment of this order is in progress; retry to get its outcome".into(),
+        retry_after,
+    }
 }
 
 struct Attempt {
@@ -1639,6 +1694,28 @@ impl Orders {
         }
         if let Some(why) = mismatch(&order, paid) {
             return self.reject_payment(payment_id, &why).await;
+        }
+        // The order's lease, as PayOrder takes it: no expiry or cancellation can close the order
+        // between the commit of its places and its completion (the update's row lock holds them
+        // off until this transaction ends).
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.config.charge_lease).unwrap_or_default();
+        let leased = diesel::update(
+            orders::table
+                .find(order_id)
+                .filter(orders::status.eq("pending_payment"))
+                .filter(lease_free(now)),
+        )
+        .set((
+            orders::charging_until.eq(Some(now + lease)),
+            orders::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+        if leased == 0 {
+            // A PayOrder of the order is under way and finishes it; if its process died, the
+            // lease runs out and a later delivery of this event does.
+            anyhow::bail!("order {order_id} is being paid; its payment event is handled later");
         }
         if let Err(status) = self.commit_places(&order).await {
             return match status.code() {

@@ -5,6 +5,7 @@ use ticketing_platform::{
     auth::{Principal, Scope, TokenVerifier},
     error::{Violations, parse_id},
     pagination::{self, Cursor},
+    server::to_the_end,
 };
 use ticketing_proto::ticketing::payments::v1::{self as pb, payments_service_server::PaymentsService};
 use tonic::{Request, Response, Status};
@@ -86,23 +87,23 @@ impl PaymentsApi {
         let (Some(order_id), Some(customer_id)) = (order_id, customer_id) else {
             return Err(ApiError::internal("validated fields missing"));
         };
-        let row = self
-            .payments
-            .charge(ChargeInput {
-                key: r.idempotency_key,
-                order_id,
-                customer_id,
-                organization_id,
-                amount,
-                currency,
-                card: Card {
-                    number,
-                    exp_month: r.exp_month,
-                    exp_year: r.exp_year,
-                    cvc: r.cvc,
-                },
-            })
-            .await?;
+        let input = ChargeInput {
+            key: r.idempotency_key,
+            order_id,
+            customer_id,
+            organization_id,
+            amount,
+            currency,
+            card: Card {
+                number,
+                exp_month: r.exp_month,
+                exp_year: r.exp_year,
+                cvc: r.cvc,
+            },
+        };
+        // Claim, ask the processor, settle: to the end, whether or not the caller waits.
+        let payments = self.payments.clone();
+        let row = to_the_end(async move { payments.charge(input).await }).await?;
         Ok(row.to_proto())
     }
 
@@ -138,15 +139,18 @@ impl PaymentsApi {
                 "must be the payment's currency",
             ));
         }
-        let (payment, refund) = self
-            .payments
-            .refund(
-                payment_id,
-                &r.idempotency_key,
-                r.amount.map(|m| m.amount_minor),
-                &r.reason,
-            )
-            .await?;
+        let payments = self.payments.clone();
+        let (payment, refund) = to_the_end(async move {
+            payments
+                .refund(
+                    payment_id,
+                    &r.idempotency_key,
+                    r.amount.map(|m| m.amount_minor),
+                    &r.reason,
+                )
+                .await
+        })
+        .await?;
         Ok(refund.to_proto(&payment.currency))
     }
 

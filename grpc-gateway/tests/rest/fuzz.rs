@@ -21,7 +21,12 @@ fn spec_validator() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_valid_openapi_3() {
     let s = stack().await;
-    let document = s.http.get(format!("{}/openapi.json", s.base)).send().await.expect("served");
+    let document = s
+        .http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .expect("served");
     let bytes = document.bytes().await.expect("body");
     let path = std::env::temp_dir().join(format!("openapi-{}.json", uuid::Uuid::now_v7()));
     std::fs::write(&path, &bytes).expect("written");
@@ -46,7 +51,10 @@ async fn the_openapi_document_is_valid_openapi_3() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "the document is not valid OpenAPI:\n{report}");
+    assert!(
+        output.status.success(),
+        "the document is not valid OpenAPI:\n{report}"
+    );
     assert!(report.contains("OK"), "{report}");
 }
 

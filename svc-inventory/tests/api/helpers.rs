@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 pub struct Stack {
     pub identity: Identity,
+    /// The running replica's own handle, for what no RPC does (returning sold places, as the
+    /// order events make it).
+    pub inventory: svc_inventory::inventory::Inventory,
     /// Service tokens for calls to inventory: of orders (commits, returns) and of catalog
     /// (configuring and closing events), the only callers of those RPCs.
     pub orders_token: String,
@@ -59,6 +62,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         .expect("inventory");
     let addr = app.grpc_addr();
     let pool = app.pool();
+    let inventory = app.inventory();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -67,6 +71,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     let catalog_token = identity.service_token("catalog", "inventory").await;
     Stack {
         identity,
+        inventory,
         orders_token,
         catalog_token,
         channel: connect(addr).await,
@@ -80,6 +85,11 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
 }
 
 impl Stack {
+    /// The URL of this stack's inventory database (for a test's own connection).
+    pub fn database_url(&self) -> String {
+        self._db.url.clone()
+    }
+
     /// Starts another inventory replica on the same database and Redis; returns a channel to it.
     pub async fn replica(&mut self) -> Channel {
         let mut config = self.replica_config.clone();

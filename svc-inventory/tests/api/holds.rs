@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use svc_inventory::store::Item;
+
 use ticketing_proto::ticketing::inventory::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
@@ -378,33 +380,27 @@ async fn commit_is_idempotent_on_the_order_and_returned_seats_sell_again() {
     assert_eq!(reason(&sold), "SEAT_UNAVAILABLE");
 
     // A refund returns seat 0 (only once), and Bob can buy it.
-    let release = || {
-        s.as_orders(pb::ReleaseSoldRequest {
-            order_id: order.clone(),
-            items: vec![pb::HoldItem {
-                tier_id: "standard".into(),
-                place: Some(pb::hold_item::Place::SeatId(seat(0))),
-                quantity: 1,
-            }],
-        })
-    };
-    assert_eq!(
-        client
-            .release_sold(release())
-            .await
-            .expect("returned")
-            .into_inner()
-            .released,
-        1
-    );
-    assert_eq!(
-        client
-            .release_sold(release())
-            .await
-            .expect("again")
-            .into_inner()
-            .released,
-        0
+    let order_id = Uuid::parse_str(&order).expect("order id");
+    let seat_zero = [Item {
+        tier_id: "standard".into(),
+        seat_id: Some(seat(0)),
+        ga_area_id: None,
+        quantity: 1,
+    }];
+    let returned = s
+        .inventory
+        .release_sold(order_id, &seat_zero)
+        .await
+        .expect("returned");
+    assert_eq!(returned.seats, vec![seat(0)]);
+    let again = s
+        .inventory
+        .release_sold(order_id, &seat_zero)
+        .await
+        .expect("again");
+    assert!(
+        again.seats.is_empty() && again.quantities.is_empty(),
+        "returned once"
     );
     let bobs = s.hold_seats(&bob, event, &[seat(0)]).await.expect("free again");
     s.commit(&bob, bobs.id, Uuid::now_v7().to_string())
@@ -541,11 +537,8 @@ async fn best_available_takes_back_seats_freed_by_release_expiry_and_refund() {
     s.commit(&bob, kept, order.clone()).await.expect("sold");
     let (_, next) = best(&bob, None).await;
     assert_eq!(next, seat(2));
-    s.client()
-        .release_sold(s.as_orders(pb::ReleaseSoldRequest {
-            order_id: order,
-            items: vec![],
-        }))
+    s.inventory
+        .release_sold(Uuid::parse_str(&order).expect("order id"), &[])
         .await
         .expect("refunded");
     let (_, refunded) = best(&bob, None).await;

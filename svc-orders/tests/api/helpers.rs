@@ -53,14 +53,20 @@ impl Stack {
     /// Takes an order's charge lease on its first attempt, as PayOrder does before it reserves
     /// and charges: for tests that play a PayOrder that died half-way.
     pub async fn take_lease_as_pay_order_would(&self, order_id: &str) {
+        self.take_lease_for(order_id, Duration::from_secs(2)).await;
+    }
+
+    /// [`Self::take_lease_as_pay_order_would`], with a lease of `lease`.
+    pub async fn take_lease_for(&self, order_id: &str, lease: Duration) {
         use svc_orders::schema::orders;
         let id = Uuid::parse_str(order_id).expect("order id");
+        let until = Utc::now() + chrono::Duration::from_std(lease).expect("lease");
         let mut conn = self.orders_pool.get().await.expect("db");
         diesel::update(orders::table.find(id))
             .set((
                 orders::payment_attempt.eq(1),
                 orders::attempt_open.eq(true),
-                orders::charging_until.eq(Some(Utc::now() + chrono::Duration::seconds(2))),
+                orders::charging_until.eq(Some(until)),
             ))
             .execute(&mut conn)
             .await

@@ -65,7 +65,7 @@ impl Decoder for RawCodec {
 
 /// How a call proves who makes it.
 #[derive(Clone)]
-enum Credential {
+pub enum Credential {
     None,
     /// `authorization: Bearer`: an end user's or an API key's access token.
     Bearer(String),
@@ -73,7 +73,8 @@ enum Credential {
     Service(String),
 }
 
-async fn call(channel: &Channel, rpc: &Rpc, credential: &Credential, body: &[u8]) -> Result<(), Status> {
+/// Calls the RPC at `rpc.path` with `body` (encoded), as `credential`.
+pub async fn call(channel: &Channel, rpc: &Rpc, credential: &Credential, body: &[u8]) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await
@@ -222,14 +223,6 @@ fn harmful_requests(scene: &Scene, buyer_id: Uuid, api_key_secret: &str) -> BTre
             .encode_to_vec(),
         ),
         (
-            "/ticketing.inventory.v1.InventoryService/ReleaseSold",
-            inv::ReleaseSoldRequest {
-                order_id: scene.paid.id.clone(),
-                items: vec![],
-            }
-            .encode_to_vec(),
-        ),
-        (
             "/ticketing.inventory.v1.InventoryService/ConfigureEvent",
             inv::ConfigureEventRequest {
                 event_id: scene.new_event.clone(),
@@ -369,7 +362,7 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
         .collect();
     // Closing the event ends the sale: the allowed calls make it last.
     internal.sort_by_key(|r| (r.method == "CloseEvent", r.path.clone()));
-    assert!(internal.len() >= 10, "the descriptors name the internal RPCs");
+    assert!(internal.len() >= 9, "the descriptors name the internal RPCs");
     let mut tokens: BTreeMap<(String, String), String> = BTreeMap::new();
     for client in SERVICE_CLIENTS {
         for audience in channels.keys() {

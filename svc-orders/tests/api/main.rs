@@ -7,4 +7,5 @@ mod faults;
 mod helpers;
 mod internal;
 mod metrics;
+mod retries;
 mod tickets;
