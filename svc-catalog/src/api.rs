@@ -1,37 +1,32 @@
 //! The `CatalogService` implementation: validate, authenticate, authorize, store, and keep
 //! inventory in step with what is published.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use ticketing_platform::clients::PeerChannel;
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
     clients::internal_peer_error,
     error::{Violations, parse_id},
-    messaging::{OutboxEvent, OutboxSignal},
+    messaging::OutboxSignal,
     pagination,
-    time::{from_timestamp, to_timestamp, to_timestamp_opt},
+    time::from_timestamp,
 };
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb, catalog_service_server::CatalogService},
-    common::v1::{Address, Money},
-    events::v1 as events,
     inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    charts::*,
     domain::{self, Status as EventStatus},
     store::{self, After, EventFilter, EventRow, TierRow, VenueRow},
+    wire::*,
 };
 
 #[derive(Clone)]
@@ -44,115 +39,8 @@ pub struct CatalogApi {
     pub charts: ChartCache,
 }
 
-/// Decoded seating charts by venue and version: a 10,000-seat chart takes milliseconds to read
-/// and decode, and every order asks for its tiers' quotas.
-#[derive(Clone, Default)]
-pub struct ChartCache(Arc<Mutex<HashMap<Uuid, CachedChart>>>);
-
-/// A chart, the venue version it was decoded from, and its seats' labels by seat id (with their
-/// section: "Stalls A-12"), which orders ask for with every order of named seats.
-type CachedChart = (DateTime<Utc>, Arc<pb::SeatingChart>, Arc<HashMap<String, String>>);
-
-fn seat_labels(chart: &pb::SeatingChart) -> HashMap<String, String> {
-    chart
-        .sections
-        .iter()
-        .flat_map(|section| {
-            section
-                .rows
-                .iter()
-                .flat_map(move |row| row.seats.iter().map(move |seat| (section, seat)))
-        })
-        .map(|(section, seat)| {
-            let label = if section.name.is_empty() {
-                seat.label.clone()
-            } else {
-                format!("{} {}", section.name, seat.label)
-            };
-            (seat.id.clone(), label)
-        })
-        .collect()
-}
-
-/// Venues whose charts are kept; past this the cache starts over.
-const CACHED_CHARTS: usize = 256;
-
-impl ChartCache {
-    fn get(&self, venue: Uuid, version: DateTime<Utc>) -> Option<CachedChart> {
-        let cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache
-            .get(&venue)
-            .filter(|(cached, _, _)| *cached == version)
-            .cloned()
-    }
-
-    fn put(&self, venue: Uuid, version: DateTime<Utc>, chart: Arc<pb::SeatingChart>) -> CachedChart {
-        let entry = (version, chart.clone(), Arc::new(seat_labels(&chart)));
-        let mut cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.len() >= CACHED_CHARTS {
-            cache.clear();
-        }
-        cache.insert(venue, entry.clone());
-        entry
-    }
-}
-
-/// A cancellation reason travels to every buyer's notification; a paragraph is plenty.
-const MAX_CANCEL_REASON_CHARS: usize = 1000;
-
-/// The outbox event announcing that `row` became `to` (or changed, for `Published` -> `Published`).
-fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, reason: &str) -> OutboxEvent {
-    let event_id = row.id.to_string();
-    let organization_id = row.organization_id.to_string();
-    let starts_at = Some(to_timestamp(row.starts_at));
-    let title = row.title.clone();
-    match to {
-        EventStatus::Published if changed => OutboxEvent::new(
-            "event.updated",
-            "event",
-            row.id,
-            &events::EventUpdated {
-                event_id,
-                organization_id,
-                title,
-                starts_at,
-            },
-        ),
-        EventStatus::Cancelled => OutboxEvent::new(
-            "event.cancelled",
-            "event",
-            row.id,
-            &events::EventCancelled {
-                event_id,
-                organization_id,
-                reason: reason.to_string(),
-            },
-        ),
-        EventStatus::Completed => OutboxEvent::new(
-            "event.completed",
-            "event",
-            row.id,
-            &events::EventCompleted {
-                event_id,
-                organization_id,
-            },
-        ),
-        _ => OutboxEvent::new(
-            "event.published",
-            "event",
-            row.id,
-            &events::EventPublished {
-                event_id,
-                organization_id,
-                title,
-                starts_at,
-            },
-        ),
-    }
-}
-
 /// Organization members (API keys need events:write) and admins change an organization's catalog.
-fn require_writer(principal: &Principal, org: Uuid) -> ApiResult<()> {
+pub(crate) fn require_writer(principal: &Principal, org: Uuid) -> ApiResult<()> {
     if principal.is_admin() {
         return Ok(());
     }
@@ -164,262 +52,18 @@ fn require_writer(principal: &Principal, org: Uuid) -> ApiResult<()> {
     principal.require_scope(Scope::EventsWrite)
 }
 
-fn can_see_drafts(principal: Option<&Principal>, org: Uuid) -> bool {
+pub(crate) fn can_see_drafts(principal: Option<&Principal>, org: Uuid) -> bool {
     principal
         .is_some_and(|p| p.is_admin() || (p.can_act_for(org) && p.require_scope(Scope::EventsRead).is_ok()))
 }
 
-fn mask_paths(
-    mask: Option<prost_types::FieldMask>,
-    allowed: &[&'static str],
-) -> ApiResult<Vec<&'static str>> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Ok(allowed.to_vec());
-    }
-    let mut v = Violations::new();
-    let mut out = Vec::new();
-    for path in &paths {
-        match allowed.iter().find(|a| *a == path) {
-            Some(a) => out.push(*a),
-            None => v.add(
-                "update_mask",
-                format!("`{path}` cannot be updated; allowed: {}", allowed.join(", ")),
-            ),
-        }
-    }
-    v.into_result()?;
-    Ok(out)
-}
-
-fn decode_chart(bytes: &[u8]) -> ApiResult<pb::SeatingChart> {
-    pb::SeatingChart::decode(bytes).map_err(|e| ApiError::internal(format!("stored chart unreadable: {e}")))
-}
-
-fn venue_proto(row: &VenueRow, with_chart: bool) -> ApiResult<pb::Venue> {
-    Ok(pb::Venue {
-        id: row.id.to_string(),
-        organization_id: row.organization_id.to_string(),
-        name: row.name.clone(),
-        address: Some(Address {
-            line1: row.address_line1.clone(),
-            line2: row.address_line2.clone(),
-            city: row.city.clone(),
-            region: row.region.clone(),
-            postal_code: row.postal_code.clone(),
-            country: row.country.clone(),
-        }),
-        timezone: row.timezone.clone(),
-        seating_chart: if with_chart {
-            Some(decode_chart(&row.chart)?)
-        } else {
-            None
-        },
-        capacity: row.capacity,
-        created_at: Some(to_timestamp(row.created_at)),
-        updated_at: Some(to_timestamp(row.updated_at)),
-    })
-}
-
-fn tier_quota(chart: &pb::SeatingChart, tier: &TierRow) -> i32 {
-    match (&tier.seat_category_code, &tier.ga_area_id) {
-        (Some(code), _) => {
-            let n = chart
-                .sections
-                .iter()
-                .flat_map(|s| &s.rows)
-                .flat_map(|r| &r.seats)
-                .filter(|s| &s.category_code == code)
-                .count();
-            i32::try_from(n).unwrap_or(i32::MAX)
-        }
-        (None, Some(area)) => chart
-            .ga_areas
-            .iter()
-            .find(|a| &a.id == area)
-            .map(|a| a.capacity)
-            .unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn tier_proto(row: &TierRow, chart: Option<&pb::SeatingChart>) -> pb::TicketTier {
-    pb::TicketTier {
-        id: row.id.to_string(),
-        event_id: row.event_id.to_string(),
-        name: row.name.clone(),
-        price: Some(Money {
-            amount_minor: row.price_minor,
-            currency: row.currency.clone(),
-        }),
-        target: match (&row.seat_category_code, &row.ga_area_id) {
-            (Some(code), _) => Some(pb::ticket_tier::Target::SeatCategoryCode(code.clone())),
-            (None, Some(area)) => Some(pb::ticket_tier::Target::GaAreaId(area.clone())),
-            _ => None,
-        },
-        sales_start: to_timestamp_opt(row.sales_start),
-        sales_end: to_timestamp_opt(row.sales_end),
-        per_order_limit: row.per_order_limit,
-        quota: chart.map(|c| tier_quota(c, row)).unwrap_or(0),
-    }
-}
-
-fn event_proto(row: &EventRow, tiers: &[TierRow], chart: Option<&pb::SeatingChart>) -> pb::Event {
-    pb::Event {
-        id: row.id.to_string(),
-        organization_id: row.organization_id.to_string(),
-        venue_id: row.venue_id.to_string(),
-        title: row.title.clone(),
-        description: row.description.clone(),
-        starts_at: Some(to_timestamp(row.starts_at)),
-        ends_at: Some(to_timestamp(row.ends_at)),
-        timezone: row.timezone.clone(),
-        category: row.category,
-        image_urls: row.image_urls.clone(),
-        status: EventStatus::parse(&row.status)
-            .map(|s| s.to_proto() as i32)
-            .unwrap_or(0),
-        tiers: tiers.iter().map(|t| tier_proto(t, chart)).collect(),
-        venue_name: row.venue_name.clone(),
-        city: row.city.clone(),
-        created_at: Some(to_timestamp(row.created_at)),
-        updated_at: Some(to_timestamp(row.updated_at)),
-        published_at: to_timestamp_opt(row.published_at),
-    }
-}
-
-fn status_of(row: &EventRow) -> ApiResult<EventStatus> {
-    EventStatus::parse(&row.status).ok_or_else(|| ApiError::internal("unknown stored status"))
-}
-
-/// The list position of ListEvents, opaque to clients.
-#[derive(Serialize, Deserialize)]
-struct EventsToken {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    t: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    i: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    o: Option<i64>,
-}
-
-impl EventsToken {
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    fn decode(token: &str) -> ApiResult<Option<After>> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let bad = || ApiError::invalid("page_token", "is not a token this service issued");
-        let parsed: Self = URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(bad)?;
-        match parsed {
-            Self {
-                t: Some(t),
-                i: Some(i),
-                o: None,
-            } => Ok(Some(After::Key(t, i))),
-            Self {
-                t: None,
-                i: None,
-                o: Some(o),
-            } if o >= 0 => Ok(Some(After::Offset(o))),
-            _ => Err(bad()),
-        }
-    }
-}
-
-struct TierInput {
-    name: String,
-    price: Money,
-    category: Option<String>,
-    area: Option<String>,
-    sales_start: Option<DateTime<Utc>>,
-    sales_end: Option<DateTime<Utc>>,
-    per_order_limit: i32,
-}
-
-fn check_tier(
-    v: &mut Violations,
-    tier: &pb::TicketTier,
-    chart: &pb::SeatingChart,
-    paths: &[&str],
-) -> Option<TierInput> {
-    let has = |p: &str| paths.contains(&p);
-    let name = tier.name.trim().to_string();
-    if has("name") && (name.is_empty() || name.chars().count() > 100) {
-        v.add("tier.name", "must be 1 to 100 characters");
-    }
-    if has("price") {
-        domain::check_money(v, "tier.price", tier.price.as_ref());
-    }
-    let (category, area) = match &tier.target {
-        Some(pb::ticket_tier::Target::SeatCategoryCode(code)) => {
-            if !chart.categories.iter().any(|c| &c.code == code) {
-                v.add(
-                    "tier.seat_category_code",
-                    "is not a category of the venue's chart",
-                );
-            }
-            (Some(code.clone()), None)
-        }
-        Some(pb::ticket_tier::Target::GaAreaId(area)) => {
-            if !chart.ga_areas.iter().any(|a| &a.id == area) {
-                v.add("tier.ga_area_id", "is not a general-admission area of the venue");
-            }
-            (None, Some(area.clone()))
-        }
-        None => {
-            if has("target") {
-                v.add(
-                    "tier.seat_category_code",
-                    "a tier sells a seat category or a general-admission area",
-                );
-            }
-            (None, None)
-        }
-    };
-    let time = |v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>| {
-        ts.and_then(|ts| v.check(field, from_timestamp(field, ts).map_err(|e| e.to_string())))
-    };
-    let sales_start = time(v, "tier.sales_start", tier.sales_start.as_ref());
-    let sales_end = time(v, "tier.sales_end", tier.sales_end.as_ref());
-    if let (Some(s), Some(e)) = (sales_start, sales_end)
-        && s >= e
-    {
-        v.add("tier.sales_end", "must be after sales_start");
-    }
-    let per_order_limit = if tier.per_order_limit == 0 {
-        10
-    } else {
-        tier.per_order_limit
-    };
-    if !(1..=50).contains(&per_order_limit) {
-        v.add("tier.per_order_limit", "must be 1 to 50");
-    }
-    Some(TierInput {
-        name,
-        price: tier.price.clone().unwrap_or_default(),
-        category,
-        area,
-        sales_start,
-        sales_end,
-        per_order_limit,
-    })
-}
-
 impl CatalogApi {
-    async fn principal<T>(&self, request: &Request<T>) -> ApiResult<Principal> {
+    pub(crate) async fn principal<T>(&self, request: &Request<T>) -> ApiResult<Principal> {
         self.verifier.authenticate(request.metadata()).await
     }
 
     /// The venue's chart, decoded once per version of the venue.
-    async fn chart(&self, venue: Uuid) -> ApiResult<Arc<pb::SeatingChart>> {
+    pub(crate) async fn chart(&self, venue: Uuid) -> ApiResult<Arc<pb::SeatingChart>> {
         let version = {
             let mut conn = self.pool.get().await?;
             store::venue_version(&mut conn, venue)
@@ -430,11 +74,15 @@ impl CatalogApi {
     }
 
     /// The venue's chart as of `version`, decoded once per version.
-    async fn chart_at(&self, venue: Uuid, version: DateTime<Utc>) -> ApiResult<Arc<pb::SeatingChart>> {
+    pub(crate) async fn chart_at(
+        &self,
+        venue: Uuid,
+        version: DateTime<Utc>,
+    ) -> ApiResult<Arc<pb::SeatingChart>> {
         Ok(self.cached_chart(venue, version).await?.1)
     }
 
-    async fn cached_chart(&self, venue: Uuid, version: DateTime<Utc>) -> ApiResult<CachedChart> {
+    pub(crate) async fn cached_chart(&self, venue: Uuid, version: DateTime<Utc>) -> ApiResult<CachedChart> {
         if let Some(cached) = self.charts.get(venue, version) {
             return Ok(cached);
         }
@@ -447,14 +95,14 @@ impl CatalogApi {
         Ok(self.charts.put(venue, row.updated_at, chart))
     }
 
-    async fn venue(&self, id: Uuid) -> ApiResult<VenueRow> {
+    pub(crate) async fn venue(&self, id: Uuid) -> ApiResult<VenueRow> {
         let mut conn = self.pool.get().await?;
         store::find_venue(&mut conn, id)
             .await?
             .ok_or(ApiError::NotFound { resource: "venue" })
     }
 
-    async fn event(&self, id: Uuid) -> ApiResult<EventRow> {
+    pub(crate) async fn event(&self, id: Uuid) -> ApiResult<EventRow> {
         let mut conn = self.pool.get().await?;
         store::find_event(&mut conn, id)
             .await?
@@ -462,7 +110,7 @@ impl CatalogApi {
     }
 
     /// An event as the caller may see it: drafts are NOT_FOUND for outsiders.
-    async fn visible_event(&self, id: Uuid, principal: Option<&Principal>) -> ApiResult<EventRow> {
+    pub(crate) async fn visible_event(&self, id: Uuid, principal: Option<&Principal>) -> ApiResult<EventRow> {
         let event = self.event(id).await?;
         if !status_of(&event)?.is_public() && !can_see_drafts(principal, event.organization_id) {
             return Err(ApiError::NotFound { resource: "event" });
@@ -472,7 +120,7 @@ impl CatalogApi {
 
     /// Hands the event's current seats and quotas to inventory (idempotent on the version, which
     /// is the time of the event's last change).
-    async fn sync_inventory(&self, event: &EventRow, chart: &pb::SeatingChart) -> ApiResult<()> {
+    pub(crate) async fn sync_inventory(&self, event: &EventRow, chart: &pb::SeatingChart) -> ApiResult<()> {
         let tiers = {
             let mut conn = self.pool.get().await?;
             store::tiers_of(&mut conn, event.id).await?
@@ -521,7 +169,7 @@ impl CatalogApi {
         Ok(())
     }
 
-    async fn close_inventory(&self, event: Uuid) -> ApiResult<()> {
+    pub(crate) async fn close_inventory(&self, event: Uuid) -> ApiResult<()> {
         let mut client = self.inventory.clone();
         match client
             .close_event(Request::new(inv::CloseEventRequest {
@@ -716,7 +364,7 @@ impl CatalogApi {
         Ok(event_proto(&row, &[], None))
     }
 
-    async fn full_event(&self, row: &EventRow) -> ApiResult<pb::Event> {
+    pub(crate) async fn full_event(&self, row: &EventRow) -> ApiResult<pb::Event> {
         let chart = self.chart(row.venue_id).await?;
         let mut conn = self.pool.get().await?;
         let tiers = store::tiers_of(&mut conn, row.id).await?;
@@ -1057,119 +705,6 @@ impl CatalogApi {
         drop(conn);
         self.full_event(&row).await
     }
-
-    // === tiers ===
-
-    async fn tier_context<T>(
-        &self,
-        request: &Request<T>,
-        event: Uuid,
-    ) -> ApiResult<(EventRow, pb::SeatingChart)> {
-        let principal = self.principal(request).await?;
-        let row = self.event(event).await?;
-        require_writer(&principal, row.organization_id)?;
-        if matches!(status_of(&row)?, EventStatus::Cancelled | EventStatus::Completed) {
-            return Err(ApiError::precondition(
-                "EVENT_CLOSED",
-                "the event no longer changes",
-            ));
-        }
-        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
-        Ok((row, chart))
-    }
-
-    /// After a tier change on a published event, inventory sells the new set.
-    async fn resync_if_published(&self, event: Uuid, chart: &pb::SeatingChart) -> ApiResult<()> {
-        let row = self.event(event).await?;
-        if status_of(&row)? == EventStatus::Published {
-            self.sync_inventory(&row, chart).await?;
-        }
-        Ok(())
-    }
-
-    async fn create_tier(&self, request: Request<pb::CreateTicketTierRequest>) -> ApiResult<pb::TicketTier> {
-        let event = parse_id("event_id", &request.get_ref().event_id)?;
-        let (_, chart) = self.tier_context(&request, event).await?;
-        let tier = request
-            .into_inner()
-            .tier
-            .ok_or_else(|| ApiError::invalid("tier", "is required"))?;
-        let mut v = Violations::new();
-        let input = check_tier(&mut v, &tier, &chart, &["name", "price", "target"]);
-        v.into_result()?;
-        let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
-        let row = TierRow {
-            id: Uuid::now_v7(),
-            event_id: event,
-            name: input.name,
-            price_minor: input.price.amount_minor,
-            currency: input.price.currency,
-            seat_category_code: input.category,
-            ga_area_id: input.area,
-            sales_start: input.sales_start,
-            sales_end: input.sales_end,
-            per_order_limit: input.per_order_limit,
-            created_at: Utc::now(),
-        };
-        {
-            let mut conn = self.pool.get().await?;
-            store::insert_tier(&mut conn, &row).await?;
-        }
-        self.resync_if_published(event, &chart).await?;
-        Ok(tier_proto(&row, Some(&chart)))
-    }
-
-    async fn update_tier(&self, request: Request<pb::UpdateTicketTierRequest>) -> ApiResult<pb::TicketTier> {
-        let tier = request
-            .get_ref()
-            .tier
-            .clone()
-            .ok_or_else(|| ApiError::invalid("tier", "is required"))?;
-        let event = parse_id("tier.event_id", &tier.event_id)?;
-        let id = parse_id("tier.id", &tier.id)?;
-        let (_, chart) = self.tier_context(&request, event).await?;
-        let paths = mask_paths(
-            request.into_inner().update_mask,
-            &["name", "price", "sales_start", "sales_end", "per_order_limit"],
-        )?;
-        let mut row = {
-            let mut conn = self.pool.get().await?;
-            store::find_tier(&mut conn, event, id)
-                .await?
-                .ok_or(ApiError::NotFound { resource: "tier" })?
-        };
-        let mut v = Violations::new();
-        let input = check_tier(&mut v, &tier, &chart, &paths);
-        v.into_result()?;
-        let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
-        if paths.contains(&"name") {
-            row.name = input.name;
-        }
-        if paths.contains(&"price") {
-            row.price_minor = input.price.amount_minor;
-            row.currency = input.price.currency;
-        }
-        if paths.contains(&"sales_start") {
-            row.sales_start = input.sales_start;
-        }
-        if paths.contains(&"sales_end") {
-            row.sales_end = input.sales_end;
-        }
-        if paths.contains(&"per_order_limit") {
-            row.per_order_limit = input.per_order_limit;
-        }
-        if let (Some(s), Some(e)) = (row.sales_start, row.sales_end)
-            && s >= e
-        {
-            return Err(ApiError::invalid("tier.sales_end", "must be after sales_start"));
-        }
-        {
-            let mut conn = self.pool.get().await?;
-            store::update_tier(&mut conn, &row).await?;
-        }
-        self.resync_if_published(event, &chart).await?;
-        Ok(tier_proto(&row, Some(&chart)))
-    }
 }
 
 #[tonic::async_trait]
@@ -1353,47 +888,6 @@ impl CatalogService for CatalogApi {
         &self,
         r: Request<pb::BatchGetTicketTiersRequest>,
     ) -> Result<Response<pb::BatchGetTicketTiersResponse>, Status> {
-        // Only orders gets here (the call graph's guard): it prices orders of published events.
-        let r = r.into_inner();
-        let event = parse_id("event_id", &r.event_id)?;
-        if r.tier_ids.len() > 100 {
-            return Err(ApiError::invalid("tier_ids", "at most 100").into());
-        }
-        if r.seat_ids.len() > 100 {
-            return Err(ApiError::invalid("seat_ids", "at most 100").into());
-        }
-        let ids = r
-            .tier_ids
-            .iter()
-            .enumerate()
-            .map(|(i, t)| parse_id(&format!("tier_ids[{i}]"), t))
-            .collect::<ApiResult<Vec<_>>>()?;
-        // Asked for every order: two queries, and the venue's chart only when it changed.
-        let (row, venue_version, tiers) = {
-            let mut conn = self.pool.get().await.map_err(ApiError::from)?;
-            let (row, venue_version) = store::find_event_and_venue_version(&mut conn, event)
-                .await?
-                .ok_or(ApiError::NotFound { resource: "event" })?;
-            let tiers = store::tiers_by_ids(&mut conn, event, &ids).await?;
-            (row, venue_version, tiers)
-        };
-        let (_, chart, labels) = self.cached_chart(row.venue_id, venue_version).await?;
-        let by_id: HashMap<Uuid, &TierRow> = tiers.iter().map(|t| (t.id, t)).collect();
-        let seat_labels = r
-            .seat_ids
-            .iter()
-            .filter_map(|id| labels.get(id).map(|label| (id.clone(), label.clone())))
-            .collect();
-        Ok(Response::new(pb::BatchGetTicketTiersResponse {
-            seat_labels,
-            tiers: ids
-                .iter()
-                .filter_map(|id| by_id.get(id))
-                .map(|t| tier_proto(t, Some(&chart)))
-                .collect(),
-            event_status: status_of(&row)?.to_proto() as i32,
-            organization_id: row.organization_id.to_string(),
-            event_starts_at: Some(to_timestamp(row.starts_at)),
-        }))
+        Ok(Response::new(self.batch_tiers(r.into_inner()).await?))
     }
 }

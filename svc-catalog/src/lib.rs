@@ -2,11 +2,14 @@
 //! Publishing an event hands its seats and quotas to inventory, so it is sellable at once.
 
 pub mod api;
+mod charts;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod schema;
 pub mod store;
+mod tiers;
+mod wire;
 
 use std::{future::Future, net::SocketAddr};
 

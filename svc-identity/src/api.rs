@@ -4,16 +4,15 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use subtle::ConstantTimeEq;
 use ticketing_platform::{
     ApiError, ApiResult,
-    auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, Scope, SubjectKind, TokenVerifier},
+    auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, SubjectKind, TokenVerifier},
     db::PgPool,
     error::{Violations, parse_id},
     messaging::OutboxSignal,
     pagination::{self, Cursor},
-    service_auth::{self, CallGraph, ServiceClaims},
-    time::{from_timestamp, to_timestamp, to_timestamp_opt},
+    service_auth::{self},
+    time::to_timestamp,
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_server::IdentityService};
 use tonic::{Request, Response, Status};
@@ -25,11 +24,10 @@ use crate::{
     keys::KeyStore,
     lockout::{Attempt, LoginConfig, LoginGuard},
     password::PasswordHasher,
-    store::{self, Actor, ApiKeyRow, MemberRow, OrgRow, RefreshRow, Spend, UserRow},
+    store::{self, Actor, OrgRow, RefreshRow, Spend, UserRow},
+    wire::*,
 };
 
-/// Most active API keys one organization may have.
-const MAX_ACTIVE_API_KEYS: usize = 100;
 /// Longer passwords are refused before hashing, so nobody makes us hash megabytes.
 const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -49,7 +47,7 @@ pub struct AppState {
 
 #[derive(Clone)]
 pub struct IdentityApi {
-    state: Arc<AppState>,
+    pub(crate) state: Arc<AppState>,
 }
 
 impl IdentityApi {
@@ -58,7 +56,7 @@ impl IdentityApi {
     }
 
     /// The calling user, read fresh from the database.
-    async fn actor<T>(&self, request: &Request<T>) -> ApiResult<Actor> {
+    pub(crate) async fn actor<T>(&self, request: &Request<T>) -> ApiResult<Actor> {
         let principal = self.state.verifier.authenticate(request.metadata()).await?;
         let user_id = principal.user_id()?;
         let mut conn = self.state.pool.get().await?;
@@ -67,7 +65,7 @@ impl IdentityApi {
             .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))
     }
 
-    fn claims_for(&self, actor: &Actor) -> AccessClaims {
+    pub(crate) fn claims_for(&self, actor: &Actor) -> AccessClaims {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.state.tokens.access_token_ttl.as_secs()).unwrap_or(900);
         AccessClaims {
@@ -93,7 +91,7 @@ impl IdentityApi {
         }
     }
 
-    fn new_refresh_row(&self, user_id: Uuid, family_id: Uuid) -> (String, RefreshRow) {
+    pub(crate) fn new_refresh_row(&self, user_id: Uuid, family_id: Uuid) -> (String, RefreshRow) {
         let (token, hash) = domain::new_refresh_token();
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.state.tokens.refresh_token_ttl)
@@ -111,7 +109,7 @@ impl IdentityApi {
         (token, row)
     }
 
-    async fn token_response(
+    pub(crate) async fn token_response(
         &self,
         actor: &Actor,
         refresh_token: String,
@@ -127,7 +125,11 @@ impl IdentityApi {
         })
     }
 
-    async fn load_org(&self, conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> ApiResult<OrgRow> {
+    pub(crate) async fn load_org(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        id: Uuid,
+    ) -> ApiResult<OrgRow> {
         store::find_org(conn, id).await?.ok_or(ApiError::NotFound {
             resource: "organization",
         })
@@ -135,7 +137,10 @@ impl IdentityApi {
 
     // === authentication ===
 
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> ApiResult<pb::RegisterResponse> {
+    pub(crate) async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> ApiResult<pb::RegisterResponse> {
         let r = request.into_inner();
         let mut v = Violations::new();
         let email = v.check("email", domain::normalize_email(&r.email));
@@ -173,7 +178,7 @@ impl IdentityApi {
         })
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> ApiResult<pb::TokenResponse> {
+    pub(crate) async fn login(&self, request: Request<pb::LoginRequest>) -> ApiResult<pb::TokenResponse> {
         // The gateway's word for the client's address (the call guard drops it from anyone
         // else's calls), or the caller's own.
         let address = service_auth::client_address(&request);
@@ -225,7 +230,10 @@ impl IdentityApi {
         self.token_response(&actor, token, &row).await
     }
 
-    async fn refresh_token(&self, request: Request<pb::RefreshTokenRequest>) -> ApiResult<pb::TokenResponse> {
+    pub(crate) async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> ApiResult<pb::TokenResponse> {
         let presented = request.into_inner().refresh_token;
         check_refresh_shape(&presented)?;
         let hash = domain::sha256(presented.as_bytes());
@@ -254,7 +262,7 @@ impl IdentityApi {
         }
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> ApiResult<pb::LogoutResponse> {
+    pub(crate) async fn logout(&self, request: Request<pb::LogoutRequest>) -> ApiResult<pb::LogoutResponse> {
         let presented = request.into_inner().refresh_token;
         check_refresh_shape(&presented)?;
         let mut conn = self.state.pool.get().await?;
@@ -262,7 +270,7 @@ impl IdentityApi {
         Ok(pb::LogoutResponse {})
     }
 
-    async fn get_jwks(&self) -> ApiResult<pb::Jwks> {
+    pub(crate) async fn get_jwks(&self) -> ApiResult<pb::Jwks> {
         let keys = self.state.keys.published().await?;
         Ok(pb::Jwks {
             keys: keys
@@ -281,7 +289,7 @@ impl IdentityApi {
 
     // === users ===
 
-    async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> ApiResult<pb::User> {
+    pub(crate) async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> ApiResult<pb::User> {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
         let user = r.user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
@@ -304,7 +312,7 @@ impl IdentityApi {
         Ok(user_proto(&actor))
     }
 
-    async fn change_password(
+    pub(crate) async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> ApiResult<pb::ChangePasswordResponse> {
@@ -340,7 +348,7 @@ impl IdentityApi {
         Ok(pb::ChangePasswordResponse {})
     }
 
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> ApiResult<pb::User> {
+    pub(crate) async fn get_user(&self, request: Request<pb::GetUserRequest>) -> ApiResult<pb::User> {
         let actor = self.actor(&request).await?;
         let id = parse_id("user_id", &request.get_ref().user_id)?;
         if id != actor.user.id && !actor.is_admin() {
@@ -353,7 +361,10 @@ impl IdentityApi {
         Ok(user_proto(&user))
     }
 
-    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> ApiResult<pb::ListUsersResponse> {
+    pub(crate) async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> ApiResult<pb::ListUsersResponse> {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
         let size = pagination::page_size(r.page_size)?;
@@ -395,7 +406,13 @@ impl IdentityApi {
         })
     }
 
-    async fn change_role(&self, actor: Actor, user_id: &str, role: i32, grant: bool) -> ApiResult<pb::User> {
+    pub(crate) async fn change_role(
+        &self,
+        actor: Actor,
+        user_id: &str,
+        role: i32,
+        grant: bool,
+    ) -> ApiResult<pb::User> {
         let id = parse_id("user_id", user_id)?;
         let role = role_from_proto("role", role)?;
         if !actor.is_admin() {
@@ -428,7 +445,7 @@ impl IdentityApi {
 
     // === organizations ===
 
-    async fn create_organization(
+    pub(crate) async fn create_organization(
         &self,
         request: Request<pb::CreateOrganizationRequest>,
     ) -> ApiResult<pb::Organization> {
@@ -463,7 +480,12 @@ impl IdentityApi {
     }
 
     /// NOT_FOUND for a missing organization; PERMISSION_DENIED for non-members (admins pass).
-    async fn org_for_member(&self, actor: &Actor, id: Uuid, owner_only: bool) -> ApiResult<OrgRow> {
+    pub(crate) async fn org_for_member(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        owner_only: bool,
+    ) -> ApiResult<OrgRow> {
         let mut conn = self.state.pool.get().await?;
         let org = self.load_org(&mut conn, id).await?;
         let role = actor.org_role(id);
@@ -483,7 +505,7 @@ impl IdentityApi {
     }
 
     /// API keys are managed by admins and by members of the organization who are organizers.
-    async fn org_for_key_manager(&self, actor: &Actor, id: Uuid) -> ApiResult<OrgRow> {
+    pub(crate) async fn org_for_key_manager(&self, actor: &Actor, id: Uuid) -> ApiResult<OrgRow> {
         let mut conn = self.state.pool.get().await?;
         let org = self.load_org(&mut conn, id).await?;
         if !(actor.is_admin() || (actor.org_role(id).is_some() && actor.has_role(Role::Organizer))) {
@@ -494,7 +516,7 @@ impl IdentityApi {
         Ok(org)
     }
 
-    async fn update_organization(
+    pub(crate) async fn update_organization(
         &self,
         request: Request<pb::UpdateOrganizationRequest>,
     ) -> ApiResult<pb::Organization> {
@@ -521,7 +543,7 @@ impl IdentityApi {
         Ok(org_proto(&self.load_org(&mut conn, id).await?))
     }
 
-    async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> ApiResult<pb::Member> {
+    pub(crate) async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> ApiResult<pb::Member> {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
         let org = parse_id("organization_id", &r.organization_id)?;
@@ -553,7 +575,7 @@ impl IdentityApi {
         Ok(member_proto(&member))
     }
 
-    async fn remove_member(
+    pub(crate) async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> ApiResult<pb::RemoveMemberResponse> {
@@ -570,7 +592,7 @@ impl IdentityApi {
         Ok(pb::RemoveMemberResponse {})
     }
 
-    async fn list_members(
+    pub(crate) async fn list_members(
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> ApiResult<pb::ListMembersResponse> {
@@ -590,396 +612,6 @@ impl IdentityApi {
             members: rows.iter().map(member_proto).collect(),
             next_page_token,
         })
-    }
-
-    // === API keys ===
-
-    async fn create_api_key(
-        &self,
-        request: Request<pb::CreateApiKeyRequest>,
-    ) -> ApiResult<pb::CreateApiKeyResponse> {
-        let actor = self.actor(&request).await?;
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let org = v.id("organization_id", &r.organization_id);
-        let name = v.check("name", domain::check_required_name(&r.name));
-        let mut scopes = Vec::new();
-        if r.scopes.is_empty() {
-            v.add("scopes", "at least one scope is required");
-        }
-        for (i, raw) in r.scopes.iter().enumerate() {
-            match scope_from_proto(*raw) {
-                Some(scope) if !scopes.contains(&scope) => scopes.push(scope),
-                Some(_) => {}
-                None => v.add(format!("scopes[{i}]"), "is not a known scope"),
-            }
-        }
-        let expires_at = match &r.expires_at {
-            Some(ts) => match from_timestamp("expires_at", ts) {
-                Ok(at) if at > Utc::now() => Some(at),
-                Ok(_) => {
-                    v.add("expires_at", "must be in the future");
-                    None
-                }
-                Err(_) => {
-                    v.add("expires_at", "is not a valid time");
-                    None
-                }
-            },
-            None => None,
-        };
-        v.into_result()?;
-        let (Some(org), Some(name)) = (org, name) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
-        self.org_for_key_manager(&actor, org).await?;
-        let mut conn = self.state.pool.get().await?;
-        let active = store::list_api_keys(
-            &mut conn,
-            org,
-            false,
-            None,
-            i64::try_from(MAX_ACTIVE_API_KEYS).unwrap_or(100),
-        )
-        .await?;
-        if active.len() >= MAX_ACTIVE_API_KEYS {
-            return Err(ApiError::ResourceExhausted {
-                reason: "API_KEY_LIMIT",
-                message: format!(
-                    "an organization may have at most {MAX_ACTIVE_API_KEYS} active API keys; revoke one first"
-                ),
-                retry_after: None,
-            });
-        }
-        let key = domain::new_api_key();
-        scopes.sort();
-        let row = ApiKeyRow {
-            id: Uuid::now_v7(),
-            organization_id: org,
-            name,
-            prefix: key.prefix,
-            secret_hash: key.hash,
-            scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
-            created_by: actor.user.id,
-            created_at: Utc::now(),
-            expires_at,
-            revoked_at: None,
-            last_used_at: None,
-        };
-        store::insert_api_key(&mut conn, &row).await?;
-        tracing::info!(api_key_id = %row.id, organization_id = %org, "API key created");
-        Ok(pb::CreateApiKeyResponse {
-            api_key: Some(api_key_proto(&row)),
-            secret: key.secret,
-        })
-    }
-
-    async fn list_api_keys(
-        &self,
-        request: Request<pb::ListApiKeysRequest>,
-    ) -> ApiResult<pb::ListApiKeysResponse> {
-        let actor = self.actor(&request).await?;
-        let r = request.into_inner();
-        let org = parse_id("organization_id", &r.organization_id)?;
-        let size = pagination::page_size(r.page_size)?;
-        let cursor = Cursor::decode(&r.page_token)?;
-        self.org_for_key_manager(&actor, org).await?;
-        let mut conn = self.state.pool.get().await?;
-        let rows = store::list_api_keys(&mut conn, org, r.include_revoked, cursor, size + 1).await?;
-        let (rows, next_page_token) = pagination::finish_page(rows, size, |k| Cursor {
-            created_at: k.created_at,
-            id: k.id,
-        });
-        Ok(pb::ListApiKeysResponse {
-            api_keys: rows.iter().map(api_key_proto).collect(),
-            next_page_token,
-        })
-    }
-
-    async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> ApiResult<pb::ApiKey> {
-        let actor = self.actor(&request).await?;
-        let r = request.into_inner();
-        let org = parse_id("organization_id", &r.organization_id)?;
-        let id = parse_id("api_key_id", &r.api_key_id)?;
-        self.org_for_key_manager(&actor, org).await?;
-        let mut conn = self.state.pool.get().await?;
-        store::find_api_key(&mut conn, org, id)
-            .await?
-            .ok_or(ApiError::NotFound { resource: "API key" })?;
-        store::revoke_api_key(&mut conn, id).await?;
-        let row = store::find_api_key(&mut conn, org, id)
-            .await?
-            .ok_or(ApiError::NotFound { resource: "API key" })?;
-        tracing::info!(api_key_id = %id, by = %actor.user.id, "API key revoked");
-        Ok(api_key_proto(&row))
-    }
-
-    async fn verify_api_key(
-        &self,
-        request: Request<pb::VerifyApiKeyRequest>,
-    ) -> ApiResult<pb::VerifyApiKeyResponse> {
-        let secret = request.into_inner().secret;
-        if secret.is_empty() {
-            return Err(ApiError::invalid("secret", "is required"));
-        }
-        let invalid = || ApiError::CredentialRefused {
-            reason: "API_KEY_INVALID",
-            message: "API key is invalid, expired or revoked".into(),
-        };
-        let prefix = domain::api_key_prefix(&secret).ok_or_else(invalid)?;
-        let mut conn = self.state.pool.get().await?;
-        let row = store::find_api_key_by_prefix(&mut conn, prefix)
-            .await?
-            .ok_or_else(invalid)?;
-        let presented = domain::sha256(secret.as_bytes());
-        let matches: bool = presented.ct_eq(&row.secret_hash).into();
-        let now = Utc::now();
-        if !matches || row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
-            return Err(invalid());
-        }
-        store::touch_api_key(&mut conn, row.id).await?;
-        // As in login: not holding a connection while signing.
-        drop(conn);
-        let ttl = self.state.tokens.api_key_token_ttl;
-        let mut exp = now.timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(300);
-        if let Some(expires_at) = row.expires_at {
-            exp = exp.min(expires_at.timestamp());
-        }
-        let claims = AccessClaims {
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            sub: row.id.to_string(),
-            exp,
-            iat: now.timestamp(),
-            nbf: now.timestamp(),
-            jti: Uuid::now_v7().to_string(),
-            kind: SubjectKind::ApiKey,
-            roles: vec![],
-            orgs: vec![],
-            scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
-            org: Some(row.organization_id),
-        };
-        let access_token = self.state.keys.sign(&claims).await?;
-        Ok(pb::VerifyApiKeyResponse {
-            api_key: Some(api_key_proto(&row)),
-            access_token,
-            expires_in: exp - now.timestamp(),
-        })
-    }
-
-    /// The client-credentials grant: a token for `audience` to the client whose secret this is.
-    async fn issue_service_token(
-        &self,
-        request: Request<pb::IssueServiceTokenRequest>,
-    ) -> ApiResult<pb::ServiceToken> {
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        if r.client_id.is_empty() {
-            v.add("client_id", "is required");
-        } else if r.client_id.len() > 64 {
-            v.add("client_id", "at most 64 characters");
-        }
-        if r.client_secret.is_empty() {
-            v.add("client_secret", "is required");
-        } else if r.client_secret.len() > 256 {
-            v.add("client_secret", "at most 256 characters");
-        }
-        let services = CallGraph::platform().services();
-        if r.audience.is_empty() {
-            v.add("audience", "is required");
-        } else if !services.contains(&r.audience) {
-            v.add(
-                "audience",
-                format!(
-                    "must be a service of the platform: {}",
-                    services.iter().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            );
-        }
-        v.into_result()?;
-        // The secret is hashed whether or not the client exists: the answer takes as long.
-        let presented = domain::sha256(r.client_secret.as_bytes());
-        let known = self.state.service_clients.get(&r.client_id);
-        let matches: bool = known.is_some_and(|expected| bool::from(presented.ct_eq(expected)));
-        if !matches {
-            metrics::counter!("identity_service_tokens_refused_total").increment(1);
-            tracing::warn!(client_id = %r.client_id, "service token refused: unknown client or wrong secret");
-            return Err(ApiError::unauthenticated("invalid client credentials"));
-        }
-        let now = Utc::now().timestamp();
-        let ttl = i64::try_from(self.state.tokens.service_token_ttl.as_secs()).unwrap_or(600);
-        let claims = ServiceClaims {
-            iss: ISSUER.into(),
-            aud: r.audience.clone(),
-            sub: r.client_id.clone(),
-            exp: now + ttl,
-            iat: now,
-            nbf: now,
-            jti: Uuid::now_v7().to_string(),
-            kind: service_auth::SERVICE_KIND.into(),
-        };
-        let access_token = self.state.keys.sign(&claims).await?;
-        metrics::counter!("identity_service_tokens_issued_total", "client" => r.client_id.clone())
-            .increment(1);
-        tracing::debug!(client_id = %r.client_id, audience = %r.audience, "service token issued");
-        Ok(pb::ServiceToken {
-            access_token,
-            expires_in: ttl,
-            token_type: "Bearer".into(),
-        })
-    }
-}
-
-// === wire mapping ===
-
-fn check_refresh_shape(token: &str) -> ApiResult<()> {
-    if token.is_empty() {
-        return Err(ApiError::invalid("refresh_token", "is required"));
-    }
-    if token.len() > 100 || !token.starts_with("rt_") {
-        return Err(ApiError::unauthenticated("refresh token is invalid or expired"));
-    }
-    Ok(())
-}
-
-/// The paths of an update mask, each checked against `allowed`; an empty mask means all of them.
-fn mask_paths(mask: Option<prost_types::FieldMask>, allowed: &[&str]) -> ApiResult<Vec<String>> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Ok(allowed.iter().map(|p| p.to_string()).collect());
-    }
-    let mut v = Violations::new();
-    for path in &paths {
-        if !allowed.contains(&path.as_str()) {
-            v.add(
-                "update_mask",
-                format!("`{path}` cannot be updated; allowed: {}", allowed.join(", ")),
-            );
-        }
-    }
-    v.into_result()?;
-    Ok(paths)
-}
-
-fn role_to_proto(role: Role) -> i32 {
-    (match role {
-        Role::Customer => pb::Role::Customer,
-        Role::Organizer => pb::Role::Organizer,
-        Role::Admin => pb::Role::Admin,
-    }) as i32
-}
-
-fn role_from_proto(field: &str, raw: i32) -> ApiResult<Role> {
-    match pb::Role::try_from(raw) {
-        Ok(pb::Role::Customer) => Ok(Role::Customer),
-        Ok(pb::Role::Organizer) => Ok(Role::Organizer),
-        Ok(pb::Role::Admin) => Ok(Role::Admin),
-        _ => Err(ApiError::invalid(
-            field,
-            "must be ROLE_CUSTOMER, ROLE_ORGANIZER or ROLE_ADMIN",
-        )),
-    }
-}
-
-fn member_role_to_proto(role: OrgRole) -> i32 {
-    (match role {
-        OrgRole::Member => pb::MemberRole::Member,
-        OrgRole::Owner => pb::MemberRole::Owner,
-    }) as i32
-}
-
-fn member_role_from_proto(field: &str, raw: i32) -> ApiResult<OrgRole> {
-    match pb::MemberRole::try_from(raw) {
-        Ok(pb::MemberRole::Member) => Ok(OrgRole::Member),
-        Ok(pb::MemberRole::Owner) => Ok(OrgRole::Owner),
-        _ => Err(ApiError::invalid(
-            field,
-            "must be MEMBER_ROLE_MEMBER or MEMBER_ROLE_OWNER",
-        )),
-    }
-}
-
-fn scope_from_proto(raw: i32) -> Option<Scope> {
-    match pb::ApiKeyScope::try_from(raw).ok()? {
-        pb::ApiKeyScope::Unspecified => None,
-        pb::ApiKeyScope::EventsRead => Some(Scope::EventsRead),
-        pb::ApiKeyScope::EventsWrite => Some(Scope::EventsWrite),
-        pb::ApiKeyScope::OrdersRead => Some(Scope::OrdersRead),
-        pb::ApiKeyScope::OrdersWrite => Some(Scope::OrdersWrite),
-        pb::ApiKeyScope::Checkin => Some(Scope::CheckIn),
-        pb::ApiKeyScope::ReportsRead => Some(Scope::ReportsRead),
-    }
-}
-
-fn scope_to_proto(scope: Scope) -> i32 {
-    (match scope {
-        Scope::EventsRead => pb::ApiKeyScope::EventsRead,
-        Scope::EventsWrite => pb::ApiKeyScope::EventsWrite,
-        Scope::OrdersRead => pb::ApiKeyScope::OrdersRead,
-        Scope::OrdersWrite => pb::ApiKeyScope::OrdersWrite,
-        Scope::CheckIn => pb::ApiKeyScope::Checkin,
-        Scope::ReportsRead => pb::ApiKeyScope::ReportsRead,
-    }) as i32
-}
-
-fn user_proto(actor: &Actor) -> pb::User {
-    pb::User {
-        id: actor.user.id.to_string(),
-        email: actor.user.email.clone(),
-        display_name: actor.user.display_name.clone(),
-        roles: actor.roles.iter().map(|r| role_to_proto(*r)).collect(),
-        memberships: actor
-            .memberships
-            .iter()
-            .map(|m| pb::Membership {
-                organization_id: m.organization_id.to_string(),
-                organization_slug: m.slug.clone(),
-                role: member_role_to_proto(m.role),
-            })
-            .collect(),
-        created_at: Some(to_timestamp(actor.user.created_at)),
-        updated_at: Some(to_timestamp(actor.user.updated_at)),
-    }
-}
-
-fn org_proto(org: &OrgRow) -> pb::Organization {
-    pb::Organization {
-        id: org.id.to_string(),
-        slug: org.slug.clone(),
-        display_name: org.display_name.clone(),
-        created_at: Some(to_timestamp(org.created_at)),
-        updated_at: Some(to_timestamp(org.updated_at)),
-    }
-}
-
-fn member_proto(m: &MemberRow) -> pb::Member {
-    pb::Member {
-        organization_id: m.organization_id.to_string(),
-        user_id: m.user_id.to_string(),
-        email: m.email.clone(),
-        display_name: m.display_name.clone(),
-        role: OrgRole::parse(&m.role).map(member_role_to_proto).unwrap_or(0),
-        joined_at: Some(to_timestamp(m.joined_at)),
-    }
-}
-
-fn api_key_proto(k: &ApiKeyRow) -> pb::ApiKey {
-    pb::ApiKey {
-        id: k.id.to_string(),
-        organization_id: k.organization_id.to_string(),
-        name: k.name.clone(),
-        prefix: k.prefix.clone(),
-        scopes: k
-            .scopes
-            .iter()
-            .filter_map(|s| Scope::parse(s))
-            .map(scope_to_proto)
-            .collect(),
-        created_by: k.created_by.to_string(),
-        created_at: Some(to_timestamp(k.created_at)),
-        expires_at: to_timestamp_opt(k.expires_at),
-        revoked_at: to_timestamp_opt(k.revoked_at),
-        last_used_at: to_timestamp_opt(k.last_used_at),
     }
 }
 

@@ -4,6 +4,7 @@
 //! until the shutdown future completes. Tests start the real service in-process this way.
 
 pub mod api;
+mod api_keys;
 pub mod config;
 pub mod domain;
 pub mod keys;
@@ -11,6 +12,7 @@ pub mod lockout;
 pub mod password;
 pub mod schema;
 pub mod store;
+mod wire;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -1,10 +1,6 @@
 //! The gRPC surface: validate, authorize, call [`Orders`].
 
-use std::collections::HashMap;
-
 use chrono::Utc;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier, bearer_token},
@@ -20,9 +16,9 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use uuid::Uuid;
 
 use crate::{
-    orders::{CardInput, DiscountRow, LineRow, NewOrder, OrderRow, Orders, TicketRow},
+    orders::{CardInput, NewOrder, Orders},
     qr,
-    schema::{discount_codes, order_lines, orders, tickets},
+    store::{self, DiscountRow, LineRow, OrderFilter, OrderRow, TicketRow},
 };
 
 pub struct OrdersApi {
@@ -232,9 +228,14 @@ impl OrdersApi {
             };
             statuses.push(status);
         }
-        let mut query = orders::table.select(OrderRow::as_select()).into_boxed();
+        let mut filter = OrderFilter {
+            buyer: None,
+            event: None,
+            statuses: &statuses,
+            before: after.map(|a| a.id),
+        };
         if r.event_id.is_empty() {
-            query = query.filter(orders::buyer_id.eq(principal.user_id()?));
+            filter.buyer = Some(principal.user_id()?);
         } else {
             let event = parse_id("event_id", &r.event_id)?;
             let org = self.orders.organization_of(event).await?;
@@ -243,44 +244,16 @@ impl OrdersApi {
                     "only the event's organization sees its orders",
                 ));
             }
-            query = query.filter(orders::event_id.eq(event));
-        }
-        if !statuses.is_empty() {
-            query = query.filter(orders::status.eq_any(statuses));
-        }
-        if let Some(after) = after {
-            query = query.filter(orders::id.lt(after.id));
+            filter.event = Some(event);
         }
         let mut conn = self.orders.pool().get().await?;
-        let rows: Vec<OrderRow> = query
-            .order(orders::id.desc())
-            .limit(size + 1)
-            .load(&mut conn)
-            .await?;
+        let rows = store::list_orders(&mut conn, &filter, size + 1).await?;
         let (rows, next_page_token) = pagination::finish_page(rows, size, |o| Cursor {
             created_at: o.created_at,
             id: o.id,
         });
         let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
-        let lines: Vec<LineRow> = order_lines::table
-            .filter(order_lines::order_id.eq_any(&ids))
-            .order((order_lines::order_id, order_lines::position))
-            .select(LineRow::as_select())
-            .load(&mut conn)
-            .await?;
-        let issued: Vec<TicketRow> = tickets::table
-            .filter(tickets::order_id.eq_any(&ids))
-            .select(TicketRow::as_select())
-            .load(&mut conn)
-            .await?;
-        let mut lines_of: HashMap<Uuid, Vec<LineRow>> = HashMap::new();
-        for line in lines {
-            lines_of.entry(line.order_id).or_default().push(line);
-        }
-        let mut tickets_of: HashMap<Uuid, Vec<TicketRow>> = HashMap::new();
-        for ticket in issued {
-            tickets_of.entry(ticket.order_id).or_default().push(ticket);
-        }
+        let (lines_of, tickets_of) = store::lines_and_tickets(&mut conn, &ids).await?;
         Ok(pb::ListOrdersResponse {
             orders: rows
                 .iter()
@@ -387,12 +360,7 @@ impl OrdersApi {
             created_at: Utc::now(),
         };
         let mut conn = self.orders.pool().get().await?;
-        let inserted = diesel::insert_into(discount_codes::table)
-            .values(&row)
-            .on_conflict_do_nothing()
-            .execute(&mut conn)
-            .await?;
-        if inserted == 0 {
+        if !store::insert_discount(&mut conn, &row).await? {
             return Err(ApiError::already_exists(
                 "DISCOUNT_CODE_EXISTS",
                 "the event already has this code",
@@ -403,12 +371,8 @@ impl OrdersApi {
 
     async fn discount(&self, event: Uuid, code: &str) -> ApiResult<DiscountRow> {
         let mut conn = self.orders.pool().get().await?;
-        discount_codes::table
-            .find((event, code.trim().to_ascii_uppercase()))
-            .select(DiscountRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?
+        store::find_discount(&mut conn, event, &code.trim().to_ascii_uppercase())
+            .await?
             .ok_or(ApiError::NotFound {
                 resource: "discount code",
             })
@@ -444,19 +408,8 @@ impl OrdersApi {
                 .map_err(|_| ApiError::invalid("page_token", "is not a token this service issued"))?,
             )
         };
-        let mut query = discount_codes::table
-            .filter(discount_codes::event_id.eq(event))
-            .select(DiscountRow::as_select())
-            .into_boxed();
-        if let Some(after) = after {
-            query = query.filter(discount_codes::code.gt(after));
-        }
         let mut conn = self.orders.pool().get().await?;
-        let mut rows: Vec<DiscountRow> = query
-            .order(discount_codes::code)
-            .limit(size + 1)
-            .load(&mut conn)
-            .await?;
+        let mut rows = store::list_discounts(&mut conn, event, after.as_deref(), size + 1).await?;
         let next_page_token = if rows.len() as i64 > size {
             rows.truncate(usize::try_from(size).unwrap_or(0));
             rows.last()
@@ -538,18 +491,8 @@ impl OrdersApi {
         } else {
             next.max_uses
         };
-        let row = diesel::update(discount_codes::table.find((event, &current.code)))
-            .filter(discount_codes::times_used.le(floor))
-            .set((
-                discount_codes::valid_from.eq(next.valid_from),
-                discount_codes::valid_until.eq(next.valid_until),
-                discount_codes::max_uses.eq(next.max_uses),
-                discount_codes::active.eq(next.active),
-            ))
-            .returning(DiscountRow::as_returning())
-            .get_result(&mut conn)
-            .await
-            .optional()?
+        let row = store::update_discount(&mut conn, &next, floor)
+            .await?
             .ok_or_else(|| {
                 ApiError::precondition(
                     "DISCOUNT_CODE_IN_USE",
@@ -568,17 +511,7 @@ impl OrdersApi {
             .await?;
         let current = self.discount(event, &request.get_ref().code).await?;
         let mut conn = self.orders.pool().get().await?;
-        if current.times_used > 0 {
-            // Orders refer to it: deactivate instead, so their history stays explainable.
-            diesel::update(discount_codes::table.find((event, &current.code)))
-                .set(discount_codes::active.eq(false))
-                .execute(&mut conn)
-                .await?;
-        } else {
-            diesel::delete(discount_codes::table.find((event, &current.code)))
-                .execute(&mut conn)
-                .await?;
-        }
+        store::retire_discount(&mut conn, &current).await?;
         Ok(pb::DeleteDiscountCodeResponse {})
     }
 
@@ -590,30 +523,17 @@ impl OrdersApi {
         id: Uuid,
     ) -> ApiResult<(TicketRow, Option<LineRow>, bool)> {
         let mut conn = self.orders.pool().get().await?;
-        let ticket: TicketRow = tickets::table
-            .find(id)
-            .select(TicketRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?
+        let ticket = store::find_ticket(&mut conn, id)
+            .await?
             .ok_or(ApiError::NotFound { resource: "ticket" })?;
         let holder = principal.user_id().ok() == Some(ticket.holder_id);
         if !holder {
-            let org: Uuid = orders::table
-                .find(ticket.order_id)
-                .select(orders::organization_id)
-                .first(&mut conn)
-                .await?;
+            let org = store::organization_of_order(&mut conn, ticket.order_id).await?;
             if !Self::is_staff(principal, org, Scope::OrdersRead) {
                 return Err(ApiError::NotFound { resource: "ticket" });
             }
         }
-        let line = order_lines::table
-            .find(ticket.line_id)
-            .select(LineRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?;
+        let line = store::line_of(&mut conn, ticket.line_id).await?;
         Ok((ticket, line, holder))
     }
 
@@ -632,36 +552,26 @@ impl OrdersApi {
         let r = request.into_inner();
         let size = pagination::page_size(r.page_size)?;
         let after = Cursor::decode(&r.page_token)?;
-        let mut query = tickets::table.select(TicketRow::as_select()).into_boxed();
+        let (mut holder, mut order) = (None, None);
         let mut holder_view = true;
         if r.order_id.is_empty() {
-            query = query.filter(tickets::holder_id.eq(principal.user_id()?));
+            holder = Some(principal.user_id()?);
         } else {
             let order_id = parse_id("order_id", &r.order_id)?;
-            let order = self
+            let visible = self
                 .visible_order(&principal, order_id, Scope::OrdersRead)
                 .await?;
-            holder_view = principal.user_id().ok() == Some(order.buyer_id);
-            query = query.filter(tickets::order_id.eq(order_id));
-        }
-        if let Some(after) = after {
-            query = query.filter(tickets::id.gt(after.id));
+            holder_view = principal.user_id().ok() == Some(visible.buyer_id);
+            order = Some(order_id);
         }
         let mut conn = self.orders.pool().get().await?;
-        let rows: Vec<TicketRow> = query.order(tickets::id).limit(size + 1).load(&mut conn).await?;
+        let rows = store::list_tickets(&mut conn, holder, order, after.map(|a| a.id), size + 1).await?;
         let (rows, next_page_token) = pagination::finish_page(rows, size, |t| Cursor {
             created_at: t.issued_at,
             id: t.id,
         });
         let line_ids: Vec<Uuid> = rows.iter().map(|t| t.line_id).collect();
-        let lines: HashMap<Uuid, LineRow> = order_lines::table
-            .filter(order_lines::id.eq_any(&line_ids))
-            .select(LineRow::as_select())
-            .load(&mut conn)
-            .await?
-            .into_iter()
-            .map(|l: LineRow| (l.id, l))
-            .collect();
+        let lines = store::lines_by_id(&mut conn, &line_ids).await?;
         Ok(pb::ListTicketsResponse {
             tickets: rows
                 .iter()
@@ -745,12 +655,7 @@ impl OrdersApi {
             ));
         }
         let mut conn = self.orders.pool().get().await?;
-        let revoked: Vec<Uuid> = tickets::table
-            .filter(tickets::event_id.eq(event))
-            .filter(tickets::status.eq_any(["refunded", "cancelled"]))
-            .select(tickets::id)
-            .load(&mut conn)
-            .await?;
+        let revoked = store::revoked_tickets(&mut conn, event).await?;
         Ok(pb::TicketVerificationKeys {
             keys: self.orders.signer().public_keys().into_iter().collect(),
             revoked_ticket_ids: revoked.iter().map(Uuid::to_string).collect(),

@@ -1,15 +1,20 @@
 //! svc-orders: orders from holds, the checkout saga, discount codes, tickets with signed
-//! secrets, check-in and refunds. See [`orders`] for how the saga keeps the invariants.
+//! secrets, check-in and refunds. See [`checkout`] for how the saga keeps the invariants.
 //!
 //! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
 //! serves, expires unpaid orders, relays the outbox and finishes orders whose payment
 //! succeeded while their PayOrder did not.
 
 pub mod api;
+pub mod checkin;
+pub mod checkout;
 pub mod config;
 pub mod orders;
+pub mod payment_events;
 pub mod qr;
+pub mod refunds;
 pub mod schema;
+pub mod store;
 pub mod tickets;
 
 use std::{future::Future, net::SocketAddr, pin::Pin};
@@ -89,7 +94,7 @@ impl Handler for PaymentOutcomes {
             let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
             let order = Uuid::parse_str(&paid.order_id).context("order id")?;
             let payment = Uuid::parse_str(&paid.payment_id).context("payment id")?;
-            orders::payment_settled(conn, order, payment).await
+            payment_events::payment_settled(conn, order, payment).await
         })
     }
 }

@@ -18,6 +18,23 @@ fn spec_validator() -> String {
     std::env::var("OPENAPI_SPEC_VALIDATOR").unwrap_or_else(|_| "openapi-spec-validator".into())
 }
 
+/// Runs a tool (off the runtime's threads): whether it succeeded, and what it printed.
+async fn run(mut command: std::process::Command, setting: &'static str) -> (bool, String) {
+    let program = command.get_program().to_string_lossy().to_string();
+    let output = tokio::task::spawn_blocking(move || command.stdin(Stdio::null()).output())
+        .await
+        .expect("joined")
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); `./dev test` installs it, or set {setting} to it")
+        });
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), report)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_valid_openapi_3() {
     let s = stack().await;
@@ -30,31 +47,13 @@ async fn the_openapi_document_is_valid_openapi_3() {
     let bytes = document.bytes().await.expect("body");
     let path = std::env::temp_dir().join(format!("openapi-{}.json", uuid::Uuid::now_v7()));
     std::fs::write(&path, &bytes).expect("written");
-    let file = path.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(spec_validator())
-            .args(["--errors", "all", "--validation-errors", "all"])
-            .arg(&file)
-            .stdin(Stdio::null())
-            .output()
-    })
-    .await
-    .expect("joined")
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot run openapi-spec-validator ({e}); `./dev test` installs it, or set OPENAPI_SPEC_VALIDATOR"
-        )
-    });
+    let mut command = std::process::Command::new(spec_validator());
+    command
+        .args(["--errors", "all", "--validation-errors", "all"])
+        .arg(&path);
+    let (ok, report) = run(command, "OPENAPI_SPEC_VALIDATOR").await;
     let _ = std::fs::remove_file(&path);
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "the document is not valid OpenAPI:\n{report}"
-    );
+    assert!(ok, "the document is not valid OpenAPI:\n{report}");
     assert!(report.contains("OK"), "{report}");
 }
 
@@ -66,53 +65,38 @@ async fn generated_requests_against_the_openapi_document_never_get_a_5xx() {
     // Schemathesis keeps its example database and reports in the working directory.
     let workdir = std::env::temp_dir().join(format!("schemathesis-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&workdir).expect("work directory");
-    let cwd = workdir.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(schemathesis())
-            .args([
-                "--no-color",
-                "run",
-                &format!("{base}/openapi.json"),
-                "--checks",
-                "not_a_server_error",
-                "--phases",
-                "examples,coverage,fuzzing",
-                "--max-examples",
-                "12",
-                "--seed",
-                "20261201",
-                "--workers",
-                "2",
-                "--request-timeout",
-                "10",
-                // Streams never end (the route is covered by the SSE tests); notify and reports are
-                // not running in this stack, so their routes answer 503 by design.
-                "--exclude-path-regex",
-                r":watch$|/notifications|/reports/",
-                "--header",
-                &format!("Authorization: Bearer {token}"),
-                "--suppress-health-check",
-                "all",
-            ])
-            .env("SCHEMATHESIS_HOOKS", "")
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .output()
-    })
-    .await
-    .expect("joined")
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot run schemathesis ({e}); `./dev test` installs it, or set SCHEMATHESIS to its `st` binary"
-        )
-    });
+    let mut command = std::process::Command::new(schemathesis());
+    command
+        .args([
+            "--no-color",
+            "run",
+            &format!("{base}/openapi.json"),
+            "--checks",
+            "not_a_server_error",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "12",
+            "--seed",
+            "20261201",
+            "--workers",
+            "2",
+            "--request-timeout",
+            "10",
+            // Streams never end (the route is covered by the SSE tests); notify and reports are
+            // not running in this stack, so their routes answer 503 by design.
+            "--exclude-path-regex",
+            r":watch$|/notifications|/reports/",
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            "--suppress-health-check",
+            "all",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(&workdir);
+    let (ok, report) = run(command, "SCHEMATHESIS").await;
     let _ = std::fs::remove_dir_all(&workdir);
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "schemathesis found failures:\n{report}");
+    assert!(ok, "schemathesis found failures:\n{report}");
     // It really ran: the summary counts the cases it generated, and none errored.
     assert!(report.contains("generated"), "{report}");
     assert!(!report.contains("Errored:"), "{report}");

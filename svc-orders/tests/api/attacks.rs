@@ -8,7 +8,6 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use svc_payments::provider::{Provider, TestProvider};
 use ticketing_proto::ticketing::{
-    common::v1::Money,
     inventory::v1 as inv,
     orders::v1 as pb,
     payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
@@ -22,23 +21,6 @@ use crate::{
     helpers::*,
     internal::{Credential, call},
 };
-
-fn charge(order: &pb::Order, buyer: Uuid, amount_minor: i64, attempt: i32) -> payments::ChargeRequest {
-    payments::ChargeRequest {
-        idempotency_key: format!("order:{}:attempt:{attempt}", order.id),
-        order_id: order.id.clone(),
-        customer_id: buyer.to_string(),
-        amount: Some(Money {
-            amount_minor,
-            currency: "EUR".into(),
-        }),
-        card_number: CARD_OK.into(),
-        exp_month: 12,
-        exp_year: 2099,
-        cvc: "123".into(),
-        ..Default::default()
-    }
-}
 
 impl Stack {
     async fn order(&self, token: &str, id: &str) -> pb::Order {
@@ -93,7 +75,7 @@ async fn a_charge_for_less_than_the_total_never_pays_an_order() {
     let mut payments_client = PaymentsServiceClient::new(s.payments.clone());
     // The customer at payments' own port: refused at the door.
     let refused = payments_client
-        .charge(authed(&token, charge(&order, buyer, 1, 1)))
+        .charge(authed(&token, charge_request(&order.id, buyer, 1, 1)))
         .await
         .expect_err("a customer may not charge");
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -101,12 +83,10 @@ async fn a_charge_for_less_than_the_total_never_pays_an_order() {
 
     // The same cent charged with orders' own credential, for the order's current attempt.
     s.take_lease_as_pay_order_would(&order.id).await;
-    let orders_token = s.identity.service_token("orders", "payments").await;
-    let cent = payments_client
-        .charge(as_service(&orders_token, charge(&order, buyer, 1, 1)))
+    let cent = s
+        .charge_as_orders(&order.id, buyer, 1, 1)
         .await
-        .expect("payments charges what it is told")
-        .into_inner();
+        .expect("payments charges what it is told");
     assert_eq!(cent.status, payments::PaymentStatus::Succeeded as i32);
     s.eventually("the cent is refunded", || async {
         s.payments_of(&order.id).await == vec![("refunded".to_string(), 1)]
@@ -157,9 +137,7 @@ async fn an_uncommitted_hold_never_backs_a_paid_order() {
         .expect("the other buyer holds the seat");
     // A charge of the exact total for the current attempt, whose PayOrder never committed.
     s.take_lease_as_pay_order_would(&order.id).await;
-    let orders_token = s.identity.service_token("orders", "payments").await;
-    PaymentsServiceClient::new(s.payments.clone())
-        .charge(as_service(&orders_token, charge(&order, buyer, 9_000, 1)))
+    s.charge_as_orders(&order.id, buyer, 9_000, 1)
         .await
         .expect("charged");
     s.eventually("the charge is refunded", || async {
@@ -260,19 +238,7 @@ async fn a_refund_outside_orders_never_leaves_a_paid_order_with_valid_tickets() 
     let (_, token) = s.buyer().await;
     let seat = sale.seats[0].clone();
     let paid = s.checkout(&token, &sale, std::slice::from_ref(&seat)).await;
-    let payment = PaymentsServiceClient::new(s.payments.clone())
-        .list_payments(authed(
-            &token,
-            payments::ListPaymentsRequest {
-                order_id: paid.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("payments")
-        .into_inner()
-        .payments
-        .remove(0);
+    let payment = s.payment_of(&token, &paid.id).await;
     // The buyer at payments' own port: refused, nothing refunded.
     let refused = PaymentsServiceClient::new(s.payments.clone())
         .refund(authed(

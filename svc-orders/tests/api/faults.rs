@@ -3,10 +3,8 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use ticketing_proto::ticketing::{
-    common::v1::Money,
-    inventory::v1 as inv,
     orders::v1 as pb,
-    payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
+    payments::v1::{self as payments},
 };
 use ticketing_testkit::ProxyMode;
 use tonic::Code;
@@ -145,41 +143,11 @@ async fn a_charge_whose_pay_order_never_finished_still_ends_with_tickets() {
     // All PayOrder did before its process died: the lease on attempt 1, the durable
     // reservation and the charge, as orders makes them.
     stack.take_lease_as_pay_order_would(&order.id).await;
-    let orders_to_inventory = stack.identity.service_token("orders", "inventory").await;
-    stack
-        .inventory()
-        .commit_hold(as_service(
-            &orders_to_inventory,
-            inv::CommitHoldRequest {
-                hold_id: hold.id.clone(),
-                order_id: order.id.clone(),
-                customer_id: buyer.to_string(),
-            },
-        ))
+    stack.commit_as_orders(&hold.id, &order.id, buyer).await;
+    let charged = stack
+        .charge_as_orders(&order.id, buyer, 9_000, 1)
         .await
-        .expect("reserved");
-    let orders_to_payments = stack.identity.service_token("orders", "payments").await;
-    let charged = PaymentsServiceClient::new(stack.payments.clone())
-        .charge(as_service(
-            &orders_to_payments,
-            payments::ChargeRequest {
-                idempotency_key: format!("order:{}:attempt:1", order.id),
-                order_id: order.id.clone(),
-                customer_id: buyer.to_string(),
-                amount: Some(Money {
-                    amount_minor: 9_000,
-                    currency: "EUR".into(),
-                }),
-                card_number: CARD_OK.into(),
-                exp_month: 12,
-                exp_year: 2099,
-                cvc: "123".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("charged")
-        .into_inner();
+        .expect("charged");
     assert_eq!(charged.status, payments::PaymentStatus::Succeeded as i32);
     // payment.succeeded finishes the order: paid, with its ticket.
     stack

@@ -11,6 +11,7 @@ use ticketing_proto::ticketing::{
     common::v1::{Address, Money},
     inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
     orders::v1::{self as pb, orders_service_client::OrdersServiceClient},
+    payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
 };
 use ticketing_testkit::ProxyMode;
 use tonic::transport::Channel;
@@ -26,6 +27,29 @@ impl std::ops::Deref for Stack {
     type Target = Platform;
     fn deref(&self) -> &Platform {
         &self.0
+    }
+}
+
+/// A charge of `amount_minor` EUR with a test card that succeeds, keyed as orders keys attempts.
+pub fn charge_request(
+    order_id: &str,
+    buyer: Uuid,
+    amount_minor: i64,
+    attempt: i32,
+) -> payments::ChargeRequest {
+    payments::ChargeRequest {
+        idempotency_key: format!("order:{order_id}:attempt:{attempt}"),
+        order_id: order_id.into(),
+        customer_id: buyer.to_string(),
+        amount: Some(Money {
+            amount_minor,
+            currency: "EUR".into(),
+        }),
+        card_number: CARD_OK.into(),
+        exp_month: 12,
+        exp_year: 2099,
+        cvc: "123".into(),
+        ..Default::default()
     }
 }
 
@@ -71,6 +95,58 @@ impl Stack {
             .execute(&mut conn)
             .await
             .expect("lease");
+    }
+
+    /// The payment of `order`, as its buyer sees it.
+    pub async fn payment_of(&self, buyer_token: &str, order_id: &str) -> payments::Payment {
+        PaymentsServiceClient::new(self.payments.clone())
+            .list_payments(authed(
+                buyer_token,
+                payments::ListPaymentsRequest {
+                    order_id: order_id.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("payments")
+            .into_inner()
+            .payments
+            .remove(0)
+    }
+
+    /// Commits the order's hold as orders does (its credential, the buyer named).
+    pub async fn commit_as_orders(&self, hold_id: &str, order_id: &str, buyer: Uuid) {
+        let token = self.identity.service_token("orders", "inventory").await;
+        self.inventory()
+            .commit_hold(as_service(
+                &token,
+                inv::CommitHoldRequest {
+                    hold_id: hold_id.into(),
+                    order_id: order_id.into(),
+                    customer_id: buyer.to_string(),
+                },
+            ))
+            .await
+            .expect("committed");
+    }
+
+    /// Charges `amount_minor` EUR for the order's attempt `attempt` with orders' credential, as
+    /// a PayOrder would (or a caller holding orders' secret).
+    pub async fn charge_as_orders(
+        &self,
+        order_id: &str,
+        buyer: Uuid,
+        amount_minor: i64,
+        attempt: i32,
+    ) -> Result<payments::Payment, tonic::Status> {
+        let token = self.identity.service_token("orders", "payments").await;
+        PaymentsServiceClient::new(self.payments.clone())
+            .charge(as_service(
+                &token,
+                charge_request(order_id, buyer, amount_minor, attempt),
+            ))
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub fn orders(&self) -> OrdersServiceClient<Channel> {

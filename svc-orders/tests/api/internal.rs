@@ -17,7 +17,7 @@ use ticketing_proto::ticketing::{
     identity::v1::{self as idpb, ApiKeyScope},
     inventory::v1 as inv,
     orders::v1 as pb,
-    payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
+    payments::v1::{self as payments},
 };
 use tonic::{
     Code, Status,
@@ -311,20 +311,7 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
         .hold(&buyer, &sale, &sale.seats[1..2], None)
         .await
         .expect("hold");
-    let payment_id = PaymentsServiceClient::new(s.payments.clone())
-        .list_payments(authed(
-            &buyer,
-            payments::ListPaymentsRequest {
-                order_id: paid.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("payments")
-        .into_inner()
-        .payments[0]
-        .id
-        .clone();
+    let payment_id = s.payment_of(&buyer, &paid.id).await.id;
     let scene = Scene {
         sale,
         buyer,

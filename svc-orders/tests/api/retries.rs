@@ -4,16 +4,25 @@
 
 use std::time::{Duration, Instant};
 
-use ticketing_proto::ticketing::{
-    common::v1::Money,
-    inventory::v1 as inv,
-    orders::v1 as pb,
-    payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
-};
+use ticketing_proto::ticketing::orders::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::*;
+
+impl Stack {
+    async fn cancel(&self, token: &str, order_id: &str) -> Result<tonic::Response<pb::Order>, tonic::Status> {
+        self.orders()
+            .cancel_order(authed(
+                token,
+                pb::CancelOrderRequest {
+                    order_id: order_id.into(),
+                    reason: String::new(),
+                },
+            ))
+            .await
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_during_a_payment_in_flight_is_told_to_come_back_then_gets_its_outcome() {
@@ -44,52 +53,13 @@ async fn a_retry_during_a_payment_in_flight_is_told_to_come_back_then_gets_its_o
         asked.elapsed() < Duration::from_millis(2900),
         "told before the lease runs out"
     );
-    let cancel = s
-        .orders()
-        .cancel_order(authed(
-            &token,
-            pb::CancelOrderRequest {
-                order_id: order.id.clone(),
-                reason: String::new(),
-            },
-        ))
-        .await
-        .expect_err("in flight");
+    let cancel = s.cancel(&token, &order.id).await.expect_err("in flight");
     assert_eq!(cancel.code(), Code::Aborted);
     assert_eq!(reason(&cancel), "PAYMENT_IN_PROGRESS");
 
     // The payment in flight goes through, as its PayOrder does: places committed, card charged.
-    let orders_token = s.identity.service_token("orders", "inventory").await;
-    s.inventory()
-        .commit_hold(as_service(
-            &orders_token,
-            inv::CommitHoldRequest {
-                hold_id: hold.id.clone(),
-                order_id: order.id.clone(),
-                customer_id: buyer.to_string(),
-            },
-        ))
-        .await
-        .expect("committed");
-    let orders_token = s.identity.service_token("orders", "payments").await;
-    PaymentsServiceClient::new(s.payments.clone())
-        .charge(as_service(
-            &orders_token,
-            payments::ChargeRequest {
-                idempotency_key: format!("order:{}:attempt:1", order.id),
-                order_id: order.id.clone(),
-                customer_id: buyer.to_string(),
-                amount: Some(Money {
-                    amount_minor: 9_000,
-                    currency: "EUR".into(),
-                }),
-                card_number: CARD_OK.into(),
-                exp_month: 12,
-                exp_year: 2099,
-                cvc: "123".into(),
-                ..Default::default()
-            },
-        ))
+    s.commit_as_orders(&hold.id, &order.id, buyer).await;
+    s.charge_as_orders(&order.id, buyer, 9_000, 1)
         .await
         .expect("charged");
     // The retry gets its outcome: the paid order, charged once.
@@ -115,16 +85,6 @@ async fn a_retry_during_a_payment_in_flight_is_told_to_come_back_then_gets_its_o
     assert!(paid.lines.iter().all(|l| !l.ticket_id.is_empty()));
     assert_eq!(s.payment_totals().await, (1, 9_000, 0), "charged once");
     // A cancel now gets the truth: a paid order is refunded, not cancelled.
-    let cancel = s
-        .orders()
-        .cancel_order(authed(
-            &token,
-            pb::CancelOrderRequest {
-                order_id: order.id.clone(),
-                reason: String::new(),
-            },
-        ))
-        .await
-        .expect_err("paid");
+    let cancel = s.cancel(&token, &order.id).await.expect_err("paid");
     assert_eq!(reason(&cancel), "ORDER_NOT_CANCELLABLE");
 }
