@@ -33,7 +33,8 @@ pub struct Platform {
     _stops: Vec<oneshot::Sender<()>>,
     _dbs: Vec<TestDatabase>,
     _keys: TestRedisPrefix,
-    _broker: TestBroker,
+    /// The platform's exchange and queues (tap it to see the events the services publish).
+    pub broker: TestBroker,
 }
 
 pub struct Addrs {
@@ -165,6 +166,8 @@ impl Platform {
         );
         config.peers.credentials = identity.credentials("orders");
         config.checkout.sweep_interval = Duration::from_millis(100);
+        // A lease lapses 2 s after its holder stops renewing it: dead checkouts resume quickly.
+        config.checkout.charge_lease = Duration::from_secs(2);
         let orders = svc_orders::Application::build(config).await.expect("orders");
         let orders_addr = orders.grpc_addr();
         let orders_admin = orders.admin_addr();
@@ -192,7 +195,7 @@ impl Platform {
             _stops: vec![ord_stop, pay_stop, cat_stop, inv_stop],
             _dbs: vec![ord_db, pay_db, cat_db, inv_db],
             _keys: keys,
-            _broker: broker,
+            broker,
         }
     }
 }

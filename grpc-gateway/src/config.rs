@@ -67,11 +67,41 @@ pub struct RateLimitConfig {
 /// A circuit breaker per upstream: after `consecutive_failures` calls in a row that found the
 /// service unavailable or timed out, calls to it answer 503 at once for `cool_down`; then calls
 /// may try again, and the first success closes the circuit.
+///
+/// Beside it, each upstream's `grpc.health.v1` check is probed every `probe_interval` (every
+/// `probe_down_interval` while it is down), each probe given `probe_timeout`. A call that
+/// cannot reach the upstream at all, or `probe_failures` failed probes in a row (a frozen
+/// process, or one reporting NOT_SERVING), mark it down: its routes answer 503 with
+/// `Retry-After` at once, until a probe finds it SERVING again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BreakerConfig {
     pub consecutive_failures: u32,
     #[serde(with = "duration_secs")]
     pub cool_down: Duration,
+    #[serde(with = "duration_secs", default = "default_probe_interval")]
+    pub probe_interval: Duration,
+    #[serde(with = "duration_secs", default = "default_probe_down_interval")]
+    pub probe_down_interval: Duration,
+    #[serde(with = "duration_secs", default = "default_probe_timeout")]
+    pub probe_timeout: Duration,
+    #[serde(default = "default_probe_failures")]
+    pub probe_failures: u32,
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_probe_down_interval() -> Duration {
+    Duration::from_millis(200)
+}
+
+fn default_probe_timeout() -> Duration {
+    Duration::from_millis(800)
+}
+
+fn default_probe_failures() -> u32 {
+    2
 }
 
 impl Default for Config {
@@ -115,6 +145,10 @@ impl Default for Config {
             breaker: BreakerConfig {
                 consecutive_failures: 5,
                 cool_down: Duration::from_secs(5),
+                probe_interval: default_probe_interval(),
+                probe_down_interval: default_probe_down_interval(),
+                probe_timeout: default_probe_timeout(),
+                probe_failures: default_probe_failures(),
             },
             cors_allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -187,6 +221,21 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "breaker.cool_down",
                 "must be 0.1 s to 300 s",
+            ));
+        }
+        for (field, value) in [
+            ("breaker.probe_interval", self.breaker.probe_interval),
+            ("breaker.probe_down_interval", self.breaker.probe_down_interval),
+            ("breaker.probe_timeout", self.breaker.probe_timeout),
+        ] {
+            if value < Duration::from_millis(50) || value > Duration::from_secs(60) {
+                return Err(ConfigError::invalid(field, "must be 0.05 s to 60 s"));
+            }
+        }
+        if self.breaker.probe_failures == 0 {
+            return Err(ConfigError::invalid(
+                "breaker.probe_failures",
+                "must be at least 1",
             ));
         }
         for origin in &self.cors_allowed_origins {

@@ -1,11 +1,17 @@
 //! Protection at the edge: token-bucket rate limits per client IP and per API key (governor),
-//! and a circuit breaker per upstream (failsafe) so a failing service is not hammered and its
-//! callers learn at once instead of waiting for connect timeouts.
+//! and per upstream a circuit breaker (failsafe) so a failing service is not hammered, plus a
+//! liveness flag driven by health probes, so callers of a dead or frozen service learn at once
+//! instead of waiting for connect timeouts or deadlines, and a restarted one is used again
+//! within a probe of its coming back.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
     num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -147,24 +153,47 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 type Machine = StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, Instrument>;
 
-/// One breaker per upstream service.
+/// One breaker and one liveness flag per upstream service.
 pub struct Breakers {
     machines: HashMap<String, Machine>,
+    liveness: HashMap<String, Arc<Liveness>>,
     cool_down: Duration,
+    probe_down_interval: Duration,
+}
+
+/// What the gateway last learnt of an upstream's being there at all.
+#[derive(Default)]
+pub struct Liveness {
+    down: AtomicBool,
+    failed_probes: AtomicU32,
+}
+
+impl Liveness {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
 }
 
 /// What the breaker lets through.
 pub enum Permit {
     Call,
-    /// Open: answer 503 at once; the upstream gets another try after the cool-down.
+    /// Open or down: answer 503 at once; the upstream gets another try after `retry_after`.
     Refused {
         retry_after: Duration,
     },
 }
 
+/// How a health probe of an upstream came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Serving,
+    /// It answered, but not SERVING (a dependency of it is down, say), or not at all in time.
+    Failed,
+}
+
 impl Breakers {
     pub fn new<'a>(config: &BreakerConfig, upstreams: impl IntoIterator<Item = &'a String>) -> Self {
-        let machines = upstreams
+        let machines: HashMap<String, Machine> = upstreams
             .into_iter()
             .map(|name| {
                 let policy = failure_policy::consecutive_failures(
@@ -179,13 +208,25 @@ impl Breakers {
                 (name.clone(), StateMachine::new(policy, instrument))
             })
             .collect();
+        let liveness = machines
+            .keys()
+            .map(|name| (name.clone(), Arc::new(Liveness::default())))
+            .collect();
         Self {
             machines,
+            liveness,
             cool_down: config.cool_down,
+            probe_down_interval: config.probe_down_interval,
         }
     }
 
     pub fn permit(&self, upstream: &str) -> Permit {
+        if self.liveness.get(upstream).is_some_and(|l| l.is_down()) {
+            // Probed again within this; a second is the least a Retry-After can say.
+            return Permit::Refused {
+                retry_after: self.probe_down_interval.max(Duration::from_secs(1)),
+            };
+        }
         match self.machines.get(upstream) {
             Some(machine) if !machine.is_call_permitted() => Permit::Refused {
                 retry_after: self.cool_down,
@@ -194,8 +235,45 @@ impl Breakers {
         }
     }
 
-    /// Records how a call went: only signs of an unhealthy upstream count as failures; a
-    /// caller's bad request or a missing record says the upstream is working.
+    /// The upstreams and their liveness, for the prober.
+    pub fn liveness(&self) -> impl Iterator<Item = (&String, &Arc<Liveness>)> {
+        self.liveness.iter()
+    }
+
+    /// A call could not reach the upstream at all (refused, reset): it is down from now on,
+    /// until a probe finds it serving.
+    pub fn unreachable(&self, upstream: &str) {
+        if let Some(liveness) = self.liveness.get(upstream) {
+            mark_down(upstream, liveness, "a call could not reach it");
+        }
+    }
+
+    /// Records a health probe: down after `threshold` failures in a row, up at the first
+    /// success.
+    pub fn probed(&self, upstream: &str, probe: Probe, threshold: u32) {
+        let Some(liveness) = self.liveness.get(upstream) else {
+            return;
+        };
+        match probe {
+            Probe::Serving => {
+                liveness.failed_probes.store(0, Ordering::Relaxed);
+                if liveness.down.swap(false, Ordering::Relaxed) {
+                    metrics::gauge!("gateway_upstream_down", "upstream" => upstream.to_string()).set(0.0);
+                    tracing::info!(upstream, "upstream serving again: calls go through");
+                }
+            }
+            Probe::Failed => {
+                let failed = liveness.failed_probes.fetch_add(1, Ordering::Relaxed) + 1;
+                if failed >= threshold {
+                    mark_down(upstream, liveness, "its health probes failed");
+                }
+            }
+        }
+    }
+
+    /// Records how a call went: only signs of an unhealthy upstream count as failures (see
+    /// `errors::breaker_outcome` for what the proxy passes); a caller's bad request or a missing
+    /// record says the upstream is working.
     pub fn record(&self, upstream: &str, outcome: Result<(), Code>) {
         let Some(machine) = self.machines.get(upstream) else {
             return;
@@ -206,6 +284,17 @@ impl Breakers {
             }
             _ => machine.on_success(),
         }
+    }
+}
+
+fn mark_down(upstream: &str, liveness: &Liveness, why: &str) {
+    if !liveness.down.swap(true, Ordering::Relaxed) {
+        metrics::gauge!("gateway_upstream_down", "upstream" => upstream.to_string()).set(1.0);
+        tracing::warn!(
+            upstream,
+            why,
+            "upstream down: answering 503 until a probe finds it serving"
+        );
     }
 }
 
@@ -242,6 +331,7 @@ impl failsafe::Instrument for Instrument {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn a_bucket_refuses_past_its_burst_and_says_when_to_retry() {
@@ -302,12 +392,40 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_upstream_is_down_until_a_probe_finds_it_serving() {
+        let breakers = Breakers::new(&Config::default().breaker, &["orders".to_string()]);
+        let refused = |b: &Breakers| matches!(b.permit("orders"), Permit::Refused { .. });
+        assert!(!refused(&breakers));
+        breakers.unreachable("orders");
+        assert!(refused(&breakers), "down at once");
+        match breakers.permit("orders") {
+            Permit::Refused { retry_after } => assert_eq!(retry_after, Duration::from_secs(1)),
+            Permit::Call => unreachable!(),
+        }
+        breakers.probed("orders", Probe::Failed, 2);
+        assert!(refused(&breakers));
+        breakers.probed("orders", Probe::Serving, 2);
+        assert!(!refused(&breakers), "up at the first probe that finds it serving");
+        // One failed probe is not enough to take it down; the threshold in a row is.
+        breakers.probed("orders", Probe::Failed, 2);
+        assert!(!refused(&breakers));
+        breakers.probed("orders", Probe::Serving, 2);
+        breakers.probed("orders", Probe::Failed, 2);
+        assert!(!refused(&breakers));
+        breakers.probed("orders", Probe::Failed, 2);
+        assert!(refused(&breakers), "frozen: its probes failed twice in a row");
+        // Another upstream is not affected, and an unknown one is never refused.
+        assert!(matches!(breakers.permit("reports"), Permit::Call));
+    }
+
+    #[test]
     fn the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cool_down() {
         let upstreams = ["orders".to_string()];
         let breakers = Breakers::new(
             &BreakerConfig {
                 consecutive_failures: 3,
                 cool_down: Duration::from_millis(200),
+                ..Config::default().breaker
             },
             &upstreams,
         );

@@ -151,28 +151,31 @@ pub fn grpc_to_http(pool: &DescriptorPool, status: &Status) -> HttpError {
     error
 }
 
-/// The code a failed call stands for. A failure to reach the upstream (connection refused or
-/// cut) reads from tonic as UNKNOWN, INTERNAL or CANCELLED with the transport error as its
-/// source; to the caller, and to the circuit breaker, that is the upstream being unavailable.
-/// Statuses the upstream itself sent carry no source and keep their code. A deadline that
-/// expired on the way is DEADLINE_EXCEEDED (504).
+/// The code a failed call stands for (see [`ticketing_platform::clients::failure_code`]): a
+/// connection refused or cut is UNAVAILABLE (503), a deadline that expired on the way
+/// DEADLINE_EXCEEDED (504).
 pub fn upstream_code(status: &Status) -> Code {
-    // The channel's own deadline fired: tonic reports its `TimeoutExpired` as CANCELLED.
-    let mut source = std::error::Error::source(status);
-    let mut timed_out = status.message() == tonic::TimeoutExpired(()).to_string();
-    while let Some(error) = source {
-        timed_out |= error.is::<tonic::TimeoutExpired>();
-        source = error.source();
+    ticketing_platform::clients::failure_code(status)
+}
+
+/// How a failed call counts for the upstream's circuit breaker: only the upstream failing to
+/// answer does (unreachable, or past the deadline). A status the upstream sent, whatever its
+/// code, says it is there: an UNAVAILABLE because one of its own dependencies is down must not
+/// shut its other routes, and liveness probes cover a service that reports itself unhealthy.
+pub fn breaker_outcome(status: &Status) -> Result<(), Code> {
+    match upstream_code(status) {
+        Code::DeadlineExceeded => Err(Code::DeadlineExceeded),
+        _ if unreachable(status) => Err(Code::Unavailable),
+        _ => Ok(()),
     }
-    if timed_out {
-        return Code::DeadlineExceeded;
-    }
+}
+
+/// Whether a failed call never reached the upstream's code: the connection was refused or cut
+/// (a transport error under the status), as opposed to an answer or a deadline.
+pub fn unreachable(status: &Status) -> bool {
     let transport =
         std::error::Error::source(status).is_some() || status.message().contains("transport error");
-    match status.code() {
-        Code::Unknown | Code::Internal | Code::Cancelled if transport => Code::Unavailable,
-        code => code,
-    }
+    transport && upstream_code(status) == Code::Unavailable
 }
 
 #[cfg(test)]

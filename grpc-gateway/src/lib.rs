@@ -51,8 +51,8 @@ use tracing::Instrument;
 use crate::{
     codec::DynamicCodec,
     config::Config,
-    edge::{Breakers, Permit, RateLimits, Throttled},
-    errors::{HttpError, grpc_to_http, upstream_code},
+    edge::{Breakers, Permit, Probe, RateLimits, Throttled},
+    errors::{HttpError, grpc_to_http},
     routes::{Resolved, Route, RouteTable},
 };
 
@@ -131,6 +131,7 @@ impl Application {
             openapi,
         });
         forget_idle_buckets(Arc::downgrade(&gateway));
+        probe_upstreams(&gateway);
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
@@ -179,6 +180,48 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await?;
         Ok(())
+    }
+}
+
+/// One prober per upstream: its health check every `probe_interval` (more often while it is
+/// down), each telling the breakers whether the upstream is there. Ends with the gateway.
+fn probe_upstreams(gateway: &Arc<Gateway>) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let config = gateway.config.breaker.clone();
+    for (name, liveness) in gateway.breakers.liveness() {
+        let Some(channel) = gateway.channels.get(name).cloned() else {
+            continue;
+        };
+        let (name, liveness, config) = (name.clone(), liveness.clone(), config.clone());
+        let gateway = Arc::downgrade(gateway);
+        tokio::spawn(async move {
+            let mut client = HealthClient::new(channel);
+            loop {
+                let pause = if liveness.is_down() {
+                    config.probe_down_interval
+                } else {
+                    config.probe_interval
+                };
+                tokio::time::sleep(pause).await;
+                let Some(gateway) = gateway.upgrade() else {
+                    return;
+                };
+                let mut request = tonic::Request::new(HealthCheckRequest {
+                    service: String::new(),
+                });
+                request.set_timeout(config.probe_timeout);
+                let asked = tokio::time::timeout(config.probe_timeout, client.check(request)).await;
+                let probe = match asked {
+                    Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32 => {
+                        Probe::Serving
+                    }
+                    _ => Probe::Failed,
+                };
+                gateway.breakers.probed(&name, probe, config.probe_failures);
+            }
+        });
     }
 }
 
@@ -508,6 +551,7 @@ async fn serve(
     let path = http::uri::PathAndQuery::try_from(route.grpc_path())
         .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, "bad method path"))?;
     if grpc.ready().await.is_err() {
+        gw.breakers.unreachable(&route.upstream);
         gw.breakers.record(&route.upstream, Err(tonic::Code::Unavailable));
         return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -516,7 +560,15 @@ async fn serve(
         ));
     }
     let record = |result: Result<(), &tonic::Status>| {
-        gw.breakers.record(&route.upstream, result.map_err(upstream_code));
+        if let Err(status) = result
+            && errors::unreachable(status)
+        {
+            gw.breakers.unreachable(&route.upstream);
+        }
+        gw.breakers.record(
+            &route.upstream,
+            result.err().map_or(Ok(()), errors::breaker_outcome),
+        );
     };
     let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
     if route.is_streaming() {

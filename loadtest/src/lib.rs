@@ -1,11 +1,23 @@
-//! Shared helpers for the benchmark binaries: argument parsing and latency summaries.
+//! Shared helpers for the benchmark binaries: argument parsing, latency summaries, and setting
+//! up a sale (an event on sale, buyers with tokens).
 
 use std::time::Duration;
 
-use ticketing_proto::ticketing::identity::v1::{
-    self as idpb, identity_service_client::IdentityServiceClient,
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use ticketing_proto::ticketing::{
+    catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
+    common::v1::{Address, Money},
+    identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
 };
 use tonic::{Request, transport::Channel};
+use uuid::Uuid;
+
+/// The price of every place of a sale made by [`publish_sale`], in cents.
+pub const PRICE_MINOR: i64 = 5_000;
+/// The currency of a sale made by [`publish_sale`].
+pub const CURRENCY: &str = "EUR";
+const SEATS_PER_ROW: usize = 100;
 
 /// `message` with `Authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
@@ -84,6 +96,165 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether `--name` is on the command line.
+pub fn flag(name: &str) -> bool {
+    let wanted = format!("--{name}");
+    std::env::args().any(|a| a == wanted)
+}
+
+/// The first organization the logged-in user (the demo organizer) belongs to.
+pub async fn organization_of(
+    identity: &mut IdentityServiceClient<Channel>,
+    token: &str,
+) -> anyhow::Result<String> {
+    identity
+        .get_me(authed(token, idpb::GetMeRequest {})?)
+        .await?
+        .into_inner()
+        .memberships
+        .first()
+        .map(|m| m.organization_id.clone())
+        .ok_or_else(|| anyhow::anyhow!("the organizer has no organization"))
+}
+
+/// A venue of `seats` seats in rows of 100, an event over it with one tier of all of them
+/// (priced [`PRICE_MINOR`] [`CURRENCY`]), published: its event and tier ids.
+pub async fn publish_sale(
+    catalog: &mut CatalogServiceClient<Channel>,
+    token: &str,
+    org: &str,
+    seats: usize,
+    per_customer: i32,
+) -> anyhow::Result<(String, String)> {
+    let rows = seats.div_ceil(SEATS_PER_ROW);
+    let chart = cat::SeatingChart {
+        categories: vec![cat::SeatCategory {
+            code: "STANDARD".into(),
+            name: "Standard".into(),
+            color: "#2980b9".into(),
+        }],
+        sections: vec![cat::Section {
+            name: "Hall".into(),
+            rows: (0..rows)
+                .map(|r| cat::Row {
+                    label: format!("R{r}"),
+                    seats: (0..SEATS_PER_ROW.min(seats - r * SEATS_PER_ROW))
+                        .map(|n| cat::Seat {
+                            label: format!("R{r}-{n}"),
+                            category_code: "STANDARD".into(),
+                            x: n as f64,
+                            y: r as f64,
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ga_areas: vec![],
+    };
+    let venue = catalog
+        .create_venue(authed(
+            token,
+            cat::CreateVenueRequest {
+                venue: Some(cat::Venue {
+                    organization_id: org.into(),
+                    name: format!("Flash Sale Hall {}", Uuid::new_v4().simple()),
+                    address: Some(Address {
+                        line1: "Benchstraße 1".into(),
+                        city: "Berlin".into(),
+                        postal_code: "10117".into(),
+                        country: "DE".into(),
+                        ..Default::default()
+                    }),
+                    timezone: "Europe/Berlin".into(),
+                    seating_chart: Some(chart),
+                    ..Default::default()
+                }),
+            },
+        )?)
+        .await?
+        .into_inner();
+    let starts = Utc::now() + chrono::Duration::days(30);
+    let event = catalog
+        .create_event(authed(
+            token,
+            cat::CreateEventRequest {
+                event: Some(cat::Event {
+                    organization_id: org.into(),
+                    venue_id: venue.id.clone(),
+                    title: "Flash sale".into(),
+                    starts_at: Some(ticketing_platform::time::to_timestamp(starts)),
+                    ends_at: Some(ticketing_platform::time::to_timestamp(
+                        starts + chrono::Duration::hours(3),
+                    )),
+                    category: cat::EventCategory::Concert as i32,
+                    ..Default::default()
+                }),
+            },
+        )?)
+        .await?
+        .into_inner();
+    let tier = catalog
+        .create_ticket_tier(authed(
+            token,
+            cat::CreateTicketTierRequest {
+                event_id: event.id.clone(),
+                tier: Some(cat::TicketTier {
+                    name: "Standard".into(),
+                    price: Some(Money {
+                        amount_minor: PRICE_MINOR,
+                        currency: CURRENCY.into(),
+                    }),
+                    target: Some(cat::ticket_tier::Target::SeatCategoryCode("STANDARD".into())),
+                    // Inventory's per-customer limit is the largest per-order limit.
+                    per_order_limit: per_customer,
+                    ..Default::default()
+                }),
+            },
+        )?)
+        .await?
+        .into_inner();
+    catalog
+        .publish_event(authed(
+            token,
+            cat::PublishEventRequest {
+                event_id: event.id.clone(),
+            },
+        )?)
+        .await?;
+    Ok((event.id, tier.id))
+}
+
+/// Registers `count` customers `<prefix>-<i>@example.com` with `password` and logs each in
+/// (`concurrency` at a time: each is two argon2 hashes): their access tokens, in order.
+pub async fn register_buyers(
+    identity: &IdentityServiceClient<Channel>,
+    prefix: &str,
+    count: usize,
+    password: &str,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let mut identity = identity.clone();
+            let email = format!("{prefix}-{i}@example.com");
+            async move {
+                identity
+                    .register(idpb::RegisterRequest {
+                        email: email.clone(),
+                        password: password.into(),
+                        display_name: String::new(),
+                    })
+                    .await?;
+                login(&mut identity, &email, password).await
+            }
+        })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await
 }
 
 /// Percentiles of a set of latencies.

@@ -145,11 +145,36 @@ pub fn endpoint(url: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
-/// Maps a failed call to a peer into this service's error: UNAVAILABLE and DEADLINE_EXCEEDED stay
-/// retryable, caller errors pass through, everything else is internal.
+/// The code a failed call stands for. A failure to reach the peer (connection refused or cut,
+/// the process killed mid-call) reads from tonic as UNKNOWN, INTERNAL or CANCELLED with the
+/// transport error as its source; that is the peer being unavailable. Statuses the peer itself
+/// sent carry no source and keep their code. A deadline that expired on the way (tonic's
+/// `TimeoutExpired`) is DEADLINE_EXCEEDED.
+pub fn failure_code(status: &tonic::Status) -> tonic::Code {
+    use tonic::Code;
+    let mut source = std::error::Error::source(status);
+    let mut timed_out = status.message() == tonic::TimeoutExpired(()).to_string();
+    while let Some(error) = source {
+        timed_out |= error.is::<tonic::TimeoutExpired>();
+        source = error.source();
+    }
+    if timed_out {
+        return Code::DeadlineExceeded;
+    }
+    let transport =
+        std::error::Error::source(status).is_some() || status.message().contains("transport error");
+    match status.code() {
+        Code::Unknown | Code::Internal | Code::Cancelled if transport => Code::Unavailable,
+        code => code,
+    }
+}
+
+/// Maps a failed call to a peer into this service's error: UNAVAILABLE and DEADLINE_EXCEEDED
+/// stay retryable (so does a peer that could not be reached at all), caller errors pass
+/// through, everything else is internal.
 pub fn peer_error(peer: &str, status: tonic::Status) -> ApiError {
     use tonic::Code;
-    match status.code() {
+    match failure_code(&status) {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             ApiError::Unavailable(format!("{peer} is unavailable"))
         }
@@ -173,5 +198,28 @@ pub fn internal_peer_error(peer: &str, status: tonic::Status) -> ApiError {
             ApiError::Unavailable(format!("{peer} refused this service's call"))
         }
         _ => peer_error(peer, status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    #[test]
+    fn a_peer_that_could_not_be_reached_is_unavailable_and_its_own_answers_keep_their_code() {
+        let cut = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert_eq!(cut.code(), Code::Unknown, "as tonic reports a cut connection");
+        assert_eq!(failure_code(&cut), Code::Unavailable);
+        assert!(matches!(peer_error("payments", cut), ApiError::Unavailable(_)));
+        let answered = Status::internal("a bug over there");
+        assert_eq!(failure_code(&answered), Code::Internal);
+        assert!(matches!(peer_error("payments", answered), ApiError::Internal(_)));
+        let timed_out = Status::cancelled(tonic::TimeoutExpired(()).to_string());
+        assert_eq!(failure_code(&timed_out), Code::DeadlineExceeded);
     }
 }

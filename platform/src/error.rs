@@ -251,6 +251,18 @@ impl From<diesel::result::Error> for ApiError {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Self::Unavailable("database conflict, try again".into())
             }
+            // The session was cut under the statement (a restart, a failover, an operator's
+            // pg_terminate_backend): the statement did not commit, and a retry gets a fresh one.
+            Error::DatabaseError(_, info) if connection_lost(info.message()) => {
+                Self::Unavailable("database connection lost".into())
+            }
+            // The connection was gone before the statement could be sent (the client's words).
+            Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, info)
+                if info.message() == "connection closed"
+                    || info.message().starts_with("error communicating with the server") =>
+            {
+                Self::Unavailable("database connection lost".into())
+            }
             // PostgreSQL text cannot hold NUL: a caller's bad input, not a fault here (the
             // statement failed, so nothing was stored).
             Error::DatabaseError(_, info)
@@ -261,6 +273,13 @@ impl From<diesel::result::Error> for ApiError {
             _ => Self::Internal(anyhow::Error::new(error).context("database query failed")),
         }
     }
+}
+
+/// PostgreSQL's words for a session it ended (SQLSTATE class 57, operator intervention).
+fn connection_lost(message: &str) -> bool {
+    message.starts_with("terminating connection")
+        || message.contains("server closed the connection")
+        || message.contains("the database system is shutting down")
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<bb8::RunError<E>> for ApiError {
@@ -345,6 +364,35 @@ impl Violations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_database_session_is_unavailable_and_other_failures_internal() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let error = |kind, message: &str| Error::DatabaseError(kind, Box::new(message.to_string()));
+        for lost in [
+            error(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            error(
+                DatabaseErrorKind::UnableToSendCommand,
+                "error communicating with the server: Connection reset by peer",
+            ),
+            error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            error(DatabaseErrorKind::ClosedConnection, "closed"),
+        ] {
+            assert!(matches!(ApiError::from(lost), ApiError::Unavailable(_)));
+        }
+        for broken in [
+            error(
+                DatabaseErrorKind::UnableToSendCommand,
+                "error serializing parameter 0",
+            ),
+            error(DatabaseErrorKind::Unknown, "relation \"orders\" does not exist"),
+        ] {
+            assert!(matches!(ApiError::from(broken), ApiError::Internal(_)));
+        }
+    }
 
     #[test]
     fn invalid_argument_carries_every_field_violation_as_bad_request() {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     config::HoldConfig,
-    inventory::{HoldRefused, HoldView, Inventory, Snapshot, Want},
+    inventory::{HoldRefused, HoldView, Inventory, Reclaim, Snapshot, Want},
     store::{self, Configuration, EventRow, Item},
     watch::{Delta, Fanout, Signal},
 };
@@ -434,6 +434,76 @@ impl InventoryApi {
         })
     }
 
+    /// Only orders gets here (the call graph's guard), for an expired order whose payment
+    /// arrived late: named seats, or a quantity of one tier, as the order bought them.
+    async fn reclaim(&self, request: Request<pb::ReclaimPlacesRequest>) -> ApiResult<pb::CommitHoldResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let order = v.id("order_id", &r.order_id);
+        let event = v.id("event_id", &r.event_id);
+        let owner = v.id("customer_id", &r.customer_id);
+        let hold = v.id("hold_id", &r.hold_id);
+        let mut seats = Vec::new();
+        let mut quantity: Option<(String, i32)> = None;
+        if r.items.is_empty() {
+            v.add("items", "name at least one place");
+        }
+        for (i, item) in r.items.iter().enumerate() {
+            check_place_id(&mut v, &format!("items[{i}].tier_id"), &item.tier_id);
+            match &item.place {
+                Some(pb::hold_item::Place::SeatId(seat)) => {
+                    check_place_id(&mut v, &format!("items[{i}].seat_id"), seat.as_str());
+                    seats.push(seat.clone());
+                }
+                _ => match &mut quantity {
+                    None => quantity = Some((item.tier_id.clone(), item.quantity)),
+                    Some((tier, n)) if *tier == item.tier_id => *n = n.saturating_add(item.quantity),
+                    Some(_) => v.add(format!("items[{i}]"), "quantities of one tier only"),
+                },
+            }
+        }
+        let max = i32::try_from(MAX_SEATS_PER_HOLD).unwrap_or(50);
+        match &quantity {
+            Some(_) if !seats.is_empty() => v.add("items", "named seats or a quantity, not both"),
+            Some((_, n)) if !(1..=max).contains(n) => v.add("items", format!("a quantity of 1 to {max}")),
+            _ if seats.len() > MAX_SEATS_PER_HOLD => {
+                v.add("items", format!("at most {MAX_SEATS_PER_HOLD} seats"))
+            }
+            _ => {}
+        }
+        v.into_result()?;
+        let (Some(order), Some(event), Some(owner), Some(hold)) = (order, event, owner, hold) else {
+            return Err(ApiError::internal("validated fields missing"));
+        };
+        let inventory = self.inventory.clone();
+        // Marking, holding and committing run to their end whether or not orders waits.
+        let items = to_the_end(async move {
+            let places = match &quantity {
+                Some((tier, quantity)) => Want::Quantity {
+                    tier,
+                    quantity: *quantity,
+                },
+                None => Want::Seats(&seats),
+            };
+            inventory
+                .reclaim(
+                    order,
+                    Reclaim {
+                        event,
+                        owner,
+                        hold,
+                        places,
+                    },
+                )
+                .await
+        })
+        .await
+        .map_err(not_on_sale)?;
+        Ok(pb::CommitHoldResponse {
+            items: items.iter().map(item_proto).collect(),
+        })
+    }
+
     /// Only catalog gets here (the call graph's guard), for an event it cancelled or completed.
     async fn close(&self, request: Request<pb::CloseEventRequest>) -> ApiResult<pb::CloseEventResponse> {
         let event = parse_id("event_id", &request.get_ref().event_id)?;
@@ -608,6 +678,12 @@ impl InventoryService for InventoryApi {
         r: Request<pb::CommitHoldRequest>,
     ) -> Result<Response<pb::CommitHoldResponse>, Status> {
         Ok(Response::new(self.commit(r).await?))
+    }
+    async fn reclaim_places(
+        &self,
+        r: Request<pb::ReclaimPlacesRequest>,
+    ) -> Result<Response<pb::CommitHoldResponse>, Status> {
+        Ok(Response::new(self.reclaim(r).await?))
     }
     async fn close_event(
         &self,

@@ -41,10 +41,18 @@ pub struct HoldConfig {
     /// died mid-commit: the sweeper finishes it from the ledger, or gives it back to its owner.
     #[serde(with = "duration_secs", default = "default_commit_recovery_after")]
     pub commit_recovery_after: Duration,
+    /// How often what Redis shows sold is compared with the ledger (from start-up on); a
+    /// difference found twice in a row is repaired from the ledger.
+    #[serde(with = "duration_secs", default = "default_reconcile_interval")]
+    pub reconcile_interval: Duration,
 }
 
 fn default_commit_recovery_after() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_reconcile_interval() -> Duration {
+    Duration::from_secs(15)
 }
 
 impl Default for Config {
@@ -66,6 +74,7 @@ impl Default for Config {
             },
             holds: HoldConfig {
                 commit_recovery_after: default_commit_recovery_after(),
+                reconcile_interval: default_reconcile_interval(),
                 default_ttl: Duration::from_secs(300),
                 min_ttl: Duration::from_secs(30),
                 max_ttl: Duration::from_secs(1800),

@@ -20,9 +20,14 @@ pub const EVENT_TYPES: [&str; 3] = ["order.expired", "order.cancelled", "order.r
 pub struct OrderReturns(pub Inventory);
 
 impl OrderReturns {
-    /// Everything of the order back on sale: its sold places, or else its hold.
+    /// Everything of the order back on sale: its sold places, or else its hold; nothing once
+    /// the order was revived by a late payment (the fate's lock, held until the consumer's
+    /// transaction ends, keeps the two apart).
     async fn give_back(&self, conn: &mut AsyncPgConnection, order: &str, hold: &str) -> anyhow::Result<()> {
         let order = Uuid::parse_str(order).context("order id")?;
+        if !store::closing_applies(conn, order).await? {
+            return Ok(());
+        }
         if store::find_commit(conn, order).await?.is_some() {
             return ignore_missing(self.0.release_sold(order, &[]).await.map(|_| ()));
         }

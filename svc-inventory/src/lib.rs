@@ -29,7 +29,12 @@ use ticketing_platform::{
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
-use crate::{api::InventoryApi, config::Config, inventory::Inventory, watch::Fanout};
+use crate::{
+    api::InventoryApi,
+    config::Config,
+    inventory::{Inventory, Reconciler},
+    watch::Fanout,
+};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -119,6 +124,17 @@ impl Application {
                 },
             )
         };
+        let reconciler = {
+            let reconciler = Reconciler::new(inventory.clone());
+            spawn_periodic(
+                self.config.holds.reconcile_interval,
+                "reconciling redis with the ledger",
+                move || {
+                    let reconciler = reconciler.clone();
+                    async move { reconciler.reconcile().await.map(drop) }
+                },
+            )
+        };
         let sweeper = spawn_periodic(every, "sweeping expired holds", move || {
             let inventory = inventory.clone();
             async move { inventory.sweep_all().await.map(drop) }
@@ -128,6 +144,7 @@ impl Application {
         let result = self.host.serve(service, verifier, self.probes, shutdown).await;
         sweeper.abort();
         recovery.abort();
+        reconciler.abort();
         consumer.abort();
         fanout.abort();
         result

@@ -63,6 +63,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    order_fates (order_id) {
+        order_id -> Uuid,
+        fate -> Text,
+        at -> Timestamptz,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     inventory_events,
     inventory_seats,
@@ -70,6 +78,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sold_seats,
     commits,
     commit_items,
+    order_fates,
 );
 
 diesel::joinable!(commit_items -> commits (order_id));

@@ -7,7 +7,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ticketing_platform::{ApiError, ApiResult};
 use uuid::Uuid;
 
-use crate::schema::{commit_items, commits, inventory_events, inventory_quotas, inventory_seats, sold_seats};
+use crate::schema::{
+    commit_items, commits, inventory_events, inventory_quotas, inventory_seats, order_fates, sold_seats,
+};
 
 type Conn = AsyncPgConnection;
 
@@ -457,6 +459,95 @@ pub async fn release_sold(conn: &mut Conn, order_id: Uuid, wanted: &[Item]) -> A
         Ok(Some(returned))
     })
     .await
+}
+
+/// Records that the order's closing is being applied and locks its fate until the caller's
+/// transaction ends. False when the order was revived: its places are no longer the closing's
+/// to return.
+pub async fn closing_applies(conn: &mut Conn, order_id: Uuid) -> ApiResult<bool> {
+    diesel::insert_into(order_fates::table)
+        .values((order_fates::order_id.eq(order_id), order_fates::fate.eq("closed")))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    let fate: String = order_fates::table
+        .find(order_id)
+        .select(order_fates::fate)
+        .for_update()
+        .first(conn)
+        .await?;
+    Ok(fate == "closed")
+}
+
+/// Marks the order revived and locks its fate until the caller's transaction ends: from its
+/// commit on, the order's closing returns nothing. Waits for a closing being applied (or
+/// another revival) to finish first.
+pub async fn mark_revived(conn: &mut Conn, order_id: Uuid) -> ApiResult<()> {
+    diesel::insert_into(order_fates::table)
+        .values((
+            order_fates::order_id.eq(order_id),
+            order_fates::fate.eq("revived"),
+        ))
+        .on_conflict(order_fates::order_id)
+        .do_update()
+        .set((order_fates::fate.eq("revived"), order_fates::at.eq(Utc::now())))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a commit whose places were all returned, so the order can be committed afresh.
+/// Returns false (and changes nothing) when some place is still sold to it.
+pub async fn forget_returned_commit(conn: &mut Conn, order_id: Uuid) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let open: Option<i64> = commit_items::table
+            .filter(commit_items::order_id.eq(order_id))
+            .select(diesel::dsl::sum(commit_items::quantity - commit_items::released))
+            .first(conn)
+            .await?;
+        if open.unwrap_or(0) > 0 {
+            return Ok(false);
+        }
+        diesel::delete(commit_items::table.filter(commit_items::order_id.eq(order_id)))
+            .execute(conn)
+            .await?;
+        diesel::delete(commits::table.find(order_id))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// Events that are on sale (configured and not closed).
+pub async fn open_events(conn: &mut Conn) -> ApiResult<Vec<Uuid>> {
+    Ok(inventory_events::table
+        .filter(inventory_events::closed.eq(false))
+        .select(inventory_events::event_id)
+        .load(conn)
+        .await?)
+}
+
+/// What the ledger says is sold of an event: (seat, tier) of every sold seat, and (tier, sold)
+/// of every general-admission quota.
+pub async fn ledger_of(
+    conn: &mut Conn,
+    event_id: Uuid,
+) -> ApiResult<(Vec<(String, String)>, Vec<(String, i64)>)> {
+    let seats: Vec<(String, String)> = sold_seats::table
+        .filter(sold_seats::event_id.eq(event_id))
+        .select((sold_seats::seat_id, sold_seats::tier_id))
+        .load(conn)
+        .await?;
+    let quotas: Vec<(String, i32)> = inventory_quotas::table
+        .filter(inventory_quotas::event_id.eq(event_id))
+        .select((inventory_quotas::tier_id, inventory_quotas::sold))
+        .load(conn)
+        .await?;
+    Ok((
+        seats,
+        quotas.into_iter().map(|(t, n)| (t, i64::from(n))).collect(),
+    ))
 }
 
 pub async fn close_event(conn: &mut Conn, event_id: Uuid) -> ApiResult<()> {

@@ -4,7 +4,7 @@
 //! reuses its key, so a card is charged at most once; a retry during a payment in flight is told
 //! to come back for its outcome.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -49,12 +49,21 @@ impl Orders {
                 },
             }
         };
-        let order = attempt.order;
+        // The lease is renewed while this attempt works, so it lapses within seconds if the
+        // process dies and the checkout is resumed or released (see `resume_lapsed`).
+        let (order_id, holder) = (attempt.order.id, attempt.holder);
+        self.keep_lease(order_id, holder, self.pay_leased(attempt, card))
+            .await
+    }
+
+    /// PayOrder's steps once it holds the lease: reserve, charge, complete.
+    async fn pay_leased(&self, attempt: Attempt, card: CardInput) -> ApiResult<OrderView> {
+        let (order, holder) = (attempt.order, attempt.holder);
         // 1. Reserve durably: after this no one else can buy these places.
         let committed = self.commit_places(&order).await;
         if let Err(status) = committed {
             // Nothing was charged: the attempt may start afresh.
-            self.end_attempt(order.id, false, None).await?;
+            self.end_attempt(order.id, holder, false, None).await?;
             if status.code() == tonic::Code::FailedPrecondition || status.code() == tonic::Code::NotFound {
                 return Err(ApiError::precondition(
                     "SEATS_NOT_RESERVED",
@@ -93,7 +102,8 @@ impl Orders {
                         } else {
                             payment.failure_message.clone()
                         };
-                        self.end_attempt(order.id, false, Some(message.clone())).await?;
+                        self.end_attempt(order.id, holder, false, Some(message.clone()))
+                            .await?;
                         let mut error = ApiError::precondition("PAYMENT_FAILED", message);
                         if let ApiError::FailedPrecondition { metadata, .. } = &mut error {
                             let code = payments::FailureCode::try_from(payment.failure_code)
@@ -124,7 +134,7 @@ impl Orders {
                             | tonic::Code::PermissionDenied
                             | tonic::Code::FailedPrecondition
                     );
-                    self.end_attempt(order.id, !verdict, None).await?;
+                    self.end_attempt(order.id, holder, !verdict, None).await?;
                     let key_refused = {
                         use tonic_types::StatusExt;
                         status.code() == tonic::Code::InvalidArgument
@@ -152,6 +162,7 @@ impl Orders {
     pub(crate) async fn take_lease(&self, buyer: Uuid, order_id: Uuid) -> ApiResult<Lease> {
         let mut conn = self.pool.get().await?;
         let lease = chrono::Duration::from_std(self.config.charge_lease).unwrap_or_default();
+        let holder = Uuid::new_v4();
         // A lease freed between the update and the read is taken on the next turn.
         for _ in 0..3 {
             let now = Utc::now();
@@ -172,6 +183,7 @@ impl Orders {
                 .otherwise(orders::payment_attempt + 1)),
                 orders::attempt_open.eq(true),
                 orders::charging_until.eq(Some(now + lease)),
+                orders::lease_holder.eq(Some(holder)),
                 orders::updated_at.eq(now),
             ))
             .returning(OrderRow::as_returning())
@@ -180,7 +192,11 @@ impl Orders {
             .optional()?;
             if let Some(order) = taken {
                 let number = order.payment_attempt;
-                return Ok(Lease::Taken(Attempt { order, number }));
+                return Ok(Lease::Taken(Attempt {
+                    order,
+                    number,
+                    holder,
+                }));
             }
             let order = find_order(&mut conn, order_id)
                 .await?
@@ -209,16 +225,25 @@ impl Orders {
         Err(ApiError::Unavailable("the order is changing; try again".into()))
     }
 
-    /// Gives the lease back; `open` keeps the attempt's key for the next try (outcome unknown).
-    /// A payment error, when given, replaces the last one shown to the buyer.
-    async fn end_attempt(&self, order_id: Uuid, open: bool, error: Option<String>) -> ApiResult<()> {
+    /// Gives `holder`'s lease back; `open` keeps the attempt's key for the next try (outcome
+    /// unknown). A payment error, when given, replaces the last one shown to the buyer. A lease
+    /// that lapsed and was taken over is left alone: its new holder decides the attempt.
+    async fn end_attempt(
+        &self,
+        order_id: Uuid,
+        holder: Uuid,
+        open: bool,
+        error: Option<String>,
+    ) -> ApiResult<()> {
         let mut conn = self.pool.get().await?;
         let pending = orders::table
             .find(order_id)
-            .filter(orders::status.eq("pending_payment"));
+            .filter(orders::status.eq("pending_payment"))
+            .filter(orders::lease_holder.eq(holder));
         let released = (
             orders::attempt_open.eq(open),
             orders::charging_until.eq(None::<DateTime<Utc>>),
+            orders::lease_holder.eq(None::<Uuid>),
             orders::updated_at.eq(Utc::now()),
         );
         match error {
@@ -229,6 +254,165 @@ impl Orders {
                     .await?
             }
             None => diesel::update(pending).set(released).execute(&mut conn).await?,
+        };
+        Ok(())
+    }
+
+    /// Runs `work` while renewing the order's lease for `holder` every third of its length.
+    /// A lease lost meanwhile (it lapsed while this process stood still, and the checkout was
+    /// resumed elsewhere) is not taken back: every step of `work` is idempotent either way.
+    async fn keep_lease<T>(
+        &self,
+        order_id: Uuid,
+        holder: Uuid,
+        work: impl Future<Output = ApiResult<T>>,
+    ) -> ApiResult<T> {
+        let every = (self.config.charge_lease / 3).max(Duration::from_millis(100));
+        let renewals = async {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = self.renew_lease(order_id, holder).await {
+                    tracing::warn!(%error, order = %order_id, "could not renew the charge lease");
+                }
+            }
+        };
+        tokio::select! {
+            result = work => result,
+            never = renewals => never,
+        }
+    }
+
+    async fn renew_lease(&self, order_id: Uuid, holder: Uuid) -> ApiResult<()> {
+        let mut conn = self.pool.get().await?;
+        let lease = chrono::Duration::from_std(self.config.charge_lease).unwrap_or_default();
+        diesel::update(
+            orders::table
+                .find(order_id)
+                .filter(orders::status.eq("pending_payment"))
+                .filter(orders::lease_holder.eq(holder))
+                .filter(orders::charging_until.is_not_null()),
+        )
+        .set(orders::charging_until.eq(Some(Utc::now() + lease)))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Checkouts whose lease lapsed (its holder died or stood still): finished from the
+    /// charge's outcome at payments when it succeeded, otherwise the lease is given back, the
+    /// attempt's key kept while its outcome is unknown, so the buyer can retry or cancel at once
+    /// and the order expires on time. Returns how many were settled.
+    pub async fn resume_lapsed(&self) -> ApiResult<usize> {
+        let lapsed: Vec<OrderRow> = {
+            let mut conn = self.pool.get().await?;
+            orders::table
+                .filter(orders::status.eq("pending_payment"))
+                .filter(orders::charging_until.le(Utc::now()))
+                .select(OrderRow::as_select())
+                .order(orders::charging_until)
+                .limit(100)
+                .load(&mut conn)
+                .await?
+        };
+        let mut settled = 0;
+        for order in lapsed {
+            match self.resume(&order).await {
+                Ok(outcome) => {
+                    tracing::info!(order = %order.id, outcome, "a checkout whose lease lapsed was resumed");
+                    metrics::counter!("orders_checkouts_resumed_total", "outcome" => outcome).increment(1);
+                    settled += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(order = %order.id, %error, "resuming a checkout failed; trying again")
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Resumes one checkout whose lease lapsed (see [`Self::resume_lapsed`]); says how it ended.
+    async fn resume(&self, order: &OrderRow) -> ApiResult<&'static str> {
+        let key = attempt_key(order.id, order.payment_attempt);
+        let charge = if order.attempt_open {
+            let found = self
+                .peers
+                .payments
+                .clone()
+                .get_charge(Request::new(payments::GetChargeRequest {
+                    idempotency_key: key.clone(),
+                    order_id: order.id.to_string(),
+                }))
+                .await;
+            match found {
+                Ok(payment) => Some(payment.into_inner()),
+                Err(status) if status.code() == tonic::Code::NotFound => None,
+                Err(status) => return Err(internal_peer_error("payments", status)),
+            }
+        } else {
+            None
+        };
+        let succeeded = payments::PaymentStatus::Succeeded as i32;
+        let failed = payments::PaymentStatus::Failed as i32;
+        let outcome = match charge {
+            Some(payment) if payment.status == succeeded => {
+                let paid = events::PaymentSucceeded {
+                    payment_id: payment.id.clone(),
+                    order_id: order.id.to_string(),
+                    amount: payment.amount.clone(),
+                    idempotency_key: key,
+                    customer_id: payment.customer_id.clone(),
+                };
+                // As the consumer does it: in a transaction whose lease update holds off
+                // expiry and cancellation until the order is complete.
+                let mut conn = self.pool.get().await?;
+                conn.transaction::<_, anyhow::Error, _>(async |conn| {
+                    self.complete_from_event(conn, &paid).await
+                })
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("finishing the checkout: {e:#}")))?;
+                "completed"
+            }
+            Some(payment) if payment.status == failed => {
+                let message = if payment.failure_message.is_empty() {
+                    "the payment failed".to_string()
+                } else {
+                    payment.failure_message
+                };
+                self.release_lapsed(order.id, false, Some(message)).await?;
+                "declined"
+            }
+            // Processing (payments settles it and says so), never sent, or refunded.
+            _ => {
+                self.release_lapsed(order.id, order.attempt_open, None).await?;
+                "released"
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Gives back a lease that lapsed (never one taken again since).
+    async fn release_lapsed(&self, order_id: Uuid, open: bool, error: Option<String>) -> ApiResult<()> {
+        let mut conn = self.pool.get().await?;
+        let now = Utc::now();
+        let lapsed = orders::table
+            .find(order_id)
+            .filter(orders::status.eq("pending_payment"))
+            .filter(orders::charging_until.le(now));
+        let released = (
+            orders::attempt_open.eq(open),
+            orders::charging_until.eq(None::<DateTime<Utc>>),
+            orders::lease_holder.eq(None::<Uuid>),
+            orders::updated_at.eq(now),
+        );
+        match error {
+            Some(error) => {
+                diesel::update(lapsed)
+                    .set((released, orders::last_payment_error.eq(error)))
+                    .execute(&mut conn)
+                    .await?
+            }
+            None => diesel::update(lapsed).set(released).execute(&mut conn).await?,
         };
         Ok(())
     }
@@ -338,6 +522,8 @@ pub(crate) fn payment_in_progress(retry_after: Duration) -> ApiError {
 pub(crate) struct Attempt {
     order: OrderRow,
     number: i32,
+    /// Names this attempt's lease: only its renewals extend it.
+    holder: Uuid,
 }
 
 /// Orders on which no payment attempt holds a lease at `now` (none was taken, or it ran out).
@@ -394,76 +580,96 @@ pub(crate) async fn complete_in(
             if order.is_paid() {
                 return Ok(Completed::Before(order));
             }
-            // Expired or cancelled meanwhile: payments refunds the charge when it hears of it.
+            // Expired or cancelled meanwhile: the payment's event takes it back or refunds it.
             return Err(ApiError::precondition(
                 "ORDER_NOT_PAYABLE",
-                format!("the order is {}; any charge is refunded", order.status),
+                format!(
+                    "the order is {}; a charge made for it takes it back while its places are free, \
+                     or is refunded",
+                    order.status
+                ),
             ));
         };
-        let lines: Vec<LineRow> = order_lines::table
-            .filter(order_lines::order_id.eq(order_id))
-            .order(order_lines::position)
-            .select(LineRow::as_select())
-            .load(conn)
-            .await?;
-        let issued: Vec<TicketRow> = lines
-            .iter()
-            .map(|line| {
-                let id = Uuid::new_v4();
-                TicketRow {
-                    id,
-                    order_id,
-                    line_id: line.id,
-                    event_id: order.event_id,
-                    holder_id: order.buyer_id,
-                    status: "valid".into(),
-                    secret: signer.sign(TicketClaim {
-                        ticket_id: id,
-                        event_id: order.event_id,
-                    }),
-                    issued_at: now,
-                    checked_in_at: None,
-                    check_in_gate: None,
-                    check_in_nonce: None,
-                }
-            })
-            .collect();
-        diesel::insert_into(tickets::table)
-            .values(&issued)
-            .execute(conn)
-            .await?;
-        let ticket_of: HashMap<Uuid, Uuid> = issued.iter().map(|t| (t.line_id, t.id)).collect();
-        messaging::enqueue(
-            conn,
-            vec![OutboxEvent::new(
-                "order.paid",
-                "order",
-                order.id,
-                &events::OrderPaid {
-                    order_id: order.id.to_string(),
-                    event_id: order.event_id.to_string(),
-                    buyer_id: order.buyer_id.to_string(),
-                    buyer_email: order.buyer_email.clone(),
-                    total: money(order.total, &order.currency),
-                    discount_total: money(order.discount_total, &order.currency),
-                    lines: lines
-                        .iter()
-                        .map(|l| line_summary(l, &order.currency, ticket_of.get(&l.id).copied()))
-                        .collect(),
-                    payment_id: payment_id.map(|p| p.to_string()).unwrap_or_default(),
-                    paid_at: Some(to_timestamp(now)),
-                },
-            )],
-        )
-        .await?;
-        metrics::counter!("tickets_issued_total").increment(issued.len() as u64);
-        Ok(Completed::Now(OrderView {
-            order,
-            lines,
-            tickets: issued,
-        }))
+        issue(conn, signer, order, payment_id, false)
+            .await
+            .map(Completed::Now)
     })
     .await
+}
+
+/// An order just marked paid: its tickets and `order.paid`, in the caller's transaction.
+pub(crate) async fn issue(
+    conn: &mut Conn,
+    signer: &TicketSigner,
+    order: OrderRow,
+    payment_id: Option<Uuid>,
+    reactivated: bool,
+) -> ApiResult<OrderView> {
+    let order_id = order.id;
+    let now = order.paid_at.unwrap_or_else(Utc::now);
+    let lines: Vec<LineRow> = order_lines::table
+        .filter(order_lines::order_id.eq(order_id))
+        .order(order_lines::position)
+        .select(LineRow::as_select())
+        .load(conn)
+        .await?;
+    let issued: Vec<TicketRow> = lines
+        .iter()
+        .map(|line| {
+            let id = Uuid::new_v4();
+            TicketRow {
+                id,
+                order_id,
+                line_id: line.id,
+                event_id: order.event_id,
+                holder_id: order.buyer_id,
+                status: "valid".into(),
+                secret: signer.sign(TicketClaim {
+                    ticket_id: id,
+                    event_id: order.event_id,
+                }),
+                issued_at: now,
+                checked_in_at: None,
+                check_in_gate: None,
+                check_in_nonce: None,
+            }
+        })
+        .collect();
+    diesel::insert_into(tickets::table)
+        .values(&issued)
+        .execute(conn)
+        .await?;
+    let ticket_of: HashMap<Uuid, Uuid> = issued.iter().map(|t| (t.line_id, t.id)).collect();
+    messaging::enqueue(
+        conn,
+        vec![OutboxEvent::new(
+            "order.paid",
+            "order",
+            order.id,
+            &events::OrderPaid {
+                order_id: order.id.to_string(),
+                event_id: order.event_id.to_string(),
+                buyer_id: order.buyer_id.to_string(),
+                buyer_email: order.buyer_email.clone(),
+                total: money(order.total, &order.currency),
+                discount_total: money(order.discount_total, &order.currency),
+                lines: lines
+                    .iter()
+                    .map(|l| line_summary(l, &order.currency, ticket_of.get(&l.id).copied()))
+                    .collect(),
+                payment_id: payment_id.map(|p| p.to_string()).unwrap_or_default(),
+                paid_at: Some(to_timestamp(now)),
+                reactivated,
+            },
+        )],
+    )
+    .await?;
+    metrics::counter!("tickets_issued_total").increment(issued.len() as u64);
+    Ok(OrderView {
+        order,
+        lines,
+        tickets: issued,
+    })
 }
 
 /// The idempotency key of an order's payment attempt: payments charges a key at most once.

@@ -23,7 +23,8 @@ pub struct CheckoutConfig {
     /// Longest time to pay; an order's deadline is also never after its hold's expiry.
     #[serde(with = "duration_secs")]
     pub payment_window: Duration,
-    /// How long one PayOrder may own an order's charge before another call may take over.
+    /// How long one PayOrder owns an order's charge without renewing it (it renews every third
+    /// of this while it works): how soon a checkout whose process died is resumed.
     #[serde(with = "duration_secs")]
     pub charge_lease: Duration,
     /// How often unpaid orders past their deadline are expired.
@@ -60,7 +61,7 @@ impl Default for Config {
             },
             checkout: CheckoutConfig {
                 payment_window: Duration::from_secs(15 * 60),
-                charge_lease: Duration::from_secs(60),
+                charge_lease: Duration::from_secs(6),
                 sweep_interval: Duration::from_secs(1),
                 buyer_refund_cutoff: Duration::from_secs(48 * 3600),
             },
@@ -92,10 +93,10 @@ impl Validate for Config {
                 "payment_window, charge_lease and sweep_interval must be above zero",
             ));
         }
-        if c.charge_lease <= self.peers.default_timeout * 2 {
+        if c.charge_lease < std::time::Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "checkout.charge_lease",
-                "must be longer than two peer call timeouts (commit, then charge)",
+                "must be at least 1 s: its holder renews it every third of it",
             ));
         }
         Ok(())

@@ -2,8 +2,9 @@
 //! secrets, check-in and refunds. See [`checkout`] for how the saga keeps the invariants.
 //!
 //! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
-//! serves, expires unpaid orders, relays the outbox and finishes orders whose payment
-//! succeeded while their PayOrder did not.
+//! serves, expires unpaid orders, resumes checkouts whose PayOrder died, relays the outbox,
+//! finishes orders whose payment succeeded while their PayOrder did not, and takes expired
+//! orders back for payments that came late.
 
 pub mod api;
 pub mod checkin;
@@ -53,8 +54,8 @@ pub struct Application {
     config: Config,
 }
 
-/// `payment.succeeded`: finishes an order whose PayOrder stopped after the charge (or refunds
-/// a payment that does not pay it). `payment.refunded`: an order whose money went back outside
+/// `payment.succeeded`: finishes an order whose PayOrder stopped after the charge, takes an
+/// expired order back for a late payment (or refunds a payment that cannot pay its order). `payment.refunded`: an order whose money went back outside
 /// orders is refunded too.
 pub struct PaymentOutcomes(Orders);
 
@@ -169,6 +170,13 @@ impl Application {
             let orders = orders.clone();
             async move { orders.expire_due().await.map(drop) }
         });
+        // From start-up on: checkouts whose PayOrder died (here or in another replica) are
+        // finished or released within a lease of it, not at the order's expiry.
+        let orders = self.api.orders.clone();
+        let resumer = spawn_periodic(every, "resuming checkouts whose lease lapsed", move || {
+            let orders = orders.clone();
+            async move { orders.resume_lapsed().await.map(drop) }
+        });
         let verifier = self.api.verifier.clone();
         let service = OrdersServiceServer::new(self.api);
         let result = self
@@ -181,6 +189,7 @@ impl Application {
             )
             .await;
         sweeper.abort();
+        resumer.abort();
         consumer.abort();
         relay.abort();
         result

@@ -1,38 +1,52 @@
 //! What the `payment.succeeded` consumer does: finish an order whose PayOrder did not, with a
-//! payment that matches it, or give the payment back.
+//! payment that matches it; take an expired order back for a payment that came late, when its
+//! places are still free; otherwise give the payment back and tell the buyer why.
 
 use anyhow::Context as _;
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use ticketing_platform::ApiError;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use ticketing_platform::{
+    ApiError,
+    clients::internal_peer_error,
+    messaging::{self, OutboxEvent},
+};
 use ticketing_proto::ticketing::{
     events::v1 as events,
+    inventory::v1 as inventory,
     payments::v1::{self as payments},
 };
 use tonic::Request;
 use uuid::Uuid;
 
-use crate::{checkout::*, orders::*, schema::orders, store::*};
+use crate::{
+    checkout::*,
+    orders::*,
+    schema::{discount_codes, order_lines, orders},
+    store::*,
+};
 
 /// Whether a `payment.succeeded` can change nothing here: its order is paid by this very
-/// payment, or closed unpaid (payments refunds a charge for a closed order itself). States an
-/// order never leaves, so this is read before the consumer's transaction.
+/// payment, a state an order never leaves, so this is read before the consumer's transaction.
 pub async fn payment_settled(conn: &mut Conn, order_id: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
-    let found: Option<(String, Option<Uuid>)> = orders::table
+    let paid_by: Option<Option<Uuid>> = orders::table
         .find(order_id)
-        .select((orders::status, orders::payment_id))
+        .filter(orders::status.eq_any(["paid", "partially_refunded", "refunded"]))
+        .select(orders::payment_id)
         .first(conn)
         .await
         .optional()
         .with_context(|| format!("reading order {order_id}"))?;
-    Ok(match found {
-        Some((status, paid_by)) if matches!(status.as_str(), "paid" | "partially_refunded" | "refunded") => {
-            paid_by == Some(payment_id)
-        }
-        Some((status, _)) => status != "pending_payment",
-        None => false,
-    })
+    Ok(paid_by == Some(Some(payment_id)))
+}
+
+/// How a late payment's revival of an expired order came out.
+enum Revival {
+    Revived,
+    /// Not expired any more when locked (revived by a redelivery, say): handled as it is now.
+    NotExpired,
+    /// Cannot be taken back (its places are gone); the payment goes back, for this reason.
+    Refused(&'static str),
 }
 
 /// Why a payment cannot pay an order, if it cannot: only a payment of the order's exact total,
@@ -55,6 +69,150 @@ fn mismatch(order: &OrderRow, paid: &events::PaymentSucceeded) -> Option<String>
 }
 
 impl Orders {
+    /// Refunds a payment that cannot pay `order` and tells its buyer why (`order.payment_returned`,
+    /// in the consumer's transaction).
+    async fn return_payment(
+        &self,
+        conn: &mut Conn,
+        order: &OrderRow,
+        paid: &events::PaymentSucceeded,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        let payment_id = Uuid::parse_str(&paid.payment_id).context("payment id")?;
+        self.reject_payment(payment_id, why).await?;
+        messaging::enqueue(
+            conn,
+            vec![OutboxEvent::new(
+                "order.payment_returned",
+                "order",
+                order.id,
+                &events::OrderPaymentReturned {
+                    order_id: order.id.to_string(),
+                    event_id: order.event_id.to_string(),
+                    buyer_id: order.buyer_id.to_string(),
+                    buyer_email: order.buyer_email.clone(),
+                    payment_id: paid.payment_id.clone(),
+                    amount: paid.amount.clone(),
+                    reason: why.to_string(),
+                },
+            )],
+        )
+        .await?;
+        self.outbox.notify();
+        Ok(())
+    }
+
+    /// Takes an expired order back for a payment of it that came late: under the order's row
+    /// lock, inventory must sell it its places again; then it is paid with its tickets and
+    /// `order.paid` (reactivated), its discount code's use taken again when the code has one
+    /// left (the buyer paid the discounted price either way). Once inventory has sold the places
+    /// nothing refuses the revival, so a redelivery after a crash finishes it: places are never
+    /// left sold to an order whose payment was returned.
+    async fn revive(&self, conn: &mut Conn, order_id: Uuid, payment_id: Uuid) -> anyhow::Result<Revival> {
+        let revival = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let order = lock(conn, order_id).await?;
+                if order.status != "expired" {
+                    return Ok(Revival::NotExpired);
+                }
+                let lines: Vec<LineRow> = order_lines::table
+                    .filter(order_lines::order_id.eq(order_id))
+                    .order(order_lines::position)
+                    .select(LineRow::as_select())
+                    .load(conn)
+                    .await?;
+                match self.reclaim_places(&order, &lines).await {
+                    Ok(()) => {}
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                        ) =>
+                    {
+                        tracing::info!(order = %order_id, %status, "a late payment's places are gone");
+                        return Ok(Revival::Refused("its places were taken after it expired"));
+                    }
+                    Err(status) => return Err(internal_peer_error("inventory", status)),
+                }
+                if let Some(code) = &order.discount_code {
+                    let taken = diesel::update(discount_codes::table.find((order.event_id, code)))
+                        .filter(
+                            discount_codes::max_uses
+                                .eq(0)
+                                .or(discount_codes::times_used.lt(discount_codes::max_uses)),
+                        )
+                        .set(discount_codes::times_used.eq(discount_codes::times_used + 1))
+                        .execute(conn)
+                        .await?;
+                    if taken == 0 {
+                        tracing::warn!(order = %order_id, code, "revived without counting its discount code: it was used up meanwhile");
+                    }
+                }
+                let now = Utc::now();
+                let order = diesel::update(orders::table.find(order_id))
+                    .set((
+                        orders::status.eq("paid"),
+                        orders::payment_id.eq(Some(payment_id)),
+                        orders::paid_at.eq(Some(now)),
+                        orders::attempt_open.eq(false),
+                        orders::charging_until.eq(None::<chrono::DateTime<Utc>>),
+                        orders::lease_holder.eq(None::<Uuid>),
+                        orders::last_payment_error.eq(None::<String>),
+                        orders::updated_at.eq(now),
+                    ))
+                    .returning(OrderRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                issue(conn, &self.signer, order, Some(payment_id), true).await?;
+                Ok(Revival::Revived)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("reviving order {order_id}: {e}"))?;
+        if let Revival::Revived = revival {
+            tracing::info!(order = %order_id, payment = %payment_id, "an expired order was taken back for its late payment");
+            metrics::counter!("orders_reactivated_total").increment(1);
+            self.outbox.notify();
+        }
+        Ok(revival)
+    }
+
+    /// Asks inventory to sell an expired order's places to it again (all or none).
+    async fn reclaim_places(&self, order: &OrderRow, lines: &[LineRow]) -> Result<(), tonic::Status> {
+        let mut items: Vec<inventory::HoldItem> = Vec::new();
+        for line in lines {
+            match &line.seat_id {
+                Some(seat) => items.push(inventory::HoldItem {
+                    tier_id: line.tier_id.clone(),
+                    place: Some(inventory::hold_item::Place::SeatId(seat.clone())),
+                    quantity: 1,
+                }),
+                None => match items
+                    .iter_mut()
+                    .find(|i| i.place.is_none() && i.tier_id == line.tier_id)
+                {
+                    Some(item) => item.quantity += 1,
+                    None => items.push(inventory::HoldItem {
+                        tier_id: line.tier_id.clone(),
+                        place: None,
+                        quantity: 1,
+                    }),
+                },
+            }
+        }
+        self.peers
+            .inventory
+            .clone()
+            .reclaim_places(Request::new(inventory::ReclaimPlacesRequest {
+                order_id: order.id.to_string(),
+                event_id: order.event_id.to_string(),
+                customer_id: order.buyer_id.to_string(),
+                hold_id: order.hold_id.to_string(),
+                items,
+            }))
+            .await
+            .map(drop)
+    }
+
     /// Gives a payment that pays nothing here back in full (idempotent on the payment).
     pub(crate) async fn reject_payment(&self, payment_id: Uuid, why: &str) -> anyhow::Result<()> {
         tracing::warn!(payment = %payment_id, why, "payment refused: refunding it");
@@ -97,15 +255,36 @@ impl Orders {
                 return Ok(());
             }
             return self
-                .reject_payment(payment_id, "the order was paid by another payment")
+                .return_payment(conn, &order, paid, "the order was paid by another payment")
                 .await;
         }
-        if order.status != "pending_payment" {
-            // Expired or cancelled: payments refunds a charge for a closed order itself.
-            return Ok(());
-        }
         if let Some(why) = mismatch(&order, paid) {
-            return self.reject_payment(payment_id, &why).await;
+            return self.return_payment(conn, &order, paid, &why).await;
+        }
+        match order.status.as_str() {
+            "pending_payment" => {}
+            // Paid after the order expired (its charge outlived the checkout): the order comes
+            // back when its places are still free, else the money goes back.
+            "expired" => {
+                return match self.revive(conn, order_id, payment_id).await? {
+                    Revival::Revived => Ok(()),
+                    Revival::NotExpired => Box::pin(self.complete_from_event(conn, paid)).await,
+                    Revival::Refused(why) => {
+                        let order = find_order(conn, order_id).await?.context("order vanished")?;
+                        self.return_payment(conn, &order, paid, why).await
+                    }
+                };
+            }
+            _ => {
+                return self
+                    .return_payment(
+                        conn,
+                        &order,
+                        paid,
+                        "the order was cancelled before its payment arrived",
+                    )
+                    .await;
+            }
         }
         // The order's lease, as PayOrder takes it: no expiry or cancellation can close the order
         // between the commit of its places and its completion (the update's row lock holds them
@@ -132,7 +311,7 @@ impl Orders {
         if let Err(status) = self.commit_places(&order).await {
             return match status.code() {
                 tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
-                    self.reject_payment(payment_id, "its places could not be reserved")
+                    self.return_payment(conn, &order, paid, "its places could not be reserved")
                         .await
                 }
                 _ => anyhow::bail!("committing order {order_id}'s places: {status}"),
@@ -140,7 +319,7 @@ impl Orders {
         }
         match complete_in(conn, &self.signer, order_id, Some(payment_id)).await {
             Ok(Completed::Before(order)) if order.payment_id != Some(payment_id) => {
-                self.reject_payment(payment_id, "the order was paid by another payment")
+                self.return_payment(conn, &order, paid, "the order was paid by another payment")
                     .await
             }
             Ok(Completed::Now(_)) => {

@@ -26,6 +26,7 @@ diesel::table! {
         created_at -> Timestamptz,
         paid_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        lease_holder -> Nullable<Uuid>,
     }
 }
 

@@ -1,12 +1,14 @@
-//! Charges and refunds, recorded so that a card is charged at most once per idempotency key and
-//! never kept for an order that closed unpaid.
+//! Charges and refunds, recorded so that a card is charged at most once per idempotency key.
 //!
 //! A charge is claimed first (a `processing` row, committed), then sent to the processor with
 //! the same key, then settled in a second transaction with its event. A process that dies in
 //! between leaves a `processing` row that [`Payments::settle_stale`] finishes by asking the
 //! processor (which is idempotent on the key) or voiding the key there. The order's row in
-//! `payment_orders` is locked by the claim, the settlement and the order's closing, so a charge
-//! that succeeds for an order that has meanwhile expired is refunded at once.
+//! `payment_orders` is locked by the claim and the order's closing: once an order closed, no new
+//! charge for it starts. A charge that was already under way and succeeds after the order
+//! closed is recorded like any other; orders, which hears of it, decides whether it takes the
+//! order back (its places still free) or has it refunded, so the two never race and a charge is
+//! never kept for an order that stays closed.
 
 use std::{sync::Arc, time::Duration};
 
@@ -74,6 +76,7 @@ impl PaymentRow {
             "failed" => PaymentStatus::Failed,
             "partially_refunded" => PaymentStatus::PartiallyRefunded,
             "refunded" => PaymentStatus::Refunded,
+            "processing" => PaymentStatus::Processing,
             _ => PaymentStatus::Unspecified,
         };
         pb::Payment {
@@ -186,7 +189,7 @@ impl Payments {
                 ));
             }
         };
-        let settled = self.settle(row.id, row.order_id, outcome).await?;
+        let settled = self.settle(row.id, outcome).await?;
         Ok(settled)
     }
 
@@ -209,23 +212,18 @@ impl Payments {
         }
     }
 
-    /// Records the outcome and its event; refunds at once if the order closed meanwhile.
-    async fn settle(&self, id: Uuid, order_id: Uuid, outcome: Outcome) -> ApiResult<PaymentRow> {
+    /// Records the outcome and its event (a success for an order that closed meanwhile too:
+    /// orders takes the order back or has the payment refunded).
+    async fn settle(&self, id: Uuid, outcome: Outcome) -> ApiResult<PaymentRow> {
         let mut conn = self.pool.get().await?;
-        let provider = self.provider.clone();
         let row = conn
             .transaction::<_, ApiError, _>(async |conn| {
-                // The order's row first, as the claim and the order's closing lock it.
-                let closed: Option<DateTime<Utc>> = payment_orders::table
-                    .find(order_id)
-                    .select(payment_orders::closed_at)
-                    .for_update()
-                    .first(conn)
-                    .await?;
                 let now = Utc::now();
                 let (status, failure) = match &outcome {
                     Outcome::Succeeded { .. } => ("succeeded", None),
-                    Outcome::Failed { code, message } => ("failed", Some((code.as_str_name(), message.as_str()))),
+                    Outcome::Failed { code, message } => {
+                        ("failed", Some((code.as_str_name(), message.as_str())))
+                    }
                 };
                 let reference = match &outcome {
                     Outcome::Succeeded { reference } => Some(reference.as_str()),
@@ -233,29 +231,28 @@ impl Payments {
                 };
                 // Only a charge still processing is settled: a concurrent settlement (the
                 // sweeper's, or a retry's) already recorded the same processor outcome.
-                let settled: Option<PaymentRow> = diesel::update(
-                    payments::table
-                        .find(id)
-                        .filter(payments::status.eq("processing")),
-                )
-                .set((
-                    payments::status.eq(status),
-                    payments::provider_reference.eq(reference),
-                    payments::failure_code.eq(failure.map(|f| f.0)),
-                    payments::failure_message.eq(failure.map(|f| f.1)),
-                    payments::updated_at.eq(now),
-                ))
-                .returning(PaymentRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?;
-                let Some(mut current) = settled else {
-                    return find(conn, id).await?.ok_or(ApiError::NotFound { resource: "payment" });
+                let settled: Option<PaymentRow> =
+                    diesel::update(payments::table.find(id).filter(payments::status.eq("processing")))
+                        .set((
+                            payments::status.eq(status),
+                            payments::provider_reference.eq(reference),
+                            payments::failure_code.eq(failure.map(|f| f.0)),
+                            payments::failure_message.eq(failure.map(|f| f.1)),
+                            payments::updated_at.eq(now),
+                        ))
+                        .returning(PaymentRow::as_returning())
+                        .get_result(conn)
+                        .await
+                        .optional()?;
+                let Some(current) = settled else {
+                    return find(conn, id)
+                        .await?
+                        .ok_or(ApiError::NotFound { resource: "payment" });
                 };
-                let mut events = Vec::with_capacity(2);
-                match &outcome {
-                    Outcome::Succeeded { reference } => {
-                        events.push(OutboxEvent::new(
+                let event = match &outcome {
+                    Outcome::Succeeded { .. } => {
+                        metrics::counter!("payments_total", "outcome" => "succeeded").increment(1);
+                        OutboxEvent::new(
                             "payment.succeeded",
                             "payment",
                             current.id,
@@ -266,28 +263,11 @@ impl Payments {
                                 idempotency_key: current.idempotency_key.clone(),
                                 customer_id: current.customer_id.to_string(),
                             },
-                        ));
-                        if closed.is_some() {
-                            // The order expired or was cancelled while the card was charged:
-                            // give the money back rather than keep it without a ticket.
-                            let key = format!("order-closed:{}", current.id);
-                            provider
-                                .refund(&key, reference, current.amount)
-                                .await
-                                .map_err(ApiError::Internal)?;
-                            let refund_id = insert_refund(conn, current.id, &key, current.amount, "order closed before payment completed").await?;
-                            events.push(refunded_event(&current, refund_id, &key, current.amount));
-                            current = diesel::update(payments::table.find(id))
-                                .set((payments::status.eq("refunded"), payments::refunded.eq(current.amount)))
-                                .returning(PaymentRow::as_returning())
-                                .get_result(conn)
-                                .await?;
-                            tracing::warn!(payment = %current.id, order = %current.order_id, "charged after the order closed: refunded");
-                        }
-                        metrics::counter!("payments_total", "outcome" => "succeeded").increment(1);
+                        )
                     }
                     Outcome::Failed { code, .. } => {
-                        events.push(OutboxEvent::new(
+                        metrics::counter!("payments_total", "outcome" => "failed").increment(1);
+                        OutboxEvent::new(
                             "payment.failed",
                             "payment",
                             current.id,
@@ -297,11 +277,10 @@ impl Payments {
                                 amount: Some(current.money(current.amount)),
                                 failure_code: code.as_str_name().to_string(),
                             },
-                        ));
-                        metrics::counter!("payments_total", "outcome" => "failed").increment(1);
+                        )
                     }
-                }
-                messaging::enqueue(conn, events).await?;
+                };
+                messaging::enqueue(conn, vec![event]).await?;
                 Ok(current)
             })
             .await?;
@@ -312,28 +291,28 @@ impl Payments {
     /// Settles charges left `processing` by a process that died mid-charge.
     pub async fn settle_stale(&self, older_than: Duration) -> ApiResult<usize> {
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        let stale: Vec<(Uuid, Uuid, String)> = {
+        let stale: Vec<(Uuid, String)> = {
             let mut conn = self.pool.get().await?;
             payments::table
                 .filter(payments::status.eq("processing"))
                 .filter(payments::updated_at.lt(cutoff))
-                .select((payments::id, payments::order_id, payments::idempotency_key))
+                .select((payments::id, payments::idempotency_key))
                 .limit(100)
                 .load(&mut conn)
                 .await?
         };
-        for (id, order_id, key) in &stale {
+        for (id, key) in &stale {
             let outcome = match self.provider.lookup(key).await.map_err(ApiError::Internal)? {
                 Some(outcome) => outcome,
                 None => self.provider.void(key).await.map_err(ApiError::Internal)?,
             };
-            self.settle(*id, *order_id, outcome).await?;
+            self.settle(*id, outcome).await?;
         }
         Ok(stale.len())
     }
 
-    /// The order closed unpaid: no charge for it may go through any more, and one that already
-    /// did is refunded.
+    /// The order closed unpaid: no new charge for it may start. (A charge of it that succeeds
+    /// anyway, one already under way, is for orders to take back or refund.)
     pub async fn close_order(&self, conn: &mut Conn, order_id: Uuid) -> anyhow::Result<()> {
         diesel::insert_into(payment_orders::table)
             .values((
@@ -345,35 +324,15 @@ impl Payments {
             .set(payment_orders::closed_at.eq(Some(Utc::now())))
             .execute(conn)
             .await?;
-        // The row lock taken above makes settlement wait; succeeded payments are refunded now.
-        let kept: Vec<PaymentRow> = payments::table
-            .filter(payments::order_id.eq(order_id))
-            .filter(payments::status.eq("succeeded"))
-            .select(PaymentRow::as_select())
-            .load(conn)
-            .await?;
-        for payment in kept {
-            let key = format!("order-closed:{}", payment.id);
-            let reference = payment.provider_reference.clone().unwrap_or_default();
-            self.provider.refund(&key, &reference, payment.amount).await?;
-            let refund_id =
-                insert_refund(conn, payment.id, &key, payment.amount, "order closed unpaid").await?;
-            diesel::update(payments::table.find(payment.id))
-                .set((
-                    payments::status.eq("refunded"),
-                    payments::refunded.eq(payment.amount),
-                    payments::updated_at.eq(Utc::now()),
-                ))
-                .execute(conn)
-                .await?;
-            messaging::enqueue(
-                conn,
-                vec![refunded_event(&payment, refund_id, &key, payment.amount)],
-            )
-            .await?;
-            tracing::warn!(payment = %payment.id, %order_id, "order closed with a successful charge: refunded");
-        }
         Ok(())
+    }
+
+    /// The charge made with `key` for `order_id`, if any.
+    pub async fn find_charge(&self, order_id: Uuid, key: &str) -> ApiResult<Option<PaymentRow>> {
+        let mut conn = self.pool.get().await?;
+        Ok(find_by_key(&mut conn, key)
+            .await?
+            .filter(|row| row.order_id == order_id))
     }
 
     /// Refunds `amount` (the rest when None) once per key, never above what was charged.

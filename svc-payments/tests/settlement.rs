@@ -1,6 +1,7 @@
 //! Charges left `processing` by a payments process that died mid-charge are settled by the
-//! sweeper from what the processor knows: charged ones succeed (or are refunded if their order
-//! closed meanwhile), unseen ones are voided at the processor so a late request cannot charge.
+//! sweeper from what the processor knows: charged ones succeed (announced even when their order
+//! closed meanwhile: orders takes the order back or has the payment refunded), unseen ones are
+//! voided at the processor so a late request cannot charge.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -197,7 +198,7 @@ async fn a_charge_the_processor_never_saw_is_voided_there() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_charge_for_an_order_closed_meanwhile_is_refunded() {
+async fn a_charge_for_an_order_closed_meanwhile_is_announced_for_orders_to_settle() {
     let s = setup(Crash::AfterCharge).await;
     let order_id = Uuid::now_v7();
     die_mid_charge(&s, order_id).await;
@@ -206,16 +207,29 @@ async fn a_charge_for_an_order_closed_meanwhile_is_refunded() {
         s.payments.close_order(&mut conn, order_id).await.expect("closed");
     }
     assert_eq!(s.payments.settle_stale(Duration::ZERO).await.expect("sweep"), 1);
-    assert_eq!(status_of(&s.pool, order_id).await, ("refunded".into(), 9_000));
-    assert_eq!(
-        outbox_types(&s.pool).await,
-        ["payment.succeeded", "payment.refunded"]
-    );
+    // Recorded as the processor has it and announced: orders decides whether the order comes
+    // back or the money goes back, so payments refunds nothing on its own.
+    assert_eq!(status_of(&s.pool, order_id).await, ("succeeded".into(), 0));
+    assert_eq!(outbox_types(&s.pool).await, ["payment.succeeded"]);
     let mut conn = s.pool.get().await.expect("conn");
-    let refunded: Vec<i64> = refunds::table
-        .select(refunds::amount)
-        .load(&mut conn)
+    let refunded: i64 = refunds::table
+        .count()
+        .get_result(&mut conn)
         .await
         .expect("refunds");
-    assert_eq!(refunded, [9_000], "refunded once, exactly what was charged");
+    assert_eq!(refunded, 0);
+    // No new charge of the closed order starts.
+    let mut another = input(order_id);
+    another.key = format!("order:{order_id}:attempt:2");
+    let refused = s.payments.charge(another).await.expect_err("closed");
+    assert!(
+        matches!(
+            refused,
+            ApiError::FailedPrecondition {
+                reason: "ORDER_CLOSED",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
 }

@@ -1,5 +1,5 @@
-//! Protection at the edge: rate limits per client address and per API key, and the circuit
-//! breaker in front of a failing upstream.
+//! Protection at the edge: rate limits per client address and per API key, and the breaker and
+//! health probes in front of a dead, frozen or failing upstream.
 
 use std::time::Duration;
 
@@ -108,11 +108,63 @@ async fn each_api_key_has_its_own_bucket() {
     }
 }
 
+/// Polls `GET path` until it answers 200 (each try given little time), for at most 15 s.
+async fn until_ok(s: &crate::helpers::Stack, path: &str, token: &str) {
+    for _ in 0..150 {
+        let reply = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(token)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        if reply.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never answered 200 again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_breaker_fails_fast_while_an_upstream_is_down_and_closes_when_it_is_back() {
+async fn a_dead_upstream_is_refused_at_once_and_taken_back_by_its_probes() {
+    // A cool-down far beyond the test: only the health probes can take orders back.
+    let s = stack_with(|c| c.breaker.cool_down = Duration::from_secs(120)).await;
+    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
+    assert_eq!(
+        s.get("/v1/orders", Auth::Bearer(&buyer)).await.status,
+        StatusCode::OK
+    );
+    s.orders_proxy.set_mode(ProxyMode::Refuse);
+    s.orders_proxy.cut_connections();
+    // The first call finds orders unreachable and is told so...
+    let failed = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE, "{}", failed.json);
+    assert_eq!(failed.json["code"], 14);
+    // ...and from then on nobody waits on it: answered at the edge, with when to come back.
+    for n in 0..5 {
+        let refused = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            reason(&refused.json),
+            "CIRCUIT_OPEN",
+            "call {n}: {}",
+            refused.json
+        );
+        assert_eq!(retry_after_secs(&refused), Some(1));
+    }
+    // Only orders: the other upstreams are called as usual.
+    assert_eq!(s.get("/v1/events", Auth::None).await.status, StatusCode::OK);
+    // Orders is back: a probe finds it serving and calls go through, long before the cool-down.
+    s.orders_proxy.set_mode(ProxyMode::Pass);
+    until_ok(&s, "/v1/orders", &buyer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_upstream_is_found_out_by_its_probes_and_refused_until_it_thaws() {
     let s = stack_with(|c| {
-        c.breaker.consecutive_failures = 3;
-        c.breaker.cool_down = Duration::from_millis(600);
+        c.breaker.cool_down = Duration::from_secs(120);
+        c.limits.upstream_timeout = Duration::from_secs(60);
     })
     .await;
     let (_, buyer) = s.identity.user(&[Role::Customer]).await;
@@ -120,40 +172,33 @@ async fn the_breaker_fails_fast_while_an_upstream_is_down_and_closes_when_it_is_
         s.get("/v1/orders", Auth::Bearer(&buyer)).await.status,
         StatusCode::OK
     );
-    s.orders_proxy.set_mode(ProxyMode::Refuse);
-    // Each of the first failures went to orders and found it unavailable.
-    for n in 0..3 {
-        let failed = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
-        assert_eq!(
-            failed.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "call {n}: {}",
-            failed.json
-        );
-        assert_eq!(failed.json["code"], 14);
-        assert_ne!(reason(&failed.json), "CIRCUIT_OPEN", "call {n}");
+    // Frozen: connections accepted, nothing answered (a SIGSTOPped process).
+    s.orders_proxy.set_mode(ProxyMode::Stall);
+    s.orders_proxy.cut_connections();
+    // Without a call failing, the probes notice: calls are refused at once rather than left
+    // to wait for the deadline (a minute here).
+    let mut refused = None;
+    for _ in 0..100 {
+        let reply = s
+            .http
+            .get(format!("{}/v1/orders", s.base))
+            .bearer_auth(&buyer)
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        if let Ok(reply) = reply {
+            refused = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Then the circuit is open: answered at once, with when to come back.
-    let open = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
-    assert_eq!(open.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reason(&open.json), "CIRCUIT_OPEN", "{}", open.json);
-    assert_eq!(retry_after_secs(&open), Some(1));
-    // Only orders' circuit: the other upstreams are called as usual.
-    assert_eq!(s.get("/v1/events", Auth::None).await.status, StatusCode::OK);
-    // Orders comes back; after the cool-down a call goes through and closes the circuit.
+    let refused = refused.expect("the gateway stops waiting on a frozen upstream");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Json = refused.json().await.expect("json");
+    assert_eq!(reason(&body), "CIRCUIT_OPEN", "{body}");
     s.orders_proxy.set_mode(ProxyMode::Pass);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        s.get("/v1/orders", Auth::Bearer(&buyer)).await.status,
-        StatusCode::OK
-    );
-    // Closed: a single failure is passed on as it is, not met with an open circuit.
-    s.orders_proxy.set_mode(ProxyMode::Refuse);
-    let failed = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
-    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_ne!(reason(&failed.json), "CIRCUIT_OPEN");
-    let again = s.get("/v1/orders", Auth::Bearer(&buyer)).await;
-    assert_ne!(reason(&again.json), "CIRCUIT_OPEN");
+    s.orders_proxy.cut_connections();
+    until_ok(&s, "/v1/orders", &buyer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +228,12 @@ async fn errors_that_are_the_callers_fault_never_open_the_circuit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_is_a_504_within_the_deadline_and_a_shorter_grpc_timeout_wins() {
-    let s = stack_with(|c| c.limits.upstream_timeout = Duration::from_secs(2)).await;
+    let s = stack_with(|c| {
+        c.limits.upstream_timeout = Duration::from_secs(2);
+        // No probe within the test: the deadline alone is what this checks.
+        c.breaker.probe_interval = Duration::from_secs(60);
+    })
+    .await;
     let (_, buyer) = s.identity.user(&[Role::Customer]).await;
     s.orders_proxy.set_mode(ProxyMode::Stall);
     let started = std::time::Instant::now();

@@ -22,17 +22,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
 use diesel::{
     QueryableByName,
     sql_types::{BigInt, Text},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use loadtest::{arg, authed, channel, login, ms, summarize};
+use loadtest::{arg, authed, channel, login, ms, organization_of, publish_sale, register_buyers, summarize};
 use ticketing_proto::ticketing::{
-    catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
-    common::v1::{Address, Money},
-    identity::v1::{self as idpb, identity_service_client::IdentityServiceClient},
+    catalog::v1::catalog_service_client::CatalogServiceClient,
+    identity::v1::identity_service_client::IdentityServiceClient,
     inventory::v1::{self as inv, inventory_service_client::InventoryServiceClient},
     orders::v1::{self as ord, orders_service_client::OrdersServiceClient},
 };
@@ -40,116 +38,6 @@ use tonic::{Code, transport::Channel};
 use uuid::Uuid;
 
 const BUYER_PASSWORD: &str = "benchmark passphrase 1";
-const PRICE_MINOR: i64 = 5_000;
-const SEATS_PER_ROW: usize = 100;
-
-/// A venue of `seats` seats in rows of 100, an event over it with one tier, published.
-async fn publish_sale(
-    catalog: &mut CatalogServiceClient<Channel>,
-    token: &str,
-    org: &str,
-    seats: usize,
-    per_customer: i32,
-) -> anyhow::Result<(String, String)> {
-    let rows = seats.div_ceil(SEATS_PER_ROW);
-    let chart = cat::SeatingChart {
-        categories: vec![cat::SeatCategory {
-            code: "STANDARD".into(),
-            name: "Standard".into(),
-            color: "#2980b9".into(),
-        }],
-        sections: vec![cat::Section {
-            name: "Hall".into(),
-            rows: (0..rows)
-                .map(|r| cat::Row {
-                    label: format!("R{r}"),
-                    seats: (0..SEATS_PER_ROW.min(seats - r * SEATS_PER_ROW))
-                        .map(|n| cat::Seat {
-                            label: format!("R{r}-{n}"),
-                            category_code: "STANDARD".into(),
-                            x: n as f64,
-                            y: r as f64,
-                            ..Default::default()
-                        })
-                        .collect(),
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        ga_areas: vec![],
-    };
-    let venue = catalog
-        .create_venue(authed(
-            token,
-            cat::CreateVenueRequest {
-                venue: Some(cat::Venue {
-                    organization_id: org.into(),
-                    name: format!("Flash Sale Hall {}", Uuid::new_v4().simple()),
-                    address: Some(Address {
-                        line1: "Benchstraße 1".into(),
-                        city: "Berlin".into(),
-                        postal_code: "10117".into(),
-                        country: "DE".into(),
-                        ..Default::default()
-                    }),
-                    timezone: "Europe/Berlin".into(),
-                    seating_chart: Some(chart),
-                    ..Default::default()
-                }),
-            },
-        )?)
-        .await?
-        .into_inner();
-    let starts = Utc::now() + chrono::Duration::days(30);
-    let event = catalog
-        .create_event(authed(
-            token,
-            cat::CreateEventRequest {
-                event: Some(cat::Event {
-                    organization_id: org.into(),
-                    venue_id: venue.id.clone(),
-                    title: "Flash sale".into(),
-                    starts_at: Some(ticketing_platform::time::to_timestamp(starts)),
-                    ends_at: Some(ticketing_platform::time::to_timestamp(
-                        starts + chrono::Duration::hours(3),
-                    )),
-                    category: cat::EventCategory::Concert as i32,
-                    ..Default::default()
-                }),
-            },
-        )?)
-        .await?
-        .into_inner();
-    let tier = catalog
-        .create_ticket_tier(authed(
-            token,
-            cat::CreateTicketTierRequest {
-                event_id: event.id.clone(),
-                tier: Some(cat::TicketTier {
-                    name: "Standard".into(),
-                    price: Some(Money {
-                        amount_minor: PRICE_MINOR,
-                        currency: "EUR".into(),
-                    }),
-                    target: Some(cat::ticket_tier::Target::SeatCategoryCode("STANDARD".into())),
-                    // Inventory's per-customer limit is the largest per-order limit.
-                    per_order_limit: per_customer,
-                    ..Default::default()
-                }),
-            },
-        )?)
-        .await?
-        .into_inner();
-    catalog
-        .publish_event(authed(
-            token,
-            cat::PublishEventRequest {
-                event_id: event.id.clone(),
-            },
-        )?)
-        .await?;
-    Ok((event.id, tier.id))
-}
 
 #[derive(Default)]
 struct Buyer {
@@ -371,15 +259,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut identity = IdentityServiceClient::new(channel(&identity_url).await?);
     let organizer_token = login(&mut identity, &organizer, &password).await?;
-    let me = identity
-        .get_me(authed(&organizer_token, idpb::GetMeRequest {})?)
-        .await?
-        .into_inner();
-    let org = me
-        .memberships
-        .first()
-        .map(|m| m.organization_id.clone())
-        .ok_or_else(|| anyhow::anyhow!("organizer has no organization"))?;
+    let org = organization_of(&mut identity, &organizer_token).await?;
     // Room for uneven luck: a buyer may take up to twice the fair share.
     let per_customer = i32::try_from((2 * seats).div_ceil(buyers).max(tickets as usize))?.min(50);
     let mut catalog = CatalogServiceClient::new(channel(&catalog_url).await?)
@@ -388,18 +268,7 @@ async fn main() -> anyhow::Result<()> {
     let (event_id, tier_id) = publish_sale(&mut catalog, &organizer_token, &org, seats, per_customer).await?;
 
     let run = Uuid::new_v4().simple().to_string();
-    let mut tokens = Vec::with_capacity(buyers);
-    for i in 0..buyers {
-        let email = format!("flash-{run}-{i}@example.com");
-        identity
-            .register(idpb::RegisterRequest {
-                email: email.clone(),
-                password: BUYER_PASSWORD.into(),
-                display_name: String::new(),
-            })
-            .await?;
-        tokens.push(login(&mut identity, &email, BUYER_PASSWORD).await?);
-    }
+    let tokens = register_buyers(&identity, &format!("flash-{run}"), buyers, BUYER_PASSWORD, 8).await?;
     let mut inventory_channels = Vec::new();
     let mut orders_channels = Vec::new();
     for _ in 0..connections {

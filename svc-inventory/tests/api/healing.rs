@@ -234,3 +234,88 @@ async fn holds_a_dead_process_left_committing_are_settled_from_the_ledger() {
         .await
         .expect("the returned hold commits");
 }
+
+/// Makes Redis forget the sale of `seat` (shown free again), as a lost write would.
+async fn forget_sale(s: &Stack, event: Uuid, seat: &str) {
+    let event_prefix = format!("{}:{{{event}}}", s.redis.prefix);
+    let mut redis = redis().await;
+    let _: () = redis::pipe()
+        .cmd("SREM")
+        .arg(format!("{event_prefix}:sold"))
+        .arg(seat)
+        .ignore()
+        .cmd("HINCRBY")
+        .arg(format!("{event_prefix}:count"))
+        .arg("standard:sold")
+        .arg(-1)
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{event_prefix}:free:standard"))
+        .arg(0)
+        .arg(seat)
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .expect("a sale Redis forgot");
+}
+
+fn standard(availability: &pb::Availability) -> (i32, i32, i32) {
+    let tier = availability
+        .tiers
+        .iter()
+        .find(|t| t.tier_id == "standard")
+        .expect("tier");
+    (tier.free, tier.held, tier.sold)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_between_redis_and_the_ledger_is_repaired_only_when_it_lasts() {
+    let s = stack().await;
+    let event = s.event(Uuid::now_v7(), 4, 0, 10).await;
+    let (_, alice) = s.user(&[]).await;
+    let hold = s.hold_seats(&alice, event, &[seat(0)]).await.expect("held");
+    s.commit(&alice, hold.id, Uuid::now_v7().to_string())
+        .await
+        .expect("sold");
+    let reconciler = svc_inventory::inventory::Reconciler::new(s.inventory.clone());
+    assert_eq!(reconciler.reconcile().await.expect("checked"), 0, "no drift");
+    forget_sale(&s, event, &seat(0)).await;
+    assert_eq!(standard(&s.counts(event).await), (4, 0, 0), "shown free");
+    let drift = s.inventory.drift_of(event).await.expect("read").expect("loaded");
+    assert_eq!(drift.sold_shown_free, [seat(0)]);
+    assert_eq!(drift.tier_counts, [("standard".to_string(), 0, 1)]);
+    // Seen once it may be a commit between its steps: left alone.
+    assert_eq!(reconciler.reconcile().await.expect("checked"), 1);
+    assert_eq!(standard(&s.counts(event).await), (4, 0, 0));
+    // Seen again, unchanged: rebuilt from the ledger.
+    assert_eq!(reconciler.reconcile().await.expect("checked"), 1);
+    assert_eq!(standard(&s.counts(event).await), (3, 0, 1));
+    assert_eq!(
+        seat_states(&s.availability(event).await)[&seat(0)],
+        pb::SeatStatus::Sold as i32
+    );
+    assert_eq!(reconciler.reconcile().await.expect("checked"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_reconciles_on_its_own_and_live_holds_survive_the_repair() {
+    let s = stack_with(|config| config.holds.reconcile_interval = Duration::from_millis(300)).await;
+    let event = s.event(Uuid::now_v7(), 4, 0, 10).await;
+    let (_, alice) = s.user(&[]).await;
+    let (_, bob) = s.user(&[]).await;
+    let sold = s.hold_seats(&alice, event, &[seat(0)]).await.expect("held");
+    s.commit(&alice, sold.id, Uuid::now_v7().to_string())
+        .await
+        .expect("sold");
+    let live = s.hold_seats(&bob, event, &[seat(1)]).await.expect("held");
+    forget_sale(&s, event, &seat(0)).await;
+    eventually("the forgotten sale is shown sold again", || async {
+        standard(&s.counts(event).await) == (2, 1, 1)
+    })
+    .await;
+    // Bob's hold lived through the rebuild and is still his to buy.
+    s.commit(&bob, live.id, Uuid::now_v7().to_string())
+        .await
+        .expect("bought");
+    assert_eq!(standard(&s.counts(event).await), (2, 0, 2));
+}

@@ -6,4 +6,5 @@ mod helpers;
 mod holds;
 mod invariants;
 mod load;
+mod revival;
 mod watch;

@@ -223,6 +223,31 @@ fn harmful_requests(scene: &Scene, buyer_id: Uuid, api_key_secret: &str) -> BTre
             .encode_to_vec(),
         ),
         (
+            // Sells a free seat to an order that never existed.
+            "/ticketing.inventory.v1.InventoryService/ReclaimPlaces",
+            inv::ReclaimPlacesRequest {
+                order_id: Uuid::now_v7().to_string(),
+                event_id: scene.sale.event_id.clone(),
+                customer_id: buyer_id.to_string(),
+                hold_id: Uuid::now_v7().to_string(),
+                items: vec![inv::HoldItem {
+                    tier_id: scene.hold.items[0].tier_id.clone(),
+                    place: Some(inv::hold_item::Place::SeatId(scene.sale.seats[6].clone())),
+                    quantity: 1,
+                }],
+            }
+            .encode_to_vec(),
+        ),
+        (
+            // Tells who paid what, and how.
+            "/ticketing.payments.v1.PaymentsService/GetCharge",
+            payments::GetChargeRequest {
+                idempotency_key: format!("order:{}:attempt:1", scene.paid.id),
+                order_id: scene.paid.id.clone(),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "/ticketing.inventory.v1.InventoryService/ConfigureEvent",
             inv::ConfigureEventRequest {
                 event_id: scene.new_event.clone(),

@@ -4,6 +4,7 @@
 mod attacks;
 mod checkout;
 mod faults;
+mod healing;
 mod helpers;
 mod internal;
 mod metrics;

@@ -1,0 +1,2 @@
+DROP INDEX orders_leased;
+ALTER TABLE orders DROP COLUMN lease_holder;
