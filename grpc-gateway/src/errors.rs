@@ -21,10 +21,10 @@ pub struct HttpError {
 
 impl HttpError {
     /// An error the gateway itself answers with (`code` is the gRPC code it stands for).
-    pub fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: json!({ "code": code, "message": message.into(), "details": [] }),
+            body: json!({ "code": code as i32, "message": message.into(), "details": [] }),
             retry_after: None,
         }
     }

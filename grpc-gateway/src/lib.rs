@@ -251,7 +251,7 @@ async fn too_large_by_length(max_body: usize, request: Request, next: axum::midd
     if declared.is_some_and(|length| length > max_body as u64) {
         return HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted as i32,
+            tonic::Code::ResourceExhausted,
             format!("the request body is larger than {max_body} bytes"),
         )
         .into_response();
@@ -267,7 +267,7 @@ fn throttled(refused: Throttled) -> HttpError {
     };
     HttpError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        tonic::Code::ResourceExhausted as i32,
+        tonic::Code::ResourceExhausted,
         format!("too many requests from {whose}; retry after the delay given"),
     )
     .reason(
@@ -406,15 +406,24 @@ async fn transcode_request(
         Resolved::Found(route, bindings) => (route, bindings),
         Resolved::MethodNotAllowed(allowed) => {
             let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-            let mut response =
-                HttpError::new(StatusCode::METHOD_NOT_ALLOWED, 12, "method not allowed").into_response();
+            let mut response = HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                tonic::Code::Unimplemented,
+                "method not allowed",
+            )
+            .into_response();
             if let Ok(value) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
             return response;
         }
         Resolved::NotFound => {
-            return HttpError::new(StatusCode::NOT_FOUND, 5, "no route for this path").into_response();
+            return HttpError::new(
+                StatusCode::NOT_FOUND,
+                tonic::Code::NotFound,
+                "no route for this path",
+            )
+            .into_response();
         }
     };
     // The request's span continues the client's trace (`traceparent`), or starts one; the
@@ -488,7 +497,7 @@ async fn serve(
     if matches!(caller, Caller::Anonymous) && !route.anonymous {
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
-            16,
+            tonic::Code::Unauthenticated,
             "this route needs credentials: Authorization: Bearer <token> or X-API-Key",
         ));
     }
@@ -499,9 +508,17 @@ async fn serve(
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
                 || error.to_string().contains("length limit");
             return Err(if too_large {
-                HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, 8, "the request body is too large")
+                HttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    tonic::Code::ResourceExhausted,
+                    "the request body is too large",
+                )
             } else {
-                HttpError::new(StatusCode::BAD_REQUEST, 3, "the request body could not be read")
+                HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    "the request body could not be read",
+                )
             });
         }
     };
@@ -531,14 +548,17 @@ async fn serve(
         .map_or(gw.config.limits.upstream_timeout, |t| {
             t.min(gw.config.limits.upstream_timeout)
         });
-    let channel =
-        gw.channels.get(&route.upstream).cloned().ok_or_else(|| {
-            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, 14, "no upstream for this route")
-        })?;
+    let channel = gw.channels.get(&route.upstream).cloned().ok_or_else(|| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "no upstream for this route",
+        )
+    })?;
     if let Permit::Refused { retry_after } = gw.breakers.permit(&route.upstream) {
         return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable as i32,
+            tonic::Code::Unavailable,
             format!(
                 "the {} service is failing; the gateway is not calling it for a while",
                 route.upstream
@@ -548,14 +568,19 @@ async fn serve(
         .retry_after(retry_after));
     }
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_UPSTREAM_REPLY_BYTES);
-    let path = http::uri::PathAndQuery::try_from(route.grpc_path())
-        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, "bad method path"))?;
+    let path = http::uri::PathAndQuery::try_from(route.grpc_path()).map_err(|_| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            "bad method path",
+        )
+    })?;
     if grpc.ready().await.is_err() {
         gw.breakers.unreachable(&route.upstream);
         gw.breakers.record(&route.upstream, Err(tonic::Code::Unavailable));
         return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            14,
+            tonic::Code::Unavailable,
             "the upstream service is unavailable",
         ));
     }
@@ -602,7 +627,7 @@ async fn serve(
     let json = transcode::response_json(route, &reply).map_err(|e| {
         HttpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            13,
+            tonic::Code::Internal,
             format!("rendering the reply: {e}"),
         )
     })?;
@@ -628,7 +653,7 @@ fn resume_after(message: &mut DynamicMessage, id: &str) -> Result<(), HttpError>
     let sequence: i64 = id.trim().parse().map_err(|_| {
         HttpError::new(
             StatusCode::BAD_REQUEST,
-            3,
+            tonic::Code::InvalidArgument,
             "Last-Event-ID must be a sequence number",
         )
     })?;
@@ -748,7 +773,8 @@ fn api_key_refused(status: &tonic::Status) -> bool {
 
 impl Gateway {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, HttpError> {
-        let unauthenticated = |message: &str| HttpError::new(StatusCode::UNAUTHORIZED, 16, message);
+        let unauthenticated =
+            |message: &str| HttpError::new(StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated, message);
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -809,7 +835,7 @@ impl Gateway {
                         tracing::error!(error = %status.message(), "identity refused the gateway's service credential");
                         return Err(HttpError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
-                            tonic::Code::Unavailable as i32,
+                            tonic::Code::Unavailable,
                             "API keys cannot be checked right now",
                         )
                         .retry_after(Duration::from_secs(1)));
@@ -827,7 +853,7 @@ impl Gateway {
         let token = token.ok_or_else(|| {
             HttpError::new(
                 StatusCode::UNAUTHORIZED,
-                16,
+                tonic::Code::Unauthenticated,
                 "the API key is invalid, expired or revoked",
             )
         })?;

@@ -145,6 +145,18 @@ pub fn endpoint(url: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
+/// `message` as a request carrying an end user's token (`authorization: Bearer`), for a public
+/// RPC made on the user's behalf: the peer authorizes the user. (The peer channel adds this
+/// service's own token.) A token that is not a valid header value is left out, and the peer
+/// answers UNAUTHENTICATED.
+pub fn with_bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 /// The code a failed call stands for. A failure to reach the peer (connection refused or cut,
 /// the process killed mid-call) reads from tonic as UNKNOWN, INTERNAL or CANCELLED with the
 /// transport error as its source; that is the peer being unavailable. Statuses the peer itself

@@ -28,6 +28,8 @@ pub async fn connect_and_migrate(
     }
     let pool = connect(config).await?;
     run_migrations(&pool, migrations).await?;
+    // Every service keeps an outbox and an inbox beside its own tables.
+    run_migrations(&pool, crate::messaging::MIGRATIONS).await?;
     Ok(pool)
 }
 

@@ -3,6 +3,7 @@
 //! and Redis pools, errors mapped to `google.rpc` statuses, authentication, pagination and the
 //! clients for other services. No business rules live here.
 
+pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod clients;
@@ -12,11 +13,13 @@ pub mod deadline;
 pub mod discovery;
 pub mod error;
 pub mod messaging;
+pub mod money;
 pub mod pagination;
 pub mod retry;
 pub mod rpc_metrics;
 pub mod server;
 pub mod service_auth;
+pub mod stored_enum;
 pub mod telemetry;
 pub mod time;
 pub mod tracing_layer;

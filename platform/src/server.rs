@@ -40,7 +40,6 @@ impl Probe {
         }
     }
 
-    /// PostgreSQL answers a query within a second.
     /// PostgreSQL answers a query within a second. Each round also reports the pool's size.
     pub fn postgres(pool: crate::db::PgPool) -> Self {
         Self::new("postgres", move || {
@@ -182,23 +181,25 @@ impl Host {
         tracing::info!(service = S::NAME, %grpc_addr, %admin_addr, "serving");
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let mut grpc_stop = stop_rx.clone();
-        // Past the limit, calls are refused at once with RESOURCE_EXHAUSTED (tonic maps tower's
-        // Overloaded) instead of queueing without bound; the semaphore is shared by every
-        // connection, so the limit is per process.
-        let admission =
-            tower::ServiceBuilder::new()
-                .load_shed()
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    self.config.concurrency_limit,
-                ));
         let me = crate::service_auth::service_of(S::NAME)
             .with_context(|| format!("{} is not a ticketing service", S::NAME))?;
+        // The layers, outermost first:
+        // - metrics and the span see every call, refused ones included (a shed call or a
+        //   refused credential is counted and traced like any other);
+        // - the deadline is in scope before anything waits, so every peer call made on the
+        //   call's behalf carries the time left;
+        // - admission sheds past the concurrency limit (health and reflection excepted) before
+        //   any work is done, even the verification of a token;
+        // - the call guard checks the caller against the call graph last, just before the
+        //   handler, so nothing it refuses reaches service code.
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(crate::rpc_metrics::RpcMetricsLayer::server())
             .layer(crate::tracing_layer::TraceLayer::server())
             .layer(crate::deadline::DeadlineLayer)
-            .layer(admission)
+            .layer(crate::admission::AdmissionLayer::new(
+                self.config.concurrency_limit,
+            ))
             .layer(crate::service_auth::CallGuardLayer::new(me, verifier))
             .add_service(health_service)
             .add_service(reflection_v1)

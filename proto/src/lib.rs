@@ -8,6 +8,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/ticketing.rs"));
 
+pub mod domain_events;
+pub use domain_events::DomainEvent;
+
 /// Every compiled file (including `google/api` and `google/protobuf` imports), encoded.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ticketing_descriptor.bin"));
 

@@ -16,11 +16,7 @@ pub const ORGANIZER: &str = "organizer@demo.ticketing.dev";
 pub const EVENT_TITLE: &str = "Flash Sale Night";
 
 fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(request)
+    Ok(ticketing_platform::clients::with_bearer(token, message))
 }
 
 fn chart() -> pb::SeatingChart {

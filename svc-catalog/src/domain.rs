@@ -292,20 +292,7 @@ pub fn check_money(
     field: &str,
     money: Option<&ticketing_proto::ticketing::common::v1::Money>,
 ) {
-    match money {
-        None => v.add(field, "is required"),
-        Some(m) => {
-            if !(0..=1_000_000_000).contains(&m.amount_minor) {
-                v.add(format!("{field}.amount_minor"), "must be 0 to 1,000,000,000");
-            }
-            if !(m.currency.len() == 3 && m.currency.chars().all(|c| c.is_ascii_uppercase())) {
-                v.add(
-                    format!("{field}.currency"),
-                    "must be an ISO 4217 code such as EUR",
-                );
-            }
-        }
-    }
+    ticketing_platform::money::check(v, field, money, 0..=1_000_000_000);
 }
 
 /// (seat id, tier id)

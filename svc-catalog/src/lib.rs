@@ -19,7 +19,7 @@ use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
     clients::Peers,
     db::{self, PgPool},
-    messaging::{self, Relay},
+    messaging::Relay,
     server::{Host, Probe},
 };
 use ticketing_proto::ticketing::{
@@ -46,7 +46,6 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the catalog database")?;
-        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
         let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));

@@ -32,9 +32,7 @@ pub(crate) fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, re
     let starts_at = Some(to_timestamp(row.starts_at));
     let title = row.title.clone();
     match to {
-        EventStatus::Published if changed => OutboxEvent::new(
-            "event.updated",
-            "event",
+        EventStatus::Published if changed => OutboxEvent::of(
             row.id,
             &events::EventUpdated {
                 event_id,
@@ -43,9 +41,7 @@ pub(crate) fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, re
                 starts_at,
             },
         ),
-        EventStatus::Cancelled => OutboxEvent::new(
-            "event.cancelled",
-            "event",
+        EventStatus::Cancelled => OutboxEvent::of(
             row.id,
             &events::EventCancelled {
                 event_id,
@@ -53,18 +49,14 @@ pub(crate) fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, re
                 reason: reason.to_string(),
             },
         ),
-        EventStatus::Completed => OutboxEvent::new(
-            "event.completed",
-            "event",
+        EventStatus::Completed => OutboxEvent::of(
             row.id,
             &events::EventCompleted {
                 event_id,
                 organization_id,
             },
         ),
-        _ => OutboxEvent::new(
-            "event.published",
-            "event",
+        _ => OutboxEvent::of(
             row.id,
             &events::EventPublished {
                 event_id,

@@ -24,8 +24,8 @@ use ticketing_platform::{
     auth::{Role, TokenVerifier},
     cache::Cache,
     db::{self, PgPool},
-    messaging::{self, Relay},
-    server::{Host, Probe},
+    messaging::Relay,
+    server::{Host, Probe, spawn_periodic},
 };
 use ticketing_proto::ticketing::identity::v1::identity_service_server::IdentityServiceServer;
 use uuid::Uuid;
@@ -57,7 +57,6 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the identity database")?;
-        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "identity");
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let keys = KeyStore::open(pool.clone(), config.tokens.clone()).await?;
@@ -114,13 +113,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let keys = self.state.keys.clone();
         let every = self.key_rotation_check;
-        let rotation = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(error) = keys.rotate_if_due().await {
-                    tracing::warn!(%error, "scheduled key rotation failed");
-                }
-            }
+        let rotation = spawn_periodic(every, "rotating the signing key when due", move || {
+            let keys = keys.clone();
+            async move { keys.rotate_if_due().await }
         });
         let relay = tokio::spawn(self.relay.run());
         let verifier = self.state.verifier.clone();

@@ -173,11 +173,7 @@ pub async fn insert_user(conn: &mut Conn, user: &UserRow, extra_roles: &[Role]) 
             email: user.email.clone(),
             display_name: user.display_name.clone(),
         };
-        messaging::enqueue(
-            conn,
-            vec![OutboxEvent::new("user.registered", "user", user.id, &registered)],
-        )
-        .await
+        messaging::enqueue(conn, vec![OutboxEvent::of(user.id, &registered)]).await
     })
     .await
 }

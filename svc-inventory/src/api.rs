@@ -1,7 +1,7 @@
 //! The `InventoryService` implementation: validate, authenticate, authorize, then holds and
 //! sales through [`Inventory`].
 
-use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashSet, pin::Pin, time::Duration};
 
 use chrono::Utc;
 use futures::Stream;
@@ -13,7 +13,7 @@ use ticketing_platform::{
     time::to_timestamp,
 };
 use ticketing_proto::ticketing::inventory::v1::{self as pb, inventory_service_server::InventoryService};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use crate::{
     config::HoldConfig,
     inventory::{HoldRefused, HoldView, Inventory, Reclaim, Snapshot, Want},
     store::{self, Configuration, EventRow, Item},
-    watch::{Delta, Fanout, Signal},
+    watch::{self, Fanout},
 };
 
 /// Most seats one hold names.
@@ -49,16 +49,6 @@ fn check_place_id(v: &mut Violations, field: &str, id: &str) {
     }
 }
 
-fn status_of(status: &str) -> i32 {
-    (match status {
-        "active" | "committing" => pb::HoldStatus::Active,
-        "released" => pb::HoldStatus::Released,
-        "expired" => pb::HoldStatus::Expired,
-        "committed" => pb::HoldStatus::Committed,
-        _ => pb::HoldStatus::Unspecified,
-    }) as i32
-}
-
 fn item_proto(item: &Item) -> pb::HoldItem {
     pb::HoldItem {
         tier_id: item.tier_id.clone(),
@@ -77,14 +67,14 @@ fn hold_proto(view: &HoldView, items: &[Item]) -> pb::Hold {
         event_id: view.event_id.to_string(),
         owner_id: view.owner.to_string(),
         items: items.iter().map(item_proto).collect(),
-        status: status_of(&view.status),
+        status: view.status.to_proto() as i32,
         created_at: Some(to_timestamp(view.created_at)),
         expires_at: Some(to_timestamp(view.expires_at)),
         order_id: view.order_id.map(|o| o.to_string()).unwrap_or_default(),
     }
 }
 
-fn seat_status(status: &str) -> i32 {
+pub(crate) fn seat_status(status: &str) -> i32 {
     (match status {
         "HELD" => pb::SeatStatus::Held,
         "SOLD" => pb::SeatStatus::Sold,
@@ -92,7 +82,7 @@ fn seat_status(status: &str) -> i32 {
     }) as i32
 }
 
-fn availability_proto(event: Uuid, snap: &Snapshot) -> pb::Availability {
+pub(crate) fn availability_proto(event: Uuid, snap: &Snapshot) -> pb::Availability {
     let mut tiers: Vec<pb::TierAvailability> = snap
         .tiers
         .iter()
@@ -130,44 +120,6 @@ fn availability_proto(event: Uuid, snap: &Snapshot) -> pb::Availability {
         seats,
         sequence: snap.sequence,
         as_of: Some(to_timestamp(Utc::now())),
-    }
-}
-
-fn delta_proto(delta: &Delta) -> pb::AvailabilityUpdate {
-    use pb::availability_delta::Cause;
-    let cause = match delta.cause.as_str() {
-        "HELD" => Cause::Held,
-        "RELEASED" => Cause::Released,
-        "EXPIRED" => Cause::Expired,
-        "SOLD" => Cause::Sold,
-        "RETURNED" => Cause::Returned,
-        _ => Cause::Unspecified,
-    };
-    let count = |x: f64| x.round() as i32;
-    pb::AvailabilityUpdate {
-        sequence: delta.seq,
-        update: Some(pb::availability_update::Update::Delta(pb::AvailabilityDelta {
-            cause: cause as i32,
-            seats: delta
-                .seats
-                .iter()
-                .map(|s| pb::SeatState {
-                    seat_id: s.id.clone(),
-                    status: seat_status(&s.status),
-                })
-                .collect(),
-            tiers: delta
-                .tiers
-                .iter()
-                .map(|t| pb::TierAvailability {
-                    tier_id: t.tier.clone(),
-                    total: count(t.total),
-                    held: count(t.held),
-                    sold: count(t.sold),
-                    free: count((t.total - t.held - t.sold).max(0.0)),
-                })
-                .collect(),
-        })),
     }
 }
 
@@ -517,97 +469,6 @@ impl InventoryApi {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::AvailabilityUpdate, Status>> + Send>>;
 
-/// Feeds one watcher: a snapshot, then deltas in sequence; any gap, lag or reconnect sends a
-/// fresh snapshot instead, so a watcher never silently misses a change.
-async fn feed_watcher(
-    inventory: Inventory,
-    mut signals: broadcast::Receiver<Signal>,
-    event: Uuid,
-    tx: mpsc::Sender<Result<pb::AvailabilityUpdate, Status>>,
-    heartbeat: Duration,
-    resume: Option<(i64, Vec<Arc<Delta>>)>,
-) {
-    let snapshot = |inventory: Inventory| async move {
-        inventory.snapshot(event, true).await.map(|snap| {
-            (
-                snap.sequence,
-                pb::AvailabilityUpdate {
-                    sequence: snap.sequence,
-                    update: Some(pb::availability_update::Update::Snapshot(availability_proto(
-                        event, &snap,
-                    ))),
-                },
-            )
-        })
-    };
-    let mut last = match resume {
-        // A resumed watcher gets what it missed instead of a snapshot.
-        Some((after, missed)) => {
-            let mut last = after;
-            for delta in missed {
-                last = delta.seq;
-                if tx.send(Ok(delta_proto(&delta))).await.is_err() {
-                    return;
-                }
-            }
-            last
-        }
-        None => match snapshot(inventory.clone()).await {
-            Ok((seq, update)) => {
-                if tx.send(Ok(update)).await.is_err() {
-                    return;
-                }
-                seq
-            }
-            Err(error) => {
-                let _ = tx.send(Err(error.into())).await;
-                return;
-            }
-        },
-    };
-    let mut ticker = tokio::time::interval(heartbeat);
-    ticker.reset();
-    loop {
-        let resync = tokio::select! {
-            () = tx.closed() => return,
-            _ = ticker.tick() => {
-                let beat = pb::AvailabilityUpdate {
-                    sequence: last,
-                    update: Some(pb::availability_update::Update::Heartbeat(pb::Heartbeat { at: Some(to_timestamp(Utc::now())) })),
-                };
-                if tx.send(Ok(beat)).await.is_err() { return; }
-                false
-            }
-            signal = signals.recv() => match signal {
-                Ok(Signal::Delta(delta)) if delta.cause == "RESYNC" => true,
-                Ok(Signal::Delta(delta)) if delta.seq <= last => false,
-                Ok(Signal::Delta(delta)) if delta.seq == last + 1 => {
-                    last = delta.seq;
-                    ticker.reset();
-                    if tx.send(Ok(delta_proto(&delta))).await.is_err() { return; }
-                    false
-                }
-                Ok(Signal::Delta(_)) | Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-        };
-        if resync {
-            match snapshot(inventory.clone()).await {
-                Ok((seq, update)) => {
-                    last = seq;
-                    if tx.send(Ok(update)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    let _ = tx.send(Err(error.into())).await;
-                    return;
-                }
-            }
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl InventoryService for InventoryApi {
     type WatchAvailabilityStream = WatchStream;
@@ -657,7 +518,7 @@ impl InventoryService for InventoryApi {
         let (signals, replay) = self.fanout.subscribe_after(event, after).await;
         let (tx, rx) = mpsc::channel(64);
         let resume = replay.map(|deltas| (after, deltas));
-        tokio::spawn(feed_watcher(
+        tokio::spawn(watch::feed(
             self.inventory.clone(),
             signals,
             event,

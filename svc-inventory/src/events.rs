@@ -14,9 +14,16 @@ use crate::{
     store::{self, Item},
 };
 
-/// The event types inventory consumes.
-pub const EVENT_TYPES: [&str; 3] = ["order.expired", "order.cancelled", "order.refunded"];
+ticketing_platform::event_set! {
+    /// The events inventory consumes: orders that closed unpaid, and refunds.
+    pub enum Heard {
+        OrderExpired(events::OrderExpired),
+        OrderCancelled(events::OrderCancelled),
+        OrderRefunded(events::OrderRefunded),
+    }
+}
 
+/// Inventory's consumer of [`Heard`].
 pub struct OrderReturns(pub Inventory);
 
 impl OrderReturns {
@@ -37,7 +44,7 @@ impl OrderReturns {
         Ok(())
     }
 
-    async fn refunded(&self, refund: events::OrderRefunded) -> anyhow::Result<()> {
+    async fn refunded(&self, refund: &events::OrderRefunded) -> anyhow::Result<()> {
         let order = Uuid::parse_str(&refund.order_id).context("order id")?;
         let mut items = Vec::new();
         let mut quantities: BTreeMap<String, i32> = BTreeMap::new();
@@ -75,23 +82,18 @@ fn ignore_missing(result: Result<(), ApiError>) -> anyhow::Result<()> {
 }
 
 impl messaging::Handler for OrderReturns {
+    type Events = Heard;
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut AsyncPgConnection,
-        envelope: &'a events::Envelope,
+        event: &'a Heard,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            match envelope.event_type.as_str() {
-                "order.expired" => {
-                    let e: events::OrderExpired = messaging::payload(envelope)?;
-                    self.give_back(conn, &e.order_id, &e.hold_id).await
-                }
-                "order.cancelled" => {
-                    let e: events::OrderCancelled = messaging::payload(envelope)?;
-                    self.give_back(conn, &e.order_id, &e.hold_id).await
-                }
-                "order.refunded" => self.refunded(messaging::payload(envelope)?).await,
-                _ => Ok(()),
+            match event {
+                Heard::OrderExpired(e) => self.give_back(conn, &e.order_id, &e.hold_id).await,
+                Heard::OrderCancelled(e) => self.give_back(conn, &e.order_id, &e.hold_id).await,
+                Heard::OrderRefunded(refund) => self.refunded(refund).await,
             }
         })
     }

@@ -18,6 +18,7 @@ use ticketing_platform::{ApiError, ApiResult, cache::Cache, db::PgPool};
 use uuid::Uuid;
 
 use crate::{
+    domain::HoldStatus,
     lua::Scripts,
     store::{self, CommitRefused, Configuration, EventState, Item},
 };
@@ -28,7 +29,7 @@ pub struct HoldView {
     pub id: Uuid,
     pub event_id: Uuid,
     pub owner: Uuid,
-    pub status: String,
+    pub status: HoldStatus,
     pub seats: Vec<String>,
     pub ga_tier: Option<(String, i32)>,
     pub created_at: DateTime<Utc>,
@@ -345,7 +346,7 @@ impl Inventory {
                     id: hold_id,
                     event_id: event,
                     owner,
-                    status: "active".into(),
+                    status: HoldStatus::Active,
                     seats,
                     ga_tier,
                     created_at: created,
@@ -395,9 +396,10 @@ impl Inventory {
             .and_then(|id| Uuid::parse_str(id).ok())
             .ok_or_else(|| ApiError::internal("hold event unreadable"))?;
         let expires_at = millis(fields.get("expires"))?;
-        let mut status = get("status");
-        if status == "active" && expires_at <= Utc::now() {
-            status = "expired".into();
+        let mut status =
+            HoldStatus::parse(&get("status")).ok_or_else(|| ApiError::internal("hold status unreadable"))?;
+        if status == HoldStatus::Active && expires_at <= Utc::now() {
+            status = HoldStatus::Expired;
         }
         let ga_qty: i32 = get("ga_qty").parse().unwrap_or(0);
         Ok(Some(HoldView {
@@ -572,7 +574,7 @@ impl Inventory {
                 }
             }
             if let Some(view) = self.get_hold(wanted.hold).await?
-                && view.status == "active"
+                && view.status == HoldStatus::Active
                 && view.owner == wanted.owner
                 && view.event_id == wanted.event
             {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod domain;
 pub mod events;
 pub mod inventory;
 pub mod lua;
@@ -24,7 +25,7 @@ use ticketing_platform::{
     cache::Cache,
     clients::Peers,
     db::{self, PgPool},
-    messaging::{self, Consumer},
+    messaging::Consumer,
     server::{Host, Probe, spawn_periodic},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
@@ -54,7 +55,6 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the inventory database")?;
-        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
@@ -107,7 +107,6 @@ impl Application {
                 self.api.inventory.pool().clone(),
                 self.config.messaging.clone(),
                 "inventory",
-                events::EVENT_TYPES.to_vec(),
                 events::OrderReturns(self.api.inventory.clone()),
             )
             .run(),

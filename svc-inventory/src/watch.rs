@@ -10,11 +10,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::Utc;
 use futures::StreamExt;
 use redis::aio::PubSubSink;
 use serde::{Deserialize, Deserializer};
-use tokio::sync::{OnceCell, broadcast};
+use ticketing_platform::time::to_timestamp;
+use ticketing_proto::ticketing::inventory::v1 as pb;
+use tokio::sync::{OnceCell, broadcast, mpsc};
+use tonic::Status;
 use uuid::Uuid;
+
+use crate::{
+    api::{availability_proto, seat_status},
+    inventory::Inventory,
+};
 
 /// One change, as the Lua scripts publish it.
 #[derive(Debug, Clone, Deserialize)]
@@ -270,5 +279,134 @@ impl Fanout {
             }
         }
         Ok(())
+    }
+}
+
+/// Feeds one watcher: a snapshot, then deltas in sequence; any gap, lag or reconnect sends a
+/// fresh snapshot instead, so a watcher never silently misses a change.
+pub(crate) async fn feed(
+    inventory: Inventory,
+    mut signals: broadcast::Receiver<Signal>,
+    event: Uuid,
+    tx: mpsc::Sender<Result<pb::AvailabilityUpdate, Status>>,
+    heartbeat: Duration,
+    resume: Option<(i64, Vec<Arc<Delta>>)>,
+) {
+    let snapshot = |inventory: Inventory| async move {
+        inventory.snapshot(event, true).await.map(|snap| {
+            (
+                snap.sequence,
+                pb::AvailabilityUpdate {
+                    sequence: snap.sequence,
+                    update: Some(pb::availability_update::Update::Snapshot(availability_proto(
+                        event, &snap,
+                    ))),
+                },
+            )
+        })
+    };
+    let mut last = match resume {
+        // A resumed watcher gets what it missed instead of a snapshot.
+        Some((after, missed)) => {
+            let mut last = after;
+            for delta in missed {
+                last = delta.seq;
+                if tx.send(Ok(delta_proto(&delta))).await.is_err() {
+                    return;
+                }
+            }
+            last
+        }
+        None => match snapshot(inventory.clone()).await {
+            Ok((seq, update)) => {
+                if tx.send(Ok(update)).await.is_err() {
+                    return;
+                }
+                seq
+            }
+            Err(error) => {
+                let _ = tx.send(Err(error.into())).await;
+                return;
+            }
+        },
+    };
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.reset();
+    loop {
+        let resync = tokio::select! {
+            () = tx.closed() => return,
+            _ = ticker.tick() => {
+                let beat = pb::AvailabilityUpdate {
+                    sequence: last,
+                    update: Some(pb::availability_update::Update::Heartbeat(pb::Heartbeat { at: Some(to_timestamp(Utc::now())) })),
+                };
+                if tx.send(Ok(beat)).await.is_err() { return; }
+                false
+            }
+            signal = signals.recv() => match signal {
+                Ok(Signal::Delta(delta)) if delta.cause == "RESYNC" => true,
+                Ok(Signal::Delta(delta)) if delta.seq <= last => false,
+                Ok(Signal::Delta(delta)) if delta.seq == last + 1 => {
+                    last = delta.seq;
+                    ticker.reset();
+                    if tx.send(Ok(delta_proto(&delta))).await.is_err() { return; }
+                    false
+                }
+                Ok(Signal::Delta(_)) | Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if resync {
+            match snapshot(inventory.clone()).await {
+                Ok((seq, update)) => {
+                    last = seq;
+                    if tx.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = tx.send(Err(error.into())).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn delta_proto(delta: &Delta) -> pb::AvailabilityUpdate {
+    use pb::availability_delta::Cause;
+    let cause = match delta.cause.as_str() {
+        "HELD" => Cause::Held,
+        "RELEASED" => Cause::Released,
+        "EXPIRED" => Cause::Expired,
+        "SOLD" => Cause::Sold,
+        "RETURNED" => Cause::Returned,
+        _ => Cause::Unspecified,
+    };
+    let count = |x: f64| x.round() as i32;
+    pb::AvailabilityUpdate {
+        sequence: delta.seq,
+        update: Some(pb::availability_update::Update::Delta(pb::AvailabilityDelta {
+            cause: cause as i32,
+            seats: delta
+                .seats
+                .iter()
+                .map(|s| pb::SeatState {
+                    seat_id: s.id.clone(),
+                    status: seat_status(&s.status),
+                })
+                .collect(),
+            tiers: delta
+                .tiers
+                .iter()
+                .map(|t| pb::TierAvailability {
+                    tier_id: t.tier.clone(),
+                    total: count(t.total),
+                    held: count(t.held),
+                    sold: count(t.sold),
+                    free: count((t.total - t.held - t.sold).max(0.0)),
+                })
+                .collect(),
+        })),
     }
 }

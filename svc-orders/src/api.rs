@@ -5,6 +5,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier, bearer_token},
     error::{Violations, parse_id},
+    money,
     pagination::{self, Cursor},
     time::from_timestamp,
 };
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use crate::{
     orders::{CardInput, NewOrder, Orders},
     qr,
-    store::{self, DiscountRow, LineRow, OrderFilter, OrderRow, TicketRow},
+    store::{self, DiscountRow, LineRow, OrderFilter, OrderRow, OrderStatus, TicketRow},
 };
 
 pub struct OrdersApi {
@@ -108,19 +109,16 @@ impl OrdersApi {
         let order_id = v.id("order_id", &r.order_id);
         let card = match &r.card {
             Some(card) => {
-                let number: String = card.number.chars().filter(|c| !c.is_whitespace()).collect();
-                if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
-                    v.add("card.number", "must be 12 to 19 digits");
-                }
-                if !(1..=12).contains(&card.exp_month) {
-                    v.add("card.exp_month", "must be 1 to 12");
-                }
-                if !(2000..=2100).contains(&card.exp_year) {
-                    v.add("card.exp_year", "must be a four-digit year");
-                }
-                if !(3..=4).contains(&card.cvc.len()) || !card.cvc.bytes().all(|b| b.is_ascii_digit()) {
-                    v.add("card.cvc", "must be 3 or 4 digits");
-                }
+                let number = money::check_card(
+                    &mut v,
+                    ["card.number", "card.exp_month", "card.exp_year", "card.cvc"],
+                    &money::CardFields {
+                        number: &card.number,
+                        exp_month: card.exp_month,
+                        exp_year: card.exp_year,
+                        cvc: &card.cvc,
+                    },
+                );
                 Some(CardInput {
                     number,
                     exp_month: card.exp_month,
@@ -212,19 +210,11 @@ impl OrdersApi {
         let after = Cursor::decode(&r.page_token)?;
         let mut statuses = Vec::new();
         for (i, s) in r.statuses.iter().enumerate() {
-            let status = match pb::OrderStatus::try_from(*s) {
-                Ok(pb::OrderStatus::PendingPayment) => "pending_payment",
-                Ok(pb::OrderStatus::Paid) => "paid",
-                Ok(pb::OrderStatus::Cancelled) => "cancelled",
-                Ok(pb::OrderStatus::Expired) => "expired",
-                Ok(pb::OrderStatus::PartiallyRefunded) => "partially_refunded",
-                Ok(pb::OrderStatus::Refunded) => "refunded",
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("statuses[{i}]"),
-                        "is not an order status",
-                    ));
-                }
+            let Some(status) = OrderStatus::from_proto(*s) else {
+                return Err(ApiError::invalid(
+                    format!("statuses[{i}]"),
+                    "is not an order status",
+                ));
             };
             statuses.push(status);
         }
@@ -309,9 +299,7 @@ impl OrdersApi {
                 if m.amount_minor <= 0 {
                     v.add("discount_code.amount_off.amount_minor", "must be above zero");
                 }
-                if m.currency.len() != 3 || !m.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                    v.add("discount_code.amount_off.currency", "must be an ISO 4217 code");
-                }
+                money::check_currency(&mut v, "discount_code.amount_off.currency", &m.currency);
                 (None, Some(m.amount_minor), Some(m.currency.clone()))
             }
             None => {

@@ -46,11 +46,11 @@ impl Orders {
                 let accepted: Option<TicketRow> = diesel::update(
                     tickets::table
                         .find(ticket_id)
-                        .filter(tickets::status.eq("valid"))
+                        .filter(tickets::status.eq(TicketStatus::Valid))
                         .filter(tickets::secret.eq(secret)),
                 )
                 .set((
-                    tickets::status.eq("checked_in"),
+                    tickets::status.eq(TicketStatus::CheckedIn),
                     tickets::checked_in_at.eq(Some(now)),
                     tickets::check_in_gate.eq(Some(gate)),
                     tickets::check_in_nonce.eq(nonce),
@@ -62,9 +62,7 @@ impl Orders {
                 if let Some(ticket) = accepted {
                     messaging::enqueue(
                         conn,
-                        vec![OutboxEvent::new(
-                            "ticket.checked_in",
-                            "ticket",
+                        vec![OutboxEvent::of(
                             ticket.id,
                             &events::TicketCheckedIn {
                                 ticket_id: ticket.id.to_string(),
@@ -96,12 +94,14 @@ impl Orders {
                     });
                 };
                 let line = line_of(conn, ticket.line_id).await?;
-                let result = match ticket.status.as_str() {
+                let result = match ticket.status {
                     // The same scan retried (same nonce) is not a second entry.
-                    "checked_in" if nonce.is_some() && ticket.check_in_nonce.as_deref() == nonce => {
+                    TicketStatus::CheckedIn
+                        if nonce.is_some() && ticket.check_in_nonce.as_deref() == nonce =>
+                    {
                         pb::CheckInResult::Accepted
                     }
-                    "checked_in" => pb::CheckInResult::AlreadyCheckedIn,
+                    TicketStatus::CheckedIn => pb::CheckInResult::AlreadyCheckedIn,
                     _ => pb::CheckInResult::Revoked,
                 };
                 Ok(pb::CheckInResponse {

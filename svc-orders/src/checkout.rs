@@ -170,7 +170,7 @@ impl Orders {
                 orders::table
                     .find(order_id)
                     .filter(orders::buyer_id.eq(buyer))
-                    .filter(orders::status.eq("pending_payment"))
+                    .filter(orders::status.eq(OrderStatus::PendingPayment))
                     .filter(orders::payment_deadline.gt(now))
                     .filter(lease_free(now)),
             )
@@ -205,7 +205,7 @@ impl Orders {
             if order.is_paid() {
                 return Ok(Lease::Done(order));
             }
-            if order.status != "pending_payment" {
+            if order.status != OrderStatus::PendingPayment {
                 return Err(ApiError::precondition(
                     "ORDER_NOT_PAYABLE",
                     format!("the order is {}", order.status),
@@ -238,7 +238,7 @@ impl Orders {
         let mut conn = self.pool.get().await?;
         let pending = orders::table
             .find(order_id)
-            .filter(orders::status.eq("pending_payment"))
+            .filter(orders::status.eq(OrderStatus::PendingPayment))
             .filter(orders::lease_holder.eq(holder));
         let released = (
             orders::attempt_open.eq(open),
@@ -289,7 +289,7 @@ impl Orders {
         diesel::update(
             orders::table
                 .find(order_id)
-                .filter(orders::status.eq("pending_payment"))
+                .filter(orders::status.eq(OrderStatus::PendingPayment))
                 .filter(orders::lease_holder.eq(holder))
                 .filter(orders::charging_until.is_not_null()),
         )
@@ -307,7 +307,7 @@ impl Orders {
         let lapsed: Vec<OrderRow> = {
             let mut conn = self.pool.get().await?;
             orders::table
-                .filter(orders::status.eq("pending_payment"))
+                .filter(orders::status.eq(OrderStatus::PendingPayment))
                 .filter(orders::charging_until.le(Utc::now()))
                 .select(OrderRow::as_select())
                 .order(orders::charging_until)
@@ -397,7 +397,7 @@ impl Orders {
         let now = Utc::now();
         let lapsed = orders::table
             .find(order_id)
-            .filter(orders::status.eq("pending_payment"))
+            .filter(orders::status.eq(OrderStatus::PendingPayment))
             .filter(orders::charging_until.le(now));
         let released = (
             orders::attempt_open.eq(open),
@@ -430,7 +430,7 @@ impl Orders {
             if order.is_paid() {
                 return Ok(OtherPayment::Paid(Box::new(order)));
             }
-            if order.status != "pending_payment" {
+            if order.status != OrderStatus::PendingPayment {
                 return Err(ApiError::precondition(
                     "ORDER_NOT_PAYABLE",
                     format!("the order is {}", order.status),
@@ -558,10 +558,10 @@ pub(crate) async fn complete_in(
         let updated: Option<OrderRow> = diesel::update(
             orders::table
                 .find(order_id)
-                .filter(orders::status.eq("pending_payment")),
+                .filter(orders::status.eq(OrderStatus::PendingPayment)),
         )
         .set((
-            orders::status.eq("paid"),
+            orders::status.eq(OrderStatus::Paid),
             orders::payment_id.eq(payment_id),
             orders::paid_at.eq(Some(now)),
             orders::attempt_open.eq(false),
@@ -623,7 +623,7 @@ pub(crate) async fn issue(
                 line_id: line.id,
                 event_id: order.event_id,
                 holder_id: order.buyer_id,
-                status: "valid".into(),
+                status: TicketStatus::Valid,
                 secret: signer.sign(TicketClaim {
                     ticket_id: id,
                     event_id: order.event_id,
@@ -642,9 +642,7 @@ pub(crate) async fn issue(
     let ticket_of: HashMap<Uuid, Uuid> = issued.iter().map(|t| (t.line_id, t.id)).collect();
     messaging::enqueue(
         conn,
-        vec![OutboxEvent::new(
-            "order.paid",
-            "order",
+        vec![OutboxEvent::of(
             order.id,
             &events::OrderPaid {
                 order_id: order.id.to_string(),

@@ -10,6 +10,8 @@ pub mod api;
 pub mod checkin;
 pub mod checkout;
 pub mod config;
+pub mod domain;
+pub mod events;
 pub mod orders;
 pub mod payment_events;
 pub mod qr;
@@ -18,27 +20,25 @@ pub mod schema;
 pub mod store;
 pub mod tickets;
 
-use std::{future::Future, net::SocketAddr, pin::Pin};
+use std::{future::Future, net::SocketAddr};
 
 use anyhow::Context;
-use diesel_async::AsyncPgConnection;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
     clients,
     db::{self, PgPool},
-    messaging::{self, Consumer, Handler, Relay},
+    messaging::{Consumer, Relay},
     server::{Host, Probe, spawn_periodic},
 };
 use ticketing_proto::ticketing::{
-    catalog::v1::catalog_service_client::CatalogServiceClient, events::v1 as events,
+    catalog::v1::catalog_service_client::CatalogServiceClient,
     inventory::v1::inventory_service_client::InventoryServiceClient,
     orders::v1::orders_service_server::OrdersServiceServer,
     payments::v1::payments_service_client::PaymentsServiceClient,
 };
-use uuid::Uuid;
 
-use crate::{api::OrdersApi, config::Config, orders::Orders, tickets::TicketSigner};
+use crate::{api::OrdersApi, config::Config, events::PaymentOutcomes, orders::Orders, tickets::TicketSigner};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -54,58 +54,11 @@ pub struct Application {
     config: Config,
 }
 
-/// `payment.succeeded`: finishes an order whose PayOrder stopped after the charge, takes an
-/// expired order back for a late payment (or refunds a payment that cannot pay its order). `payment.refunded`: an order whose money went back outside
-/// orders is refunded too.
-pub struct PaymentOutcomes(Orders);
-
-/// The event types orders consumes.
-pub const EVENT_TYPES: [&str; 2] = ["payment.succeeded", "payment.refunded"];
-
-impl Handler for PaymentOutcomes {
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        envelope: &'a events::Envelope,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            match envelope.event_type.as_str() {
-                "payment.succeeded" => {
-                    let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
-                    self.0.complete_from_event(conn, &paid).await
-                }
-                "payment.refunded" => {
-                    let refund = messaging::payload::<events::PaymentRefunded>(envelope)?;
-                    self.0.reconcile_refund(conn, &refund).await
-                }
-                _ => Ok(()),
-            }
-        })
-    }
-
-    fn settled<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        envelope: &'a events::Envelope,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<bool>> + Send + 'a>> {
-        Box::pin(async move {
-            if envelope.event_type != "payment.succeeded" {
-                return Ok(false);
-            }
-            let paid = messaging::payload::<events::PaymentSucceeded>(envelope)?;
-            let order = Uuid::parse_str(&paid.order_id).context("order id")?;
-            let payment = Uuid::parse_str(&paid.payment_id).context("payment id")?;
-            payment_events::payment_settled(conn, order, payment).await
-        })
-    }
-}
-
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the orders database")?;
-        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let signer = {
             let mut conn = pool.get().await.context("orders database")?;
             TicketSigner::load_or_create(&mut conn).await?
@@ -128,7 +81,6 @@ impl Application {
             pool.clone(),
             config.messaging.clone(),
             CONSUMER,
-            EVENT_TYPES.to_vec(),
             PaymentOutcomes(orders.clone()),
         );
         let host = Host::bind(config.server.clone()).await?;

@@ -12,8 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use diesel::{prelude::*, result::DatabaseErrorKind};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use sha2::{Digest, Sha256};
-use ticketing_platform::clients::PeerChannel;
+use ticketing_platform::clients::{PeerChannel, with_bearer};
 use ticketing_platform::{
     ApiError, ApiResult,
     clients::{internal_peer_error, peer_error},
@@ -48,14 +47,6 @@ pub struct Peers {
     pub payments: PaymentsServiceClient<PeerChannel>,
 }
 
-pub fn forwarded<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
-
 #[derive(Clone)]
 pub struct Orders {
     pub(crate) pool: PgPool,
@@ -76,13 +67,7 @@ pub struct NewOrder {
 
 impl NewOrder {
     fn fingerprint(&self) -> String {
-        let mut hash = Sha256::new();
-        hash.update(self.hold_id.as_bytes());
-        hash.update([0]);
-        hash.update(self.discount_code.as_deref().unwrap_or("").as_bytes());
-        hash.update([0]);
-        hash.update(self.buyer_email.as_bytes());
-        format!("{:x}", hash.finalize())
+        crate::domain::request_fingerprint(self.hold_id, self.discount_code.as_deref(), &self.buyer_email)
     }
 }
 
@@ -159,7 +144,7 @@ impl Orders {
             .peers
             .inventory
             .clone()
-            .get_hold(forwarded(
+            .get_hold(with_bearer(
                 token,
                 inventory::GetHoldRequest {
                     hold_id: new.hold_id.to_string(),
@@ -273,7 +258,7 @@ impl Orders {
                         orders::organization_id.eq(organization_id),
                         orders::buyer_id.eq(new.buyer_id),
                         orders::buyer_email.eq(&new.buyer_email),
-                        orders::status.eq("pending_payment"),
+                        orders::status.eq(OrderStatus::PendingPayment),
                         orders::hold_id.eq(new.hold_id),
                         orders::idempotency_key.eq(&new.idempotency_key),
                         orders::request_fingerprint.eq(fingerprint),
@@ -320,9 +305,7 @@ impl Orders {
                     .await?;
                 messaging::enqueue(
                     conn,
-                    vec![OutboxEvent::new(
-                        "order.created",
-                        "order",
+                    vec![OutboxEvent::of(
                         order_id,
                         &events::OrderCreated {
                             order_id: order_id.to_string(),
@@ -402,7 +385,7 @@ impl Orders {
         let mut conn = self.pool.get().await?;
         let now = Utc::now();
         let due: Vec<Uuid> = orders::table
-            .filter(orders::status.eq("pending_payment"))
+            .filter(orders::status.eq(OrderStatus::PendingPayment))
             .filter(orders::payment_deadline.le(now))
             .filter(lease_free(now))
             .select(orders::id)
@@ -412,7 +395,11 @@ impl Orders {
             .await?;
         let mut expired = 0;
         for id in due {
-            if self.close(&mut conn, id, "expired", "").await?.is_some() {
+            if self
+                .close(&mut conn, id, OrderStatus::Expired, "")
+                .await?
+                .is_some()
+            {
                 expired += 1;
             }
         }
@@ -426,7 +413,10 @@ impl Orders {
     /// Cancels an unpaid order at once.
     pub async fn cancel(&self, order_id: Uuid, reason: &str) -> ApiResult<OrderRow> {
         let mut conn = self.pool.get().await?;
-        match self.close(&mut conn, order_id, "cancelled", reason).await? {
+        match self
+            .close(&mut conn, order_id, OrderStatus::Cancelled, reason)
+            .await?
+        {
             Some(order) => {
                 self.outbox.notify();
                 Ok(order)
@@ -436,11 +426,11 @@ impl Orders {
                     .find(order_id)
                     .await?
                     .ok_or(ApiError::NotFound { resource: "order" })?;
-                if order.status == "cancelled" {
+                if order.status == OrderStatus::Cancelled {
                     return Ok(order);
                 }
                 let now = Utc::now();
-                if order.status == "pending_payment"
+                if order.status == OrderStatus::PendingPayment
                     && let Some(until) = order.charging_until.filter(|t| *t > now)
                 {
                     // A payment is in flight: its outcome decides (paid orders are refunded,
@@ -467,16 +457,16 @@ impl Orders {
         &self,
         conn: &mut Conn,
         order_id: Uuid,
-        status: &'static str,
+        status: OrderStatus,
         reason: &str,
     ) -> ApiResult<Option<OrderRow>> {
         conn.transaction::<_, ApiError, _>(async |conn| {
             let order = lock(conn, order_id).await?;
             let now = Utc::now();
-            if order.status != "pending_payment" || order.charging_until.is_some_and(|t| t > now) {
+            if !order.status.can_become(status) || order.charging_until.is_some_and(|t| t > now) {
                 return Ok(None);
             }
-            if status == "expired" && order.payment_deadline > now {
+            if status == OrderStatus::Expired && order.payment_deadline > now {
                 return Ok(None);
             }
             let order = diesel::update(orders::table.find(order_id))
@@ -495,10 +485,8 @@ impl Orders {
                     .execute(conn)
                     .await?;
             }
-            let event = if status == "expired" {
-                OutboxEvent::new(
-                    "order.expired",
-                    "order",
+            let event = if status == OrderStatus::Expired {
+                OutboxEvent::of(
                     order.id,
                     &events::OrderExpired {
                         order_id: order.id.to_string(),
@@ -508,9 +496,7 @@ impl Orders {
                     },
                 )
             } else {
-                OutboxEvent::new(
-                    "order.cancelled",
-                    "order",
+                OutboxEvent::of(
                     order.id,
                     &events::OrderCancelled {
                         order_id: order.id.to_string(),

@@ -31,7 +31,11 @@ use crate::{
 pub async fn payment_settled(conn: &mut Conn, order_id: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
     let paid_by: Option<Option<Uuid>> = orders::table
         .find(order_id)
-        .filter(orders::status.eq_any(["paid", "partially_refunded", "refunded"]))
+        .filter(orders::status.eq_any([
+            OrderStatus::Paid,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::Refunded,
+        ]))
         .select(orders::payment_id)
         .first(conn)
         .await
@@ -82,9 +86,7 @@ impl Orders {
         self.reject_payment(payment_id, why).await?;
         messaging::enqueue(
             conn,
-            vec![OutboxEvent::new(
-                "order.payment_returned",
-                "order",
+            vec![OutboxEvent::of(
                 order.id,
                 &events::OrderPaymentReturned {
                     order_id: order.id.to_string(),
@@ -112,7 +114,7 @@ impl Orders {
         let revival = conn
             .transaction::<_, ApiError, _>(async |conn| {
                 let order = lock(conn, order_id).await?;
-                if order.status != "expired" {
+                if order.status != OrderStatus::Expired {
                     return Ok(Revival::NotExpired);
                 }
                 let lines: Vec<LineRow> = order_lines::table
@@ -151,7 +153,7 @@ impl Orders {
                 let now = Utc::now();
                 let order = diesel::update(orders::table.find(order_id))
                     .set((
-                        orders::status.eq("paid"),
+                        orders::status.eq(OrderStatus::Paid),
                         orders::payment_id.eq(Some(payment_id)),
                         orders::paid_at.eq(Some(now)),
                         orders::attempt_open.eq(false),
@@ -261,11 +263,11 @@ impl Orders {
         if let Some(why) = mismatch(&order, paid) {
             return self.return_payment(conn, &order, paid, &why).await;
         }
-        match order.status.as_str() {
-            "pending_payment" => {}
+        match order.status {
+            OrderStatus::PendingPayment => {}
             // Paid after the order expired (its charge outlived the checkout): the order comes
             // back when its places are still free, else the money goes back.
-            "expired" => {
+            OrderStatus::Expired => {
                 return match self.revive(conn, order_id, payment_id).await? {
                     Revival::Revived => Ok(()),
                     Revival::NotExpired => Box::pin(self.complete_from_event(conn, paid)).await,
@@ -294,7 +296,7 @@ impl Orders {
         let leased = diesel::update(
             orders::table
                 .find(order_id)
-                .filter(orders::status.eq("pending_payment"))
+                .filter(orders::status.eq(OrderStatus::PendingPayment))
                 .filter(lease_free(now)),
         )
         .set((

@@ -33,8 +33,8 @@ pub async fn refund_in(
     how: Refunding,
 ) -> ApiResult<OrderRow> {
     let order = lock(conn, order_id).await?;
-    if !matches!(order.status.as_str(), "paid" | "partially_refunded") {
-        if order.status == "refunded" {
+    if !order.status.can_become(OrderStatus::Refunded) {
+        if order.status == OrderStatus::Refunded {
             return Ok(order);
         }
         return Err(ApiError::precondition(
@@ -67,7 +67,7 @@ pub async fn refund_in(
     let chosen_ids: Vec<Uuid> = chosen.iter().map(|l| l.id).collect();
     let checked_in: i64 = tickets::table
         .filter(tickets::line_id.eq_any(&chosen_ids))
-        .filter(tickets::status.eq("checked_in"))
+        .filter(tickets::status.eq(TicketStatus::CheckedIn))
         .count()
         .get_result(conn)
         .await?;
@@ -86,13 +86,17 @@ pub async fn refund_in(
     diesel::update(
         tickets::table
             .filter(tickets::line_id.eq_any(&chosen_ids))
-            .filter(tickets::status.ne("checked_in")),
+            .filter(tickets::status.ne(TicketStatus::CheckedIn)),
     )
-    .set(tickets::status.eq("refunded"))
+    .set(tickets::status.eq(TicketStatus::Refunded))
     .execute(conn)
     .await?;
     let full = chosen.len() == lines.iter().filter(|l| !l.refunded).count();
-    let status = if full { "refunded" } else { "partially_refunded" };
+    let status = if full {
+        OrderStatus::Refunded
+    } else {
+        OrderStatus::PartiallyRefunded
+    };
     let order = diesel::update(orders::table.find(order_id))
         .set((
             orders::status.eq(status),
@@ -111,9 +115,7 @@ pub async fn refund_in(
         .collect();
     messaging::enqueue(
         conn,
-        vec![OutboxEvent::new(
-            "order.refunded",
-            "order",
+        vec![OutboxEvent::of(
             order.id,
             &events::OrderRefunded {
                 order_id: order.id.to_string(),
@@ -124,7 +126,7 @@ pub async fn refund_in(
                     .iter()
                     .map(|l| line_summary(l, &order.currency, ticket_ids.get(&l.id).copied()))
                     .collect(),
-                full: status == "refunded",
+                full: status == OrderStatus::Refunded,
                 payment_id: order.payment_id.map(|p| p.to_string()).unwrap_or_default(),
                 refund_id: Uuid::now_v7().to_string(),
             },
@@ -165,7 +167,7 @@ impl Orders {
         };
         let refunded_total = refund.refunded_total.as_ref().map_or(0, |m| m.amount_minor);
         let ours = order.payment_id == Some(payment_id);
-        if !ours || !matches!(order.status.as_str(), "paid" | "partially_refunded") {
+        if !ours || !order.status.can_become(OrderStatus::Refunded) {
             return Ok(());
         }
         if refunded_total <= order.refunded_total {

@@ -9,7 +9,11 @@ use ticketing_platform::{ApiError, ApiResult, time::to_timestamp};
 use ticketing_proto::ticketing::{common::v1::Money, orders::v1 as pb};
 use uuid::Uuid;
 
-use crate::schema::{discount_codes, order_lines, orders, tickets};
+pub use crate::domain::{OrderStatus, TicketStatus};
+use crate::{
+    domain::{Discount, NotApplicable},
+    schema::{discount_codes, order_lines, orders, tickets},
+};
 
 pub(crate) type Conn = AsyncPgConnection;
 
@@ -21,7 +25,7 @@ pub struct OrderRow {
     pub organization_id: Uuid,
     pub buyer_id: Uuid,
     pub buyer_email: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub hold_id: Uuid,
     pub idempotency_key: String,
     pub request_fingerprint: String,
@@ -66,7 +70,7 @@ pub struct TicketRow {
     pub line_id: Uuid,
     pub event_id: Uuid,
     pub holder_id: Uuid,
-    pub status: String,
+    pub status: TicketStatus,
     pub secret: String,
     pub issued_at: DateTime<Utc>,
     pub checked_in_at: Option<DateTime<Utc>>,
@@ -115,15 +119,7 @@ pub(crate) fn money(amount_minor: i64, currency: &str) -> Option<Money> {
 
 impl OrderRow {
     pub fn status_proto(&self) -> pb::OrderStatus {
-        match self.status.as_str() {
-            "pending_payment" => pb::OrderStatus::PendingPayment,
-            "paid" => pb::OrderStatus::Paid,
-            "cancelled" => pb::OrderStatus::Cancelled,
-            "expired" => pb::OrderStatus::Expired,
-            "partially_refunded" => pb::OrderStatus::PartiallyRefunded,
-            "refunded" => pb::OrderStatus::Refunded,
-            _ => pb::OrderStatus::Unspecified,
-        }
+        self.status.to_proto()
     }
 
     pub fn to_proto(&self, lines: &[LineRow], tickets: &[TicketRow]) -> pb::Order {
@@ -166,19 +162,13 @@ impl OrderRow {
     }
 
     pub(crate) fn is_paid(&self) -> bool {
-        matches!(self.status.as_str(), "paid" | "partially_refunded" | "refunded")
+        self.status.is_paid()
     }
 }
 
 impl TicketRow {
     pub fn status_proto(&self) -> pb::TicketStatus {
-        match self.status.as_str() {
-            "valid" => pb::TicketStatus::Valid,
-            "checked_in" => pb::TicketStatus::CheckedIn,
-            "refunded" => pb::TicketStatus::Refunded,
-            "cancelled" => pb::TicketStatus::Cancelled,
-            _ => pb::TicketStatus::Unspecified,
-        }
+        self.status.to_proto()
     }
 
     pub fn check_in_record(&self) -> Option<pb::CheckInRecord> {
@@ -239,47 +229,27 @@ impl DiscountRow {
 
     /// Discounts per line (same order as `lines`), never above a line's price.
     pub fn apply(&self, lines: &[(String, i64)], currency: &str) -> ApiResult<Vec<i64>> {
-        let eligible = |tier: &str| self.tier_ids.is_empty() || self.tier_ids.iter().any(|t| t == tier);
-        if !lines.iter().any(|(tier, _)| eligible(tier)) {
-            return Err(ApiError::precondition(
+        let rule = match (self.percent_off, self.amount_off) {
+            (Some(percent), _) => Discount::PercentOff {
+                percent,
+                tiers: &self.tier_ids,
+            },
+            (None, Some(amount)) => Discount::AmountOff {
+                amount,
+                currency: self.currency.as_deref().unwrap_or_default(),
+                tiers: &self.tier_ids,
+            },
+            (None, None) => return Ok(vec![0; lines.len()]),
+        };
+        rule.per_line(lines, currency).map_err(|why| {
+            ApiError::precondition(
                 "DISCOUNT_NOT_APPLICABLE",
-                "the discount code does not apply to these tickets",
-            ));
-        }
-        match (self.percent_off, self.amount_off) {
-            (Some(percent), _) => Ok(lines
-                .iter()
-                .map(|(tier, price)| {
-                    if eligible(tier) {
-                        price * i64::from(percent) / 100
-                    } else {
-                        0
-                    }
-                })
-                .collect()),
-            (None, Some(amount)) => {
-                if self.currency.as_deref() != Some(currency) {
-                    return Err(ApiError::precondition(
-                        "DISCOUNT_NOT_APPLICABLE",
-                        "the discount code is in another currency",
-                    ));
-                }
-                // A fixed amount off the order, spread over eligible lines in order.
-                let mut left = amount;
-                Ok(lines
-                    .iter()
-                    .map(|(tier, price)| {
-                        if !eligible(tier) {
-                            return 0;
-                        }
-                        let take = left.min(*price);
-                        left -= take;
-                        take
-                    })
-                    .collect())
-            }
-            (None, None) => Ok(vec![0; lines.len()]),
-        }
+                match why {
+                    NotApplicable::NoEligibleLine => "the discount code does not apply to these tickets",
+                    NotApplicable::OtherCurrency => "the discount code is in another currency",
+                },
+            )
+        })
     }
 }
 
@@ -318,7 +288,7 @@ pub(crate) async fn line_of(conn: &mut Conn, line_id: Uuid) -> ApiResult<Option<
 pub struct OrderFilter<'a> {
     pub buyer: Option<Uuid>,
     pub event: Option<Uuid>,
-    pub statuses: &'a [&'static str],
+    pub statuses: &'a [OrderStatus],
     pub before: Option<Uuid>,
 }
 
@@ -496,7 +466,7 @@ pub async fn lines_by_id(conn: &mut Conn, ids: &[Uuid]) -> ApiResult<HashMap<Uui
 pub async fn revoked_tickets(conn: &mut Conn, event: Uuid) -> ApiResult<Vec<Uuid>> {
     Ok(tickets::table
         .filter(tickets::event_id.eq(event))
-        .filter(tickets::status.eq_any(["refunded", "cancelled"]))
+        .filter(tickets::status.eq_any([TicketStatus::Refunded, TicketStatus::Cancelled]))
         .select(tickets::id)
         .load(conn)
         .await?)

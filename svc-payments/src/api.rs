@@ -4,6 +4,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
     error::{Violations, parse_id},
+    money,
     pagination::{self, Cursor},
     server::to_the_end,
 };
@@ -29,12 +30,6 @@ fn check_key(v: &mut Violations, field: &str, key: &str) {
     }
 }
 
-fn check_currency(v: &mut Violations, field: &str, currency: &str) {
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        v.add(field, "must be an ISO 4217 code such as EUR");
-    }
-}
-
 impl PaymentsApi {
     fn may_see(principal: &Principal, row: &PaymentRow, scope: Scope) -> bool {
         principal.is_admin()
@@ -57,32 +52,18 @@ impl PaymentsApi {
         } else {
             v.id("organization_id", &r.organization_id)
         };
-        let (amount, currency) = match &r.amount {
-            Some(m) => {
-                if !(1..=MAX_AMOUNT).contains(&m.amount_minor) {
-                    v.add("amount.amount_minor", format!("must be 1 to {MAX_AMOUNT}"));
-                }
-                check_currency(&mut v, "amount.currency", &m.currency);
-                (m.amount_minor, m.currency.clone())
-            }
-            None => {
-                v.add("amount", "is required");
-                (0, String::new())
-            }
-        };
-        let number: String = r.card_number.chars().filter(|c| !c.is_whitespace()).collect();
-        if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
-            v.add("card_number", "must be 12 to 19 digits");
-        }
-        if !(1..=12).contains(&r.exp_month) {
-            v.add("exp_month", "must be 1 to 12");
-        }
-        if !(2000..=2100).contains(&r.exp_year) {
-            v.add("exp_year", "must be a four-digit year");
-        }
-        if !(3..=4).contains(&r.cvc.len()) || !r.cvc.bytes().all(|b| b.is_ascii_digit()) {
-            v.add("cvc", "must be 3 or 4 digits");
-        }
+        let (amount, currency) =
+            money::check(&mut v, "amount", r.amount.as_ref(), 1..=MAX_AMOUNT).unwrap_or_default();
+        let number = money::check_card(
+            &mut v,
+            ["card_number", "exp_month", "exp_year", "cvc"],
+            &money::CardFields {
+                number: &r.card_number,
+                exp_month: r.exp_month,
+                exp_year: r.exp_year,
+                cvc: &r.cvc,
+            },
+        );
         v.into_result()?;
         let (Some(order_id), Some(customer_id)) = (order_id, customer_id) else {
             return Err(ApiError::internal("validated fields missing"));

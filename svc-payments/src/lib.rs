@@ -7,28 +7,28 @@
 
 pub mod api;
 pub mod config;
+pub mod domain;
+pub mod events;
 pub mod payments;
 pub mod provider;
 pub mod schema;
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use diesel_async::AsyncPgConnection;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
     clients::Peers,
     db::{self, PgPool},
-    messaging::{self, Consumer, Handler, Relay},
+    messaging::{Consumer, Relay},
     server::{Host, Probe, spawn_periodic},
 };
-use ticketing_proto::ticketing::{
-    events::v1 as events, payments::v1::payments_service_server::PaymentsServiceServer,
-};
-use uuid::Uuid;
+use ticketing_proto::ticketing::payments::v1::payments_service_server::PaymentsServiceServer;
 
-use crate::{api::PaymentsApi, config::Config, payments::Payments, provider::TestProvider};
+use crate::{
+    api::PaymentsApi, config::Config, events::OrderClosings, payments::Payments, provider::TestProvider,
+};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -44,68 +44,11 @@ pub struct Application {
     config: Config,
 }
 
-/// `order.expired` and `order.cancelled`: no charge for the order may go through any more.
-/// `order.refunded`: the refunded lines' money goes back, once per refund id.
-pub struct OrderClosings(Payments);
-
-impl Handler for OrderClosings {
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        envelope: &'a events::Envelope,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let order_id = match envelope.event_type.as_str() {
-                "order.expired" => messaging::payload::<events::OrderExpired>(envelope)?.order_id,
-                "order.cancelled" => messaging::payload::<events::OrderCancelled>(envelope)?.order_id,
-                "order.refunded" => {
-                    let refund: events::OrderRefunded = messaging::payload(envelope)?;
-                    let amount = refund.amount.map(|m| m.amount_minor).unwrap_or(0);
-                    if refund.payment_id.is_empty() || amount == 0 {
-                        // A free order: nothing was charged.
-                        return Ok(());
-                    }
-                    let payment = Uuid::parse_str(&refund.payment_id).context("payment id")?;
-                    let key = format!("order-refund:{}", refund.refund_id);
-                    // Money that already went back (a refund made at the processor, which
-                    // orders is reconciling) is not refunded twice.
-                    let remaining = match self.0.get(payment).await {
-                        Ok(Some(row)) => row.amount - row.refunded,
-                        Ok(None) => anyhow::bail!("order.refunded names unknown payment {payment}"),
-                        Err(e) => anyhow::bail!("reading payment {payment}: {e}"),
-                    };
-                    if self
-                        .0
-                        .refund_exists(&key)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                    {
-                        return Ok(());
-                    }
-                    let amount = amount.min(remaining);
-                    if amount == 0 {
-                        return Ok(());
-                    }
-                    self.0
-                        .refund(payment, &key, Some(amount), "order refunded")
-                        .await
-                        .map_err(|e| anyhow::anyhow!("refunding payment {payment}: {e}"))?;
-                    return Ok(());
-                }
-                _ => return Ok(()),
-            };
-            let order_id = Uuid::parse_str(&order_id).context("order id")?;
-            self.0.close_order(conn, order_id).await
-        })
-    }
-}
-
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the payments database")?;
-        db::run_migrations(&pool, messaging::MIGRATIONS).await?;
         let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
@@ -115,7 +58,6 @@ impl Application {
             pool.clone(),
             config.messaging.clone(),
             CONSUMER,
-            vec!["order.expired", "order.cancelled", "order.refunded"],
             OrderClosings(payments.clone()),
         );
         let host = Host::bind(config.server.clone()).await?;

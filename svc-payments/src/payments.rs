@@ -25,11 +25,12 @@ use ticketing_platform::{
 use ticketing_proto::ticketing::{
     common::v1::Money,
     events::v1 as events,
-    payments::v1::{self as pb, FailureCode, PaymentStatus},
+    payments::v1::{self as pb, FailureCode},
 };
 use uuid::Uuid;
 
 use crate::{
+    domain::PaymentStatus as Status,
     provider::{self, Card, Outcome, Provider},
     schema::{payment_orders, payments, refunds},
 };
@@ -47,7 +48,7 @@ pub struct PaymentRow {
     pub amount: i64,
     pub currency: String,
     pub refunded: i64,
-    pub status: String,
+    pub status: Status,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub card_brand: String,
@@ -71,14 +72,7 @@ pub struct RefundRow {
 
 impl PaymentRow {
     pub fn to_proto(&self) -> pb::Payment {
-        let status = match self.status.as_str() {
-            "succeeded" => PaymentStatus::Succeeded,
-            "failed" => PaymentStatus::Failed,
-            "partially_refunded" => PaymentStatus::PartiallyRefunded,
-            "refunded" => PaymentStatus::Refunded,
-            "processing" => PaymentStatus::Processing,
-            _ => PaymentStatus::Unspecified,
-        };
+        let status = self.status.to_proto();
         pb::Payment {
             id: self.id.to_string(),
             order_id: self.order_id.to_string(),
@@ -110,7 +104,7 @@ impl PaymentRow {
     }
 
     pub fn is_processing(&self) -> bool {
-        self.status == "processing"
+        self.status == Status::Processing
     }
 }
 
@@ -220,9 +214,9 @@ impl Payments {
             .transaction::<_, ApiError, _>(async |conn| {
                 let now = Utc::now();
                 let (status, failure) = match &outcome {
-                    Outcome::Succeeded { .. } => ("succeeded", None),
+                    Outcome::Succeeded { .. } => (Status::Succeeded, None),
                     Outcome::Failed { code, message } => {
-                        ("failed", Some((code.as_str_name(), message.as_str())))
+                        (Status::Failed, Some((code.as_str_name(), message.as_str())))
                     }
                 };
                 let reference = match &outcome {
@@ -231,19 +225,22 @@ impl Payments {
                 };
                 // Only a charge still processing is settled: a concurrent settlement (the
                 // sweeper's, or a retry's) already recorded the same processor outcome.
-                let settled: Option<PaymentRow> =
-                    diesel::update(payments::table.find(id).filter(payments::status.eq("processing")))
-                        .set((
-                            payments::status.eq(status),
-                            payments::provider_reference.eq(reference),
-                            payments::failure_code.eq(failure.map(|f| f.0)),
-                            payments::failure_message.eq(failure.map(|f| f.1)),
-                            payments::updated_at.eq(now),
-                        ))
-                        .returning(PaymentRow::as_returning())
-                        .get_result(conn)
-                        .await
-                        .optional()?;
+                let settled: Option<PaymentRow> = diesel::update(
+                    payments::table
+                        .find(id)
+                        .filter(payments::status.eq(Status::Processing)),
+                )
+                .set((
+                    payments::status.eq(status),
+                    payments::provider_reference.eq(reference),
+                    payments::failure_code.eq(failure.map(|f| f.0)),
+                    payments::failure_message.eq(failure.map(|f| f.1)),
+                    payments::updated_at.eq(now),
+                ))
+                .returning(PaymentRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
                 let Some(current) = settled else {
                     return find(conn, id)
                         .await?
@@ -252,9 +249,7 @@ impl Payments {
                 let event = match &outcome {
                     Outcome::Succeeded { .. } => {
                         metrics::counter!("payments_total", "outcome" => "succeeded").increment(1);
-                        OutboxEvent::new(
-                            "payment.succeeded",
-                            "payment",
+                        OutboxEvent::of(
                             current.id,
                             &events::PaymentSucceeded {
                                 payment_id: current.id.to_string(),
@@ -267,9 +262,7 @@ impl Payments {
                     }
                     Outcome::Failed { code, .. } => {
                         metrics::counter!("payments_total", "outcome" => "failed").increment(1);
-                        OutboxEvent::new(
-                            "payment.failed",
-                            "payment",
+                        OutboxEvent::of(
                             current.id,
                             &events::PaymentFailed {
                                 payment_id: current.id.to_string(),
@@ -294,7 +287,7 @@ impl Payments {
         let stale: Vec<(Uuid, String)> = {
             let mut conn = self.pool.get().await?;
             payments::table
-                .filter(payments::status.eq("processing"))
+                .filter(payments::status.eq(Status::Processing))
                 .filter(payments::updated_at.lt(cutoff))
                 .select((payments::id, payments::idempotency_key))
                 .limit(100)
@@ -363,7 +356,7 @@ impl Payments {
                     }
                     return Ok((payment, existing));
                 }
-                if !matches!(payment.status.as_str(), "succeeded" | "partially_refunded") {
+                if !payment.status.can_become(Status::Refunded) {
                     return Err(ApiError::precondition(
                         "PAYMENT_NOT_REFUNDABLE",
                         format!("a {} payment cannot be refunded", payment.status),
@@ -384,11 +377,7 @@ impl Payments {
                     .map_err(ApiError::Internal)?;
                 let refund_id = insert_refund(conn, payment.id, key, amount, reason).await?;
                 let refunded = payment.refunded + amount;
-                let status = if refunded == payment.amount {
-                    "refunded"
-                } else {
-                    "partially_refunded"
-                };
+                let status = Status::after_refund(refunded, payment.amount);
                 diesel::update(payments::table.find(payment.id))
                     .set((
                         payments::status.eq(status),
@@ -476,11 +465,7 @@ impl Payments {
             let refunded = payment.refunded + amount;
             diesel::update(payments::table.find(payment.id))
                 .set((
-                    payments::status.eq(if refunded == payment.amount {
-                        "refunded"
-                    } else {
-                        "partially_refunded"
-                    }),
+                    payments::status.eq(Status::after_refund(refunded, payment.amount)),
                     payments::refunded.eq(refunded),
                     payments::updated_at.eq(Utc::now()),
                 ))
@@ -543,9 +528,7 @@ impl Payments {
 
 /// `payment.refunded` for a refund of `amount` recorded on `payment` as it was before it.
 fn refunded_event(payment: &PaymentRow, refund_id: Uuid, key: &str, amount: i64) -> OutboxEvent {
-    OutboxEvent::new(
-        "payment.refunded",
-        "payment",
+    OutboxEvent::of(
         payment.id,
         &events::PaymentRefunded {
             payment_id: payment.id.to_string(),
@@ -619,7 +602,7 @@ async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> Api
                     payments::organization_id.eq(input.organization_id),
                     payments::amount.eq(input.amount),
                     payments::currency.eq(&input.currency),
-                    payments::status.eq("processing"),
+                    payments::status.eq(Status::Processing),
                     payments::card_brand.eq(provider::brand(&input.card.number)),
                     payments::card_last4.eq(provider::last4(&input.card.number)),
                     payments::provider.eq(provider_name),

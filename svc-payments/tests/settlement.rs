@@ -176,7 +176,7 @@ async fn a_charge_the_processor_made_is_settled_as_succeeded() {
     assert_eq!(outbox_types(&s.pool).await, ["payment.succeeded"]);
     // The caller's retry with the same key sees the settled charge; nothing is charged twice.
     let again = s.payments.charge(input(order_id)).await.expect("settled");
-    assert_eq!(again.status, "succeeded");
+    assert_eq!(again.status, svc_payments::domain::PaymentStatus::Succeeded);
     assert_eq!(s.payments.settle_stale(Duration::ZERO).await.expect("sweep"), 0);
 }
 

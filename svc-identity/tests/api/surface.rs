@@ -335,7 +335,7 @@ async fn with_redis_cut_logins_fail_as_unavailable_and_health_says_not_serving()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_concurrency_limit_calls_are_shed_not_queued() {
+async fn past_the_concurrency_limit_calls_are_shed_not_queued_and_probes_still_answer() {
     let (mut config, db) = test_config().await;
     config.server.concurrency_limit = 2;
     let app = spawn_with(config, db).await;
@@ -354,11 +354,32 @@ async fn past_the_concurrency_limit_calls_are_shed_not_queued() {
                 .map_err(|s| s.code())
         })
     });
-    let results: Vec<_> = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    // Health checks made while the logins are shed: an overloaded service is not a dead one.
+    let probes = (0..6).map(|_| {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|s| s.code())
+        })
+    });
+    let (results, probed) = tokio::join!(
+        futures::future::join_all(calls),
+        futures::future::join_all(probes)
+    );
+    let results: Vec<_> = results.into_iter().map(|r| r.expect("task")).collect();
+    for answer in probed {
+        assert_eq!(
+            answer.expect("task"),
+            Ok(tonic_health::pb::health_check_response::ServingStatus::Serving as i32),
+            "a probe is answered while calls are shed: {results:?}"
+        );
+    }
     let served = results.iter().filter(|r| r.is_ok()).count();
     let shed = results
         .iter()

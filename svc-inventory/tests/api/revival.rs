@@ -3,8 +3,7 @@
 //! the places of the order it revived.
 
 use diesel_async::AsyncConnection;
-use prost::Message;
-use svc_inventory::events::OrderReturns;
+use svc_inventory::events::{Heard, OrderReturns};
 use ticketing_platform::{auth::Role, messaging::Handler};
 use ticketing_proto::ticketing::{events::v1 as events, inventory::v1 as pb};
 use uuid::Uuid;
@@ -14,20 +13,14 @@ use crate::helpers::*;
 impl Stack {
     /// Applies `order.expired` as inventory's consumer does (its own transaction).
     async fn hear_expiry(&self, order: &str, hold: &str) {
-        let envelope = events::Envelope {
-            event_id: Uuid::now_v7().to_string(),
-            event_type: "order.expired".into(),
-            payload: events::OrderExpired {
-                order_id: order.into(),
-                hold_id: hold.into(),
-                ..Default::default()
-            }
-            .encode_to_vec(),
+        let expired = Heard::OrderExpired(events::OrderExpired {
+            order_id: order.into(),
+            hold_id: hold.into(),
             ..Default::default()
-        };
+        });
         let handler = OrderReturns(self.inventory.clone());
         let mut conn = self.pool.get().await.expect("db");
-        conn.transaction::<_, anyhow::Error, _>(async |conn| handler.handle(conn, &envelope).await)
+        conn.transaction::<_, anyhow::Error, _>(async |conn| handler.handle(conn, &expired).await)
             .await
             .expect("handled");
     }
