@@ -107,15 +107,15 @@ fn default_probe_failures() -> u32 {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], ticketing_platform::ports::local("gateway").grpc)),
             log: LogConfig::default(),
             peers: PeersConfig {
                 addresses: [
-                    ("identity", "http://127.0.0.1:50051"),
-                    ("catalog", "http://127.0.0.1:50052"),
-                    ("inventory", "http://127.0.0.1:50053"),
-                    ("orders", "http://127.0.0.1:50054"),
-                    ("payments", "http://127.0.0.1:50055"),
+                    ("identity", ticketing_platform::ports::local_url("identity")),
+                    ("catalog", ticketing_platform::ports::local_url("catalog")),
+                    ("inventory", ticketing_platform::ports::local_url("inventory")),
+                    ("orders", ticketing_platform::ports::local_url("orders")),
+                    ("payments", ticketing_platform::ports::local_url("payments")),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -134,7 +134,7 @@ impl Application {
         probe_upstreams(&gateway);
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
             .route("/v1/health", get(health))
             .route(
                 "/metrics",
@@ -340,6 +340,33 @@ async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// Every upstream's `grpc.health.v1` status; 503 unless all serve.
+/// Ready once the gateway can check tokens (identity's JWKS fetched); the routes, built from
+/// the descriptors, exist from the start. Upstreams found down are listed, not a reason to stop
+/// serving the others' routes.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let keys = tokio::time::timeout(Duration::from_secs(2), gw.verifier.has_keys())
+        .await
+        .unwrap_or(false);
+    let down: Vec<&String> = gw
+        .breakers
+        .liveness()
+        .filter(|(_, liveness)| liveness.is_down())
+        .map(|(name, _)| name)
+        .collect();
+    let body = serde_json::json!({
+        "ready": keys,
+        "routes": gw.routes.routes().len(),
+        "token_keys": if keys { "fetched" } else { "not fetched: identity unreachable" },
+        "upstreams_down": down,
+    });
+    let code = if keys {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let checks = gw.channels.iter().map(|(name, channel)| {

@@ -47,10 +47,8 @@ pub async fn login(
 /// `message` with a service's token as its credential (`x-service-token`).
 pub fn as_service<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        ticketing_platform::service_auth::SERVICE_TOKEN_HEADER,
-        token.parse()?,
-    );
+    // The header services read a service token from (the platform's `SERVICE_TOKEN_HEADER`).
+    request.metadata_mut().insert("x-service-token", token.parse()?);
     Ok(request)
 }
 
@@ -186,10 +184,8 @@ pub async fn publish_sale(
                     organization_id: org.into(),
                     venue_id: venue.id.clone(),
                     title: "Flash sale".into(),
-                    starts_at: Some(ticketing_platform::time::to_timestamp(starts)),
-                    ends_at: Some(ticketing_platform::time::to_timestamp(
-                        starts + chrono::Duration::hours(3),
-                    )),
+                    starts_at: Some(timestamp(starts)),
+                    ends_at: Some(timestamp(starts + chrono::Duration::hours(3))),
                     category: cat::EventCategory::Concert as i32,
                     ..Default::default()
                 }),
@@ -344,4 +340,27 @@ pub fn cpu_used(after: &CpuSnapshot, before: &CpuSnapshot) -> (Vec<(String, Dura
     used.sort_by_key(|u| std::cmp::Reverse(u.1));
     let total = used.iter().map(|(_, t)| *t).sum();
     (used, total)
+}
+
+/// A protobuf timestamp of `at` (whole seconds are enough for a sale's times).
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    }
+}
+
+/// `name`'s gRPC URL on this machine, from the platform's port table (`ports.txt`).
+pub fn local_url(name: &str) -> String {
+    const TABLE: &str = include_str!("../../ports.txt");
+    TABLE
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            Some((fields.next()?, fields.next()?))
+        })
+        .find(|(n, _)| *n == name)
+        .map(|(_, port)| format!("http://127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("{name} is not in ports.txt"))
 }

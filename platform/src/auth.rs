@@ -476,6 +476,15 @@ impl TokenVerifier {
             .ok_or_else(|| ApiError::unauthenticated("access token signed by an unknown key"))
     }
 
+    /// Whether the verifier holds any key to check tokens with (fetching them once if it does
+    /// not yet): what a readiness check asks.
+    pub async fn has_keys(&self) -> bool {
+        if !self.inner.cache.read().await.keys.is_empty() {
+            return true;
+        }
+        self.refresh(false).await.is_ok() && !self.inner.cache.read().await.keys.is_empty()
+    }
+
     /// Fetches the key set again, unless another task just did (or `force`).
     pub async fn refresh(&self, force: bool) -> ApiResult<()> {
         let _guard = self.inner.refresh_lock.lock().await;

@@ -79,6 +79,12 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// On loopback, at the ports `ports.txt` gives `name` (a service's default).
+    pub fn local(name: &str) -> Self {
+        let ports = crate::ports::local(name);
+        Self::with_ports(ports.grpc, ports.admin)
+    }
+
     pub fn with_ports(grpc_port: u16, admin_port: u16) -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),

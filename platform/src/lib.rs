@@ -15,6 +15,7 @@ pub mod error;
 pub mod messaging;
 pub mod money;
 pub mod pagination;
+pub mod ports;
 pub mod retry;
 pub mod rpc_metrics;
 pub mod server;

@@ -21,14 +21,20 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::with_ports(50052, 9102),
+            server: ServerConfig::local("catalog"),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/catalog"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             peers: PeersConfig {
                 addresses: [
-                    ("identity".to_string(), "http://127.0.0.1:50051".to_string()),
-                    ("inventory".to_string(), "http://127.0.0.1:50053".to_string()),
+                    (
+                        "identity".to_string(),
+                        ticketing_platform::ports::local_url("identity"),
+                    ),
+                    (
+                        "inventory".to_string(),
+                        ticketing_platform::ports::local_url("inventory"),
+                    ),
                 ]
                 .into(),
                 default_timeout: Duration::from_secs(10),

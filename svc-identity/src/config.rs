@@ -87,7 +87,7 @@ pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::with_ports(50051, 9101),
+            server: ServerConfig::local("identity"),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/identity"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "identity"),
             messaging: MessagingConfig::default(),

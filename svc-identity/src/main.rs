@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
         Some("seed-demo") => {
             let password = std::env::var("TICKETING_DEMO_PASSWORD")
                 .map_err(|_| anyhow::anyhow!("set TICKETING_DEMO_PASSWORD to the demo accounts' password"))?;
-            svc_identity::seed_demo(&config, &password).await
+            svc_identity::demo::seed(&config, &password).await
         }
         Some(other) => anyhow::bail!("unknown command `{other}`; use `serve` (default) or `seed-demo`"),
     }

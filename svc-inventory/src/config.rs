@@ -58,13 +58,17 @@ fn default_reconcile_interval() -> Duration {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::with_ports(50053, 9103),
+            server: ServerConfig::local("inventory"),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/inventory"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "inventory"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             peers: PeersConfig {
-                addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
+                addresses: [(
+                    "identity".to_string(),
+                    ticketing_platform::ports::local_url("identity"),
+                )]
+                .into(),
                 default_timeout: Duration::from_secs(5),
                 retry: Default::default(),
                 credentials: ticketing_platform::service_auth::ServiceCredentials {

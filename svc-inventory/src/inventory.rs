@@ -442,6 +442,7 @@ impl Inventory {
     }
 
     /// Turns a hold into a durable sale for `order`. Idempotent on the order.
+    #[tracing::instrument(level = "debug", skip_all, fields(%hold, %order))]
     pub async fn commit(&self, hold: Uuid, order: Uuid, caller: Option<Uuid>) -> ApiResult<Vec<Item>> {
         // A first commit reads nothing from PostgreSQL beforehand: a replay is told by Redis
         // (the hold is committing or committed) or, once Redis forgot the hold, by a refusal,
@@ -553,6 +554,7 @@ impl Inventory {
     /// reclaim of the order waits and then finds the commit, the order's closing waits and then
     /// returns nothing, and a refusal (or a crash) leaves the fate as it was. Idempotent on the
     /// order.
+    #[tracing::instrument(level = "debug", skip_all, fields(%order))]
     pub async fn reclaim(&self, order: Uuid, wanted: Reclaim<'_>) -> ApiResult<Vec<Item>> {
         let mut conn = self.pool.get().await?;
         conn.transaction::<_, ApiError, _>(async |conn| {

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     orders::*,
-    schema::{order_lines, orders, tickets},
+    schema::{orders, tickets},
     store::*,
     tickets::{TicketClaim, TicketSigner},
 };
@@ -33,6 +33,7 @@ use crate::{
 impl Orders {
     /// Pays an order: lease, durable reservation, charge, tickets. See the module docs.
     /// Pays `buyer`'s order; another buyer's order is NOT_FOUND.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %order_id))]
     pub async fn pay(&self, buyer: Uuid, order_id: Uuid, card: CardInput) -> ApiResult<OrderView> {
         // A retry while another PayOrder of the order holds its lease waits for that one's
         // outcome, and takes over an attempt that ended without a verdict.
@@ -159,6 +160,7 @@ impl Orders {
 
     /// Takes the order's payment lease in one statement: an update that only matches a payable,
     /// unleased order of `buyer`. Only when it matches nothing is the order read to say why.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %order_id))]
     pub(crate) async fn take_lease(&self, buyer: Uuid, order_id: Uuid) -> ApiResult<Lease> {
         let mut conn = self.pool.get().await?;
         let lease = chrono::Duration::from_std(self.config.charge_lease).unwrap_or_default();
@@ -332,6 +334,7 @@ impl Orders {
     }
 
     /// Resumes one checkout whose lease lapsed (see [`Self::resume_lapsed`]); says how it ended.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %order.id))]
     async fn resume(&self, order: &OrderRow) -> ApiResult<&'static str> {
         let key = attempt_key(order.id, order.payment_attempt);
         let charge = if order.attempt_open {
@@ -460,6 +463,7 @@ impl Orders {
 
     /// Marks a pending order paid with its tickets and `order.paid`; a paid order is returned as
     /// it is. Used by PayOrder and by the `payment.succeeded` consumer after a crash.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %order_id))]
     pub async fn complete(&self, order_id: Uuid, payment_id: Option<Uuid>) -> ApiResult<OrderView> {
         let mut conn = self.pool.get().await?;
         match complete_in(&mut conn, &self.signer, order_id, payment_id).await? {
@@ -476,6 +480,7 @@ impl Orders {
 
     /// Reserves the order's places durably: inventory turns its hold into a sale for it,
     /// once (idempotent on the order), and only for the hold's owner.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %order.id))]
     pub(crate) async fn commit_places(
         &self,
         order: &OrderRow,
@@ -607,12 +612,7 @@ pub(crate) async fn issue(
 ) -> ApiResult<OrderView> {
     let order_id = order.id;
     let now = order.paid_at.unwrap_or_else(Utc::now);
-    let lines: Vec<LineRow> = order_lines::table
-        .filter(order_lines::order_id.eq(order_id))
-        .order(order_lines::position)
-        .select(LineRow::as_select())
-        .load(conn)
-        .await?;
+    let lines = lines_of(conn, order_id).await?;
     let issued: Vec<TicketRow> = lines
         .iter()
         .map(|line| {

@@ -38,16 +38,16 @@ pub struct CheckoutConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::with_ports(50054, 9104),
+            server: ServerConfig::local("orders"),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/orders"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             peers: PeersConfig {
                 addresses: [
-                    ("identity", "http://127.0.0.1:50051"),
-                    ("catalog", "http://127.0.0.1:50052"),
-                    ("inventory", "http://127.0.0.1:50053"),
-                    ("payments", "http://127.0.0.1:50055"),
+                    ("identity", ticketing_platform::ports::local_url("identity")),
+                    ("catalog", ticketing_platform::ports::local_url("catalog")),
+                    ("inventory", ticketing_platform::ports::local_url("inventory")),
+                    ("payments", ticketing_platform::ports::local_url("payments")),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

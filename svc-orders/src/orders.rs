@@ -352,12 +352,7 @@ impl Orders {
 
     pub async fn details(&self, order: &OrderRow) -> ApiResult<(Vec<LineRow>, Vec<TicketRow>)> {
         let mut conn = self.pool.get().await?;
-        let lines = order_lines::table
-            .filter(order_lines::order_id.eq(order.id))
-            .order(order_lines::position)
-            .select(LineRow::as_select())
-            .load(&mut conn)
-            .await?;
+        let lines = lines_of(&mut conn, order.id).await?;
         let tickets = tickets::table
             .filter(tickets::order_id.eq(order.id))
             .select(TicketRow::as_select())

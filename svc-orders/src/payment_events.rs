@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     checkout::*,
     orders::*,
-    schema::{discount_codes, order_lines, orders},
+    schema::{discount_codes, orders},
     store::*,
 };
 
@@ -110,6 +110,7 @@ impl Orders {
     /// left (the buyer paid the discounted price either way). Once inventory has sold the places
     /// nothing refuses the revival, so a redelivery after a crash finishes it: places are never
     /// left sold to an order whose payment was returned.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %order_id, payment = %payment_id))]
     async fn revive(&self, conn: &mut Conn, order_id: Uuid, payment_id: Uuid) -> anyhow::Result<Revival> {
         let revival = conn
             .transaction::<_, ApiError, _>(async |conn| {
@@ -117,12 +118,7 @@ impl Orders {
                 if order.status != OrderStatus::Expired {
                     return Ok(Revival::NotExpired);
                 }
-                let lines: Vec<LineRow> = order_lines::table
-                    .filter(order_lines::order_id.eq(order_id))
-                    .order(order_lines::position)
-                    .select(LineRow::as_select())
-                    .load(conn)
-                    .await?;
+                let lines = lines_of(conn, order_id).await?;
                 match self.reclaim_places(&order, &lines).await {
                     Ok(()) => {}
                     Err(status)
@@ -216,6 +212,7 @@ impl Orders {
     }
 
     /// Gives a payment that pays nothing here back in full (idempotent on the payment).
+    #[tracing::instrument(level = "debug", skip_all, fields(payment = %payment_id))]
     pub(crate) async fn reject_payment(&self, payment_id: Uuid, why: &str) -> anyhow::Result<()> {
         tracing::warn!(payment = %payment_id, why, "payment refused: refunding it");
         let refunded = self
@@ -241,6 +238,7 @@ impl Orders {
     /// The `payment.succeeded` consumer's work: finish an order whose PayOrder did not, but
     /// only with a payment that matches it, and only once its places are committed to it.
     /// Anything else is refunded.
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %paid.order_id, payment = %paid.payment_id))]
     pub async fn complete_from_event(
         &self,
         conn: &mut Conn,

@@ -42,12 +42,7 @@ pub async fn refund_in(
             format!("a {} order cannot be refunded", order.status),
         ));
     }
-    let lines: Vec<LineRow> = order_lines::table
-        .filter(order_lines::order_id.eq(order_id))
-        .order(order_lines::position)
-        .select(LineRow::as_select())
-        .load(conn)
-        .await?;
+    let lines = lines_of(conn, order_id).await?;
     for id in line_ids {
         if !lines.iter().any(|l| l.id == *id) {
             return Err(ApiError::invalid(

@@ -274,6 +274,16 @@ pub(crate) async fn lock(conn: &mut Conn, order_id: Uuid) -> ApiResult<OrderRow>
         .ok_or(ApiError::NotFound { resource: "order" })
 }
 
+/// The order's lines, in their order.
+pub(crate) async fn lines_of(conn: &mut Conn, order_id: Uuid) -> ApiResult<Vec<LineRow>> {
+    Ok(order_lines::table
+        .filter(order_lines::order_id.eq(order_id))
+        .order(order_lines::position)
+        .select(LineRow::as_select())
+        .load(conn)
+        .await?)
+}
+
 pub(crate) async fn line_of(conn: &mut Conn, line_id: Uuid) -> ApiResult<Option<LineRow>> {
     Ok(order_lines::table
         .find(line_id)

@@ -42,12 +42,16 @@ pub struct TestProviderConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::with_ports(50055, 9105),
+            server: ServerConfig::local("payments"),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/payments"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
             peers: PeersConfig {
-                addresses: [("identity".to_string(), "http://127.0.0.1:50051".to_string())].into(),
+                addresses: [(
+                    "identity".to_string(),
+                    ticketing_platform::ports::local_url("identity"),
+                )]
+                .into(),
                 default_timeout: Duration::from_secs(5),
                 retry: Default::default(),
                 credentials: ticketing_platform::service_auth::ServiceCredentials {

@@ -158,6 +158,7 @@ impl Payments {
         &self.pool
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(order = %input.order_id))]
     pub async fn charge(&self, input: ChargeInput) -> ApiResult<PaymentRow> {
         let claimed = {
             let mut conn = self.pool.get().await?;

@@ -143,6 +143,11 @@ async fn openapi_jwks_docs_and_health_are_served() {
         .await;
     assert_eq!(reports.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(s.get("/healthz", Auth::None).await.status, StatusCode::OK);
+    // Ready: it can check tokens, with every route built.
+    let ready = s.get("/readyz", Auth::None).await.ok();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["token_keys"], "fetched");
+    assert!(ready["routes"].as_u64().is_some_and(|n| n > 60), "{ready}");
     // Request ids: one is made when the client sends none; a client's own comes back.
     let made = s.get("/v1/events", Auth::None).await;
     assert!(

@@ -14,7 +14,7 @@
 //! total = the paid orders total, with no seat sold twice.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -173,77 +173,123 @@ fn delta(after: &BTreeMap<String, i64>, before: &BTreeMap<String, i64>) -> BTree
         .collect()
 }
 
-/// Reads what the services recorded about the sale and checks the invariants.
-async fn consistency(pg: &str, event: Uuid) -> anyhow::Result<bool> {
-    use diesel::prelude::*;
+#[derive(QueryableByName)]
+struct Number {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// One number from `query` (with the event id bound as `$1`) in `database`.
+async fn number(conn: &mut AsyncPgConnection, query: &str, event: Uuid) -> anyhow::Result<i64> {
     use diesel_async::RunQueryDsl;
-    use svc_inventory::schema::sold_seats;
-    use svc_orders::schema::{orders, tickets};
-    use svc_payments::schema::payments;
+    let rows: Vec<Number> = diesel::sql_query(query)
+        .bind::<diesel::sql_types::Uuid, _>(event)
+        .load(conn)
+        .await?;
+    Ok(rows.as_slice().first().map_or(0, |r| r.n))
+}
+
+/// Reads what the services recorded about the sale, with SQL of its own (the load tools know
+/// the services' databases, not their code), and checks the invariants.
+async fn consistency(pg: &str, event: Uuid) -> anyhow::Result<bool> {
     let mut inventory = AsyncPgConnection::establish(&format!("{pg}/inventory")).await?;
     let mut orders_db = AsyncPgConnection::establish(&format!("{pg}/orders")).await?;
     let mut payments_db = AsyncPgConnection::establish(&format!("{pg}/payments")).await?;
-
-    let sold: Vec<String> = sold_seats::table
-        .filter(sold_seats::event_id.eq(event))
-        .select(sold_seats::seat_id)
-        .load(&mut inventory)
-        .await?;
-    let distinct_sold = sold.iter().collect::<HashSet<_>>().len();
-    let paid: Vec<(Uuid, i64)> = orders::table
-        .filter(orders::event_id.eq(event))
-        .filter(orders::status.eq("paid"))
-        .select((orders::id, orders::total))
-        .load(&mut orders_db)
-        .await?;
-    let paid_ids: Vec<Uuid> = paid.iter().map(|(id, _)| *id).collect();
-    let paid_total: i64 = paid.iter().map(|(_, total)| total).sum();
-    let issued: i64 = tickets::table
-        .filter(tickets::event_id.eq(event))
-        .filter(tickets::status.eq("valid"))
-        .count()
-        .get_result(&mut orders_db)
-        .await?;
-    let of_paid_orders: i64 = tickets::table
-        .filter(tickets::order_id.eq_any(&paid_ids))
-        .count()
-        .get_result(&mut orders_db)
-        .await?;
-    let charged: Vec<i64> = payments::table
-        .filter(payments::order_id.eq_any(&paid_ids))
-        .filter(payments::status.eq("succeeded"))
-        .select(payments::amount)
+    let sold = number(
+        &mut inventory,
+        "SELECT count(*)::bigint AS n FROM sold_seats WHERE event_id = $1",
+        event,
+    )
+    .await?;
+    let distinct_sold = number(
+        &mut inventory,
+        "SELECT count(DISTINCT seat_id)::bigint AS n FROM sold_seats WHERE event_id = $1",
+        event,
+    )
+    .await?;
+    let paid = number(
+        &mut orders_db,
+        "SELECT count(*)::bigint AS n FROM orders WHERE event_id = $1 AND status = 'paid'",
+        event,
+    )
+    .await?;
+    let paid_total = number(
+        &mut orders_db,
+        "SELECT coalesce(sum(total), 0)::bigint AS n FROM orders WHERE event_id = $1 AND status = 'paid'",
+        event,
+    )
+    .await?;
+    let issued = number(
+        &mut orders_db,
+        "SELECT count(*)::bigint AS n FROM tickets WHERE event_id = $1 AND status = 'valid'",
+        event,
+    )
+    .await?;
+    let of_paid_orders = number(
+        &mut orders_db,
+        "SELECT count(*)::bigint AS n FROM tickets t JOIN orders o ON o.id = t.order_id \
+         WHERE o.event_id = $1 AND o.status = 'paid'",
+        event,
+    )
+    .await?;
+    let other_orders = number(
+        &mut orders_db,
+        "SELECT count(*)::bigint AS n FROM orders WHERE event_id = $1 AND status <> 'paid'",
+        event,
+    )
+    .await?;
+    // Payments knows orders, not events: its succeeded payments of this sale's paid orders.
+    let paid_ids: Vec<Uuid> = {
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            id: Uuid,
+        }
+        diesel::sql_query("SELECT id FROM orders WHERE event_id = $1 AND status = 'paid'")
+            .bind::<diesel::sql_types::Uuid, _>(event)
+            .load::<Id>(&mut orders_db)
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect()
+    };
+    let (charged, charged_total) = {
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct Charged {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+            #[diesel(sql_type = BigInt)]
+            total: i64,
+        }
+        let rows: Vec<Charged> = diesel::sql_query(
+            "SELECT count(*)::bigint AS n, coalesce(sum(amount), 0)::bigint AS total FROM payments \
+             WHERE order_id = ANY($1) AND status = 'succeeded'",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(&paid_ids)
         .load(&mut payments_db)
         .await?;
-    let charged_total: i64 = charged.iter().sum();
-    let other_orders: i64 = orders::table
-        .filter(orders::event_id.eq(event))
-        .filter(orders::status.ne("paid"))
-        .count()
-        .get_result(&mut orders_db)
-        .await?;
+        rows.as_slice().first().map_or((0, 0), |r| (r.n, r.total))
+    };
     println!(
-        "consistency: seats sold {} (distinct {distinct_sold}); tickets issued {issued}; tickets of paid orders \
-         {of_paid_orders}; paid orders {} totalling {paid_total}; succeeded payments {} totalling {charged_total}; \
-         orders not paid {other_orders}",
-        sold.len(),
-        paid.len(),
-        charged.len(),
+        "consistency: seats sold {sold} (distinct {distinct_sold}); tickets issued {issued}; tickets of paid \
+         orders {of_paid_orders}; paid orders {paid} totalling {paid_total}; succeeded payments {charged} \
+         totalling {charged_total}; orders not paid {other_orders}",
     );
-    let sold = sold.len() as i64;
-    Ok(sold == distinct_sold as i64
+    Ok(sold == distinct_sold
         && sold == issued
         && issued == of_paid_orders
         && paid_total == charged_total
-        && charged.len() == paid.len())
+        && charged == paid)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let identity_url: String = arg("identity", "http://127.0.0.1:50051".to_string());
-    let catalog_url: String = arg("catalog", "http://127.0.0.1:50052".to_string());
-    let inventory_url: String = arg("inventory", "http://127.0.0.1:50053".to_string());
-    let orders_url: String = arg("orders", "http://127.0.0.1:50054".to_string());
+    let identity_url: String = arg("identity", loadtest::local_url("identity"));
+    let catalog_url: String = arg("catalog", loadtest::local_url("catalog"));
+    let inventory_url: String = arg("inventory", loadtest::local_url("inventory"));
+    let orders_url: String = arg("orders", loadtest::local_url("orders"));
     let pg: String = arg("postgres", "postgres://postgres@127.0.0.1:5432".to_string());
     let organizer: String = arg("organizer", "organizer@demo.ticketing.dev".to_string());
     let password: String = arg("password", String::new());

@@ -114,9 +114,9 @@ where
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let catalog_url: String = arg("catalog", "http://127.0.0.1:50052".to_string());
-    let inventory_url: String = arg("inventory", "http://127.0.0.1:50053".to_string());
-    let gateway_url: String = arg("gateway", "http://127.0.0.1:8080".to_string());
+    let catalog_url: String = arg("catalog", loadtest::local_url("catalog"));
+    let inventory_url: String = arg("inventory", loadtest::local_url("inventory"));
+    let gateway_url: String = arg("gateway", loadtest::local_url("gateway"));
     let clients: usize = arg("clients", 64);
     let connections: usize = arg("connections", 4);
     let seconds: f64 = arg("seconds", 10.0);

@@ -90,7 +90,12 @@ fn script_ceiling(redis_url: &str, requests: usize) -> anyhow::Result<f64> {
         .arg(event_prefix)
         .arg(SEATS)
         .exec(&mut conn)?;
-    let hold = svc_inventory::lua::Scripts::new().hold;
+    // Inventory's own hold script, from its source files (as inventory prefixes it).
+    let hold = redis::Script::new(&format!(
+        "{}\n{}",
+        include_str!("../../../svc-inventory/lua/prelude.lua"),
+        include_str!("../../../svc-inventory/lua/hold.lua")
+    ));
     let sha = hold.prepare_invoke().load(&mut conn)?;
     let (h, p) = host_port(redis_url);
     let output = Command::new("redis-benchmark")
@@ -136,8 +141,8 @@ fn rate_of(stdout: &[u8]) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let identity_url: String = arg("identity", "http://127.0.0.1:50051".to_string());
-    let inventory_url: String = arg("inventory", "http://127.0.0.1:50053".to_string());
+    let identity_url: String = arg("identity", loadtest::local_url("identity"));
+    let inventory_url: String = arg("inventory", loadtest::local_url("inventory"));
     let redis_url: String = arg("redis", "redis://127.0.0.1:6379".to_string());
     let organizer: String = arg("organizer", "organizer@demo.ticketing.dev".to_string());
     let password: String = arg("password", String::new());

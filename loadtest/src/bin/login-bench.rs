@@ -10,7 +10,6 @@
 use std::{sync::Arc, time::Instant};
 
 use loadtest::{Summary, arg, ms, summarize};
-use svc_identity::password::PasswordParams;
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
@@ -59,7 +58,7 @@ async fn run(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr: String = arg("addr", "http://127.0.0.1:50051".to_string());
+    let addr: String = arg("addr", loadtest::local_url("identity"));
     let concurrency: usize = arg("concurrency", 16);
     let requests: usize = arg("requests", 480);
 
@@ -79,13 +78,9 @@ async fn main() -> anyhow::Result<()> {
     let (single, single_rate) = run(&channel, &email, 1, 60).await?;
     let (loaded, rate) = run(&channel, &email, concurrency, requests).await?;
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    let params = PasswordParams::default();
 
+    // The argon2id parameters are identity's configuration (README, "Configuration").
     println!("login-bench against {addr} ({cores} cores)");
-    println!(
-        "argon2id defaults: m={} KiB t={} p={}, at most {} hashes at once",
-        params.memory_kib, params.iterations, params.parallelism, params.max_concurrent
-    );
     println!(
         "concurrency 1:  {} logins, {single_rate:.1}/s, p50 {} p99 {}",
         single.count,

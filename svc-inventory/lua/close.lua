@@ -1,0 +1,3 @@
+redis.call('HSET', k('meta'), 'closed', '1')
+publish('RESYNC', {}, 'FREE', {})
+return {'OK'}
