@@ -5,6 +5,7 @@
 //! every field type, well-known type and error message comes from one canonical JSON decoder
 //! (prost-reflect's) and unknown fields are refused by name.
 
+use http::Method;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
 };
@@ -101,6 +102,7 @@ pub fn request_message(
             set_path(&mut root, &input, &path, &value, &name, true)?;
         }
     }
+    fill_patch_mask(route, &mut root);
     for (path, value) in bindings {
         let name = path.join(".");
         set_path(&mut root, &input, &path, &value, &name, false)?;
@@ -123,6 +125,58 @@ pub fn request_message(
         return Err(BadRequest::field(field, "must not contain NUL characters"));
     }
     Ok(message)
+}
+
+/// grpc-gateway's PATCH feature: a PATCH whose body is one field, without an `updateMask`
+/// parameter, changes the fields whose keys the JSON body holds (so that a client can set one to
+/// false, 0 or ""). Only the body's top-level keys count: a nested object names its whole field.
+/// Keys bound by the path (the resource's id) are not changes and are left out.
+fn fill_patch_mask(route: &Route, root: &mut Map<String, Json>) {
+    let Body::Field(body_field) = &route.body else {
+        return;
+    };
+    if route.method != Method::PATCH {
+        return;
+    }
+    let input = route.rpc.input();
+    let masks: Vec<_> = input
+        .fields()
+        .filter(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask"))
+        .collect();
+    let [mask] = masks.as_slice() else {
+        return;
+    };
+    if root.contains_key(mask.json_name()) || root.contains_key(mask.name()) {
+        return;
+    }
+    let (Some(Json::Object(body)), Kind::Message(resource)) =
+        (root.get(body_field.json_name()), body_field.kind())
+    else {
+        return;
+    };
+    let bound: Vec<&str> = route
+        .template
+        .variables
+        .iter()
+        .filter(|v| v.field_path.first().map(String::as_str) == Some(body_field.name()))
+        .filter_map(|v| v.field_path.get(1).map(String::as_str))
+        .collect();
+    let paths: Vec<String> = body
+        .keys()
+        .filter_map(|key| {
+            resource
+                .get_field_by_json_name(key)
+                .or_else(|| resource.get_field_by_name(key))
+        })
+        .filter(|f| !bound.contains(&f.name()))
+        .map(|f| f.json_name().to_string())
+        .collect();
+    if paths.is_empty() {
+        // Nothing to change: the service says so.
+        return;
+    }
+    // The FieldMask's JSON form: lowerCamelCase paths joined by commas.
+    root.insert(mask.json_name().to_string(), Json::String(paths.join(",")));
 }
 
 /// The JSON path of the first string in `message` that holds a NUL character.
@@ -503,6 +557,52 @@ mod tests {
         )
         .expect_err("set by the body");
         assert_eq!(error.field.as_deref(), Some("event.title"));
+    }
+
+    fn mask_paths(message: &DynamicMessage) -> Vec<String> {
+        match field(message, "update_mask")
+            .as_message()
+            .and_then(|m| m.get_field_by_name("paths"))
+            .map(|v| v.into_owned())
+        {
+            Some(Value::List(paths)) => paths
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect(),
+            other => panic!("no paths: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_patch_without_update_mask_changes_the_keys_of_its_body() {
+        let update = route("UpdateTicketTier", "/v1/events/{tier.event_id}/tiers/{tier.id}");
+        let ids = vec![
+            (vec!["tier".into(), "event_id".into()], "e".into()),
+            (vec!["tier".into(), "id".into()], "t".into()),
+        ];
+        // A default value (0) is a change too; the ids bound by the path are not.
+        let message = request_message(
+            &update,
+            ids.clone(),
+            None,
+            br#"{"perOrderLimit": 0, "sales_end": "2030-01-01T00:00:00Z", "id": "t"}"#,
+        )
+        .expect("valid");
+        let mut paths = mask_paths(&message);
+        paths.sort();
+        assert_eq!(paths, ["per_order_limit", "sales_end"]);
+        // A mask the client gives wins.
+        let message = request_message(
+            &update,
+            ids.clone(),
+            Some("updateMask=name"),
+            br#"{"perOrderLimit": 3}"#,
+        )
+        .expect("valid");
+        assert_eq!(mask_paths(&message), ["name"]);
+        // An empty body names nothing: the service says there is nothing to change.
+        let message = request_message(&update, ids, None, br#"{}"#).expect("valid");
+        assert!(mask_paths(&message).is_empty());
     }
 
     #[test]

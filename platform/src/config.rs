@@ -73,9 +73,6 @@ pub struct ServerConfig {
     pub health_interval: Duration,
     /// Calls served at once; more are refused with UNAVAILABLE rather than queued without bound.
     pub concurrency_limit: usize,
-    /// How this service is found (and finds the others): static, dns or consul.
-    #[serde(default)]
-    pub discovery: crate::discovery::DiscoveryConfig,
 }
 
 impl ServerConfig {
@@ -92,12 +89,10 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             health_interval: Duration::from_secs(2),
             concurrency_limit: 1024,
-            discovery: Default::default(),
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.discovery.validate()?;
         if self.concurrency_limit == 0 {
             return Err(ConfigError::invalid(
                 "server.concurrency_limit",

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod background;
 pub mod cache;
 pub mod clients;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod db;
 pub mod deadline;
 pub mod discovery;
 pub mod error;
+pub mod fieldmask;
 pub mod messaging;
 pub mod money;
 pub mod pagination;

@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use crate::{
     ApiResult,
+    background::Stop,
     config::{ConfigError, duration_secs, serialize_secret},
     db::PgPool,
     time::to_timestamp,
@@ -308,19 +309,23 @@ impl Relay {
         self.signal.clone()
     }
 
-    /// Runs until aborted, reconnecting to the broker whenever it goes away.
-    pub async fn run(self) {
+    /// Runs until asked to stop, reconnecting to the broker whenever it goes away. Asked to stop,
+    /// it first publishes what is left (the calls that drained before it wrote their events).
+    pub async fn run(self, mut stop: Stop) {
         let mut backoff = Backoff::new();
-        loop {
-            match self.session(&mut backoff).await {
+        while !stop.is_requested() {
+            match self.session(&mut backoff, &mut stop).await {
                 Ok(()) => return,
                 Err(error) => tracing::warn!(error = format!("{error:#}"), "outbox relay: reconnecting"),
             }
-            backoff.wait().await;
+            tokio::select! {
+                () = backoff.wait() => {}
+                () = stop.requested() => {}
+            }
         }
     }
 
-    async fn session(&self, backoff: &mut Backoff) -> anyhow::Result<()> {
+    async fn session(&self, backoff: &mut Backoff, stop: &mut Stop) -> anyhow::Result<()> {
         let connection =
             Connection::connect(self.config.url.expose_secret(), ConnectionProperties::default())
                 .await
@@ -344,9 +349,14 @@ impl Relay {
             // signal (one sent while publishing is kept, so none is missed) or from another
             // process, which the poll finds.
             if backlog == 0 {
+                if stop.is_requested() {
+                    return Ok(());
+                }
                 tokio::select! {
                     () = self.signal.0.notified() => {}
                     () = tokio::time::sleep(self.config.relay_poll_interval) => {}
+                    // One more round publishes what was written until now; then it returns.
+                    () = stop.requested() => continue,
                 }
                 if !self.config.relay_linger.is_zero() {
                     tokio::time::sleep(self.config.relay_linger).await;
@@ -534,14 +544,22 @@ impl<H: Handler> Consumer<H> {
         self.connected.clone()
     }
 
-    /// Runs until aborted, reconnecting whenever the broker goes away.
-    pub async fn run(self) {
+    /// Runs until asked to stop, reconnecting whenever the broker goes away. Asked to stop, it
+    /// finishes the event in hand and closes its channel, so that the broker hands what this
+    /// process had prefetched to another consumer at once.
+    pub async fn run(self, mut stop: Stop) {
         let mut backoff = Backoff::new();
-        loop {
-            if let Err(error) = self.session(&mut backoff).await {
-                tracing::warn!(consumer = %self.name, error = format!("{error:#}"), "consumer: reconnecting");
+        while !stop.is_requested() {
+            match self.session(&mut backoff, &mut stop).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.name, error = format!("{error:#}"), "consumer: reconnecting")
+                }
             }
-            backoff.wait().await;
+            tokio::select! {
+                () = backoff.wait() => {}
+                () = stop.requested() => {}
+            }
         }
     }
 
@@ -602,7 +620,7 @@ impl<H: Handler> Consumer<H> {
         Ok(queue)
     }
 
-    async fn session(&self, backoff: &mut Backoff) -> anyhow::Result<()> {
+    async fn session(&self, backoff: &mut Backoff, stop: &mut Stop) -> anyhow::Result<()> {
         let connection =
             Connection::connect(self.config.url.expose_secret(), ConnectionProperties::default())
                 .await
@@ -625,11 +643,20 @@ impl<H: Handler> Consumer<H> {
         tracing::info!(consumer = %self.name, %queue, "consuming");
         backoff.reset();
         self.connected.notify_waiters();
-        while let Some(delivery) = deliveries.next().await {
-            let delivery = delivery?;
-            self.process(delivery).await?;
+        loop {
+            let delivery = tokio::select! {
+                delivery = deliveries.next() => delivery,
+                () = stop.requested() => {
+                    let _ = channel.close(200, "stopping".into()).await;
+                    let _ = connection.close(200, "stopping".into()).await;
+                    return Ok(());
+                }
+            };
+            let Some(delivery) = delivery else {
+                bail!("the broker ended the subscription")
+            };
+            self.process(delivery?).await?;
         }
-        bail!("the broker ended the subscription")
     }
 
     async fn process(&self, delivery: lapin::message::Delivery) -> anyhow::Result<()> {

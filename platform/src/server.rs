@@ -96,22 +96,36 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// How long each background task may take to stop (the relay publishing what is left, a
+/// sweeper finishing its round) before it is aborted.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Listeners bound before serving, so a test can bind port 0 and learn the address.
 pub struct Host {
     config: ServerConfig,
+    discovery: crate::discovery::DiscoveryConfig,
     grpc: TcpListener,
     admin: TcpListener,
 }
 
 impl Host {
-    pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+    /// Binds the listeners; with Consul `discovery`, the instance registers when it serves.
+    pub async fn bind(
+        config: ServerConfig,
+        discovery: crate::discovery::DiscoveryConfig,
+    ) -> anyhow::Result<Self> {
         let grpc = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("binding gRPC address {}", config.grpc_addr))?;
         let admin = TcpListener::bind(config.admin_addr)
             .await
             .with_context(|| format!("binding admin address {}", config.admin_addr))?;
-        Ok(Self { config, grpc, admin })
+        Ok(Self {
+            config,
+            discovery,
+            grpc,
+            admin,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -122,14 +136,16 @@ impl Host {
         self.admin.local_addr().unwrap_or(self.config.admin_addr)
     }
 
-    /// Serves `service` until `shutdown` completes, then drains for up to `shutdown_grace`.
-    /// Every call passes the call graph's guard ([`crate::service_auth`]), whose service tokens
+    /// Serves `service` and runs its `background` tasks until `shutdown` completes; then drains
+    /// the calls in flight for up to `shutdown_grace` and stops the tasks in their order. Every
+    /// call passes the call graph's guard ([`crate::service_auth`]), whose service tokens
     /// `verifier` checks.
     pub async fn serve<S>(
         self,
         service: S,
         verifier: crate::auth::TokenVerifier,
         probes: Vec<Probe>,
+        background: crate::background::Background,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()>
     where
@@ -149,6 +165,8 @@ impl Host {
         health_reporter
             .set_service_status(S::NAME, ServingStatus::NotServing)
             .await;
+        tracing::info!(service = S::NAME, tasks = ?background.names(), "starting background tasks");
+        let tasks = background.start();
         let (ready_tx, ready_rx) = watch::channel(Readiness::default());
         let (stop_tx, mut stop_rx) = watch::channel(false);
 
@@ -163,7 +181,7 @@ impl Host {
 
         let grpc_addr = self.grpc.local_addr()?;
         let admin_addr = self.admin.local_addr()?;
-        let consul = register(&self.config, S::NAME, grpc_addr).await?;
+        let consul = register(&self.discovery, S::NAME, grpc_addr).await?;
         let admin_app = Router::new()
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             .route("/readyz", get(readyz))
@@ -240,6 +258,8 @@ impl Host {
             tracing::warn!(grace = ?self.config.shutdown_grace, "in-flight calls outlived the grace period");
             grpc_task.abort();
         }
+        // The calls are done; the tasks stop now, the relay (last) publishing what they wrote.
+        tasks.stop(TASK_STOP_GRACE).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         probe_task.abort();
         let _ = stop_rx.changed().await;
@@ -251,15 +271,15 @@ impl Host {
 /// Registers the instance with the local Consul agent when discovery says Consul: the agent then
 /// checks its gRPC health. A few tries, since agent and service often start together.
 async fn register(
-    config: &ServerConfig,
+    discovery: &crate::discovery::DiscoveryConfig,
     service: &str,
     grpc_addr: SocketAddr,
 ) -> anyhow::Result<Option<(crate::discovery::Agent, String)>> {
     use crate::discovery::{Agent, DiscoveryMode, Registration};
-    if config.discovery.mode != DiscoveryMode::Consul {
+    if discovery.mode != DiscoveryMode::Consul {
         return Ok(None);
     }
-    let consul = &config.discovery.consul;
+    let consul = &discovery.consul;
     let registration = Registration::new(consul, service, grpc_addr, env!("CARGO_PKG_VERSION"))?;
     let agent = Agent::new(consul);
     let mut pause = Duration::from_millis(200);
@@ -357,25 +377,6 @@ pub async fn to_the_end<T: Send + 'static>(
     tokio::spawn(write.instrument(tracing::Span::current()))
         .await
         .map_err(|e| crate::ApiError::internal(format!("a write task failed: {e}")))?
-}
-
-/// Runs `job` every `every` until the handle is aborted; a failed round is logged as `what`
-/// and the next one runs on schedule (sweepers: expiry, stale charges).
-pub fn spawn_periodic<F, Fut, E>(every: Duration, what: &'static str, job: F) -> tokio::task::JoinHandle<()>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: std::fmt::Display,
-{
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            ticker.tick().await;
-            if let Err(error) = job().await {
-                tracing::warn!(%error, "{what} failed");
-            }
-        }
-    })
 }
 
 /// Completes on SIGINT or SIGTERM.

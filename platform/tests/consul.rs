@@ -21,6 +21,7 @@ use axum::{
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use ticketing_platform::{
+    background::Background,
     clients::Peers,
     config::{PeersConfig, ServerConfig},
     discovery::{ConsulConfig, DiscoveryConfig, DiscoveryMode},
@@ -182,14 +183,15 @@ fn consul_discovery(url: &str) -> DiscoveryConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_registers_with_a_grpc_check_and_deregisters_on_shutdown() {
     let (fake, url) = FakeConsul::start().await;
-    let mut server = ServerConfig::with_ports(0, 0);
-    server.discovery = consul_discovery(&url);
-    let host = Host::bind(server).await.expect("bind");
+    let server = ServerConfig::with_ports(0, 0);
+    let host = Host::bind(server, consul_discovery(&url)).await.expect("bind");
     let port = host.grpc_addr().port();
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(host.serve(Probe, no_keys(), Vec::new(), async move {
-        let _ = stopped.await;
-    }));
+    let serving = tokio::spawn(
+        host.serve(Probe, no_keys(), Vec::new(), Background::new(), async move {
+            let _ = stopped.await;
+        }),
+    );
     let registered = loop {
         if let Some(r) = fake.registrations.lock().expect("lock").first().cloned() {
             break r;
@@ -356,8 +358,8 @@ async fn a_real_agent_sees_the_instance_come_and_go_when_consul_http_addr_is_set
     } else {
         format!("http://{agent}")
     };
-    let mut server = ServerConfig::with_ports(0, 0);
-    server.discovery = DiscoveryConfig {
+    let server = ServerConfig::with_ports(0, 0);
+    let discovery = DiscoveryConfig {
         mode: DiscoveryMode::Consul,
         consul: ConsulConfig {
             check_interval: Duration::from_secs(1),
@@ -365,12 +367,14 @@ async fn a_real_agent_sees_the_instance_come_and_go_when_consul_http_addr_is_set
             ..ConsulConfig::default()
         },
     };
-    let host = Host::bind(server).await.expect("bind");
+    let host = Host::bind(server, discovery).await.expect("bind");
     let id = format!("probe-127.0.0.1-{}", host.grpc_addr().port());
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(host.serve(Probe, no_keys(), Vec::new(), async move {
-        let _ = stopped.await;
-    }));
+    let serving = tokio::spawn(
+        host.serve(Probe, no_keys(), Vec::new(), Background::new(), async move {
+            let _ = stopped.await;
+        }),
+    );
     let http = reqwest::Client::new();
     let mut token = http.get(format!("{agent}/v1/agent/service/{id}"));
     if let Ok(t) = std::env::var("CONSUL_HTTP_TOKEN") {

@@ -11,6 +11,7 @@ use ticketing_platform::{
     auth::{Principal, Scope, TokenVerifier},
     clients::internal_peer_error,
     error::{Violations, parse_id},
+    fieldmask::{self, field},
     messaging::OutboxSignal,
     pagination,
     time::from_timestamp,
@@ -227,15 +228,23 @@ impl CatalogApi {
         let r = request.into_inner();
         let venue = r.venue.ok_or_else(|| ApiError::invalid("venue", "is required"))?;
         let id = parse_id("venue.id", &venue.id)?;
-        let paths = mask_paths(r.update_mask, &["name", "address", "timezone", "seating_chart"])?;
+        let paths = fieldmask::resolve(
+            r.update_mask.as_ref(),
+            &[
+                field("name", !venue.name.is_empty()),
+                field("address", venue.address.is_some()),
+                field("timezone", !venue.timezone.is_empty()),
+                field("seating_chart", venue.seating_chart.is_some()),
+            ],
+        )?;
         let mut row = self.venue(id).await?;
         require_writer(&principal, row.organization_id)?;
         let mut v = Violations::new();
         let mut probe = venue.clone();
-        if !paths.contains(&"name") {
+        if !paths.contains("name") {
             probe.name = row.name.clone();
         }
-        if !paths.contains(&"timezone") {
+        if !paths.contains("timezone") {
             probe.timezone = row.timezone.clone();
         }
         domain::check_venue_fields(&mut v, &probe);
@@ -243,13 +252,13 @@ impl CatalogApi {
             .contains(&"seating_chart")
             .then(|| domain::normalize_chart(venue.seating_chart.clone().unwrap_or_default(), &mut v));
         v.into_result()?;
-        if paths.contains(&"name") {
+        if paths.contains("name") {
             row.name = venue.name.trim().to_string();
         }
-        if paths.contains(&"timezone") {
+        if paths.contains("timezone") {
             row.timezone = venue.timezone.clone();
         }
-        if paths.contains(&"address") {
+        if paths.contains("address") {
             let a = venue.address.unwrap_or_default();
             row.address_line1 = a.line1;
             row.address_line2 = a.line2;
@@ -514,17 +523,17 @@ impl CatalogApi {
         let r = request.into_inner();
         let event = r.event.ok_or_else(|| ApiError::invalid("event", "is required"))?;
         let id = parse_id("event.id", &event.id)?;
-        let paths = mask_paths(
-            r.update_mask,
+        let paths = fieldmask::resolve(
+            r.update_mask.as_ref(),
             &[
-                "title",
-                "description",
-                "starts_at",
-                "ends_at",
-                "timezone",
-                "category",
-                "image_urls",
-                "venue_id",
+                field("title", !event.title.is_empty()),
+                field("description", !event.description.is_empty()),
+                field("starts_at", event.starts_at.is_some()),
+                field("ends_at", event.ends_at.is_some()),
+                field("timezone", !event.timezone.is_empty()),
+                field("category", event.category != 0),
+                field("image_urls", !event.image_urls.is_empty()),
+                field("venue_id", !event.venue_id.is_empty()),
             ],
         )?;
         let mut row = self.event(id).await?;
@@ -537,8 +546,8 @@ impl CatalogApi {
             ));
         }
         let mut v = Violations::new();
-        domain::check_event_fields(&mut v, &event, &paths);
-        if paths.contains(&"starts_at") {
+        domain::check_event_fields(&mut v, &event, paths.paths());
+        if paths.contains("starts_at") {
             match &event.starts_at {
                 Some(ts) => {
                     row.starts_at = v
@@ -551,7 +560,7 @@ impl CatalogApi {
                 None => v.add("event.starts_at", "is required"),
             }
         }
-        if paths.contains(&"ends_at") {
+        if paths.contains("ends_at") {
             match &event.ends_at {
                 Some(ts) => {
                     row.ends_at = v
@@ -567,7 +576,7 @@ impl CatalogApi {
         if row.ends_at <= row.starts_at {
             v.add("event.ends_at", "must be after starts_at");
         }
-        let venue_id = if paths.contains(&"venue_id") {
+        let venue_id = if paths.contains("venue_id") {
             v.id("event.venue_id", &event.venue_id)
         } else {
             None
@@ -594,19 +603,19 @@ impl CatalogApi {
             row.venue_name = venue.name;
             row.city = venue.city;
         }
-        if paths.contains(&"title") {
+        if paths.contains("title") {
             row.title = event.title.trim().to_string();
         }
-        if paths.contains(&"description") {
+        if paths.contains("description") {
             row.description = event.description;
         }
-        if paths.contains(&"timezone") && !event.timezone.is_empty() {
+        if paths.contains("timezone") && !event.timezone.is_empty() {
             row.timezone = event.timezone;
         }
-        if paths.contains(&"category") {
+        if paths.contains("category") {
             row.category = event.category;
         }
-        if paths.contains(&"image_urls") {
+        if paths.contains("image_urls") {
             row.image_urls = event.image_urls;
         }
         row.updated_at = Utc::now();

@@ -5,12 +5,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use ticketing_platform::{
     config::{ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate},
+    discovery::DiscoveryConfig,
     messaging::MessagingConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
+    /// How this service is found and finds the others: static, dns or consul
+    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     pub database: DatabaseConfig,
     /// Lifecycle events (`event.published`, ...) leave through the outbox to this broker.
     pub messaging: MessagingConfig,
@@ -22,6 +27,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::local("catalog"),
+            discovery: DiscoveryConfig::default(),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/catalog"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
@@ -57,14 +63,12 @@ impl Validate for Config {
             ));
         }
         ticketing_platform::config::validate_server(&self.server)?;
+        self.discovery.validate()?;
         self.database.validate("database")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
-        self.peers.require(
-            &["identity", "inventory"],
-            &self.server.discovery,
-            "catalog needs it",
-        )?;
+        self.peers
+            .require(&["identity", "inventory"], &self.discovery, "catalog needs it")?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
+    background::Background,
     clients::Peers,
     db::{self, PgPool},
     messaging::Relay,
@@ -47,7 +48,7 @@ impl Application {
             .await
             .context("preparing the catalog database")?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
-        let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
+        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let inventory = InventoryServiceClient::new(peers.channel("inventory")?)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -58,7 +59,7 @@ impl Application {
             outbox: relay.signal(),
             charts: Default::default(),
         };
-        let host = Host::bind(config.server.clone()).await?;
+        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api,
@@ -83,9 +84,10 @@ impl Application {
         let service = CatalogServiceServer::new(self.api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let relay = tokio::spawn(self.relay.run());
-        let result = self.host.serve(service, verifier, self.probes, shutdown).await;
-        relay.abort();
-        result
+        let relay = self.relay;
+        let background = Background::new().task("relaying the outbox", |stop| relay.run(stop));
+        self.host
+            .serve(service, verifier, self.probes, background, shutdown)
+            .await
     }
 }

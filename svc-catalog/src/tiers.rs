@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use ticketing_platform::{
     ApiError, ApiResult,
     error::{Violations, parse_id},
+    fieldmask::{self, field},
     time::{from_timestamp, to_timestamp},
 };
 use ticketing_proto::ticketing::{
@@ -177,9 +178,15 @@ impl CatalogApi {
         let event = parse_id("tier.event_id", &tier.event_id)?;
         let id = parse_id("tier.id", &tier.id)?;
         let (_, chart) = self.tier_context(&request, event).await?;
-        let paths = mask_paths(
-            request.into_inner().update_mask,
-            &["name", "price", "sales_start", "sales_end", "per_order_limit"],
+        let paths = fieldmask::resolve(
+            request.into_inner().update_mask.as_ref(),
+            &[
+                field("name", !tier.name.is_empty()),
+                field("price", tier.price.is_some()),
+                field("sales_start", tier.sales_start.is_some()),
+                field("sales_end", tier.sales_end.is_some()),
+                field("per_order_limit", tier.per_order_limit != 0),
+            ],
         )?;
         let mut row = {
             let mut conn = self.pool.get().await?;
@@ -188,23 +195,23 @@ impl CatalogApi {
                 .ok_or(ApiError::NotFound { resource: "tier" })?
         };
         let mut v = Violations::new();
-        let input = check_tier(&mut v, &tier, &chart, &paths);
+        let input = check_tier(&mut v, &tier, &chart, paths.paths());
         v.into_result()?;
         let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
-        if paths.contains(&"name") {
+        if paths.contains("name") {
             row.name = input.name;
         }
-        if paths.contains(&"price") {
+        if paths.contains("price") {
             row.price_minor = input.price.amount_minor;
             row.currency = input.price.currency;
         }
-        if paths.contains(&"sales_start") {
+        if paths.contains("sales_start") {
             row.sales_start = input.sales_start;
         }
-        if paths.contains(&"sales_end") {
+        if paths.contains("sales_end") {
             row.sales_end = input.sales_end;
         }
-        if paths.contains(&"per_order_limit") {
+        if paths.contains("per_order_limit") {
             row.per_order_limit = input.per_order_limit;
         }
         if let (Some(s), Some(e)) = (row.sales_start, row.sales_end)

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticketing_platform::{
     ApiError, ApiResult,
-    error::Violations,
     messaging::OutboxEvent,
     time::{to_timestamp, to_timestamp_opt},
 };
@@ -66,29 +65,6 @@ pub(crate) fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, re
             },
         ),
     }
-}
-
-pub(crate) fn mask_paths(
-    mask: Option<prost_types::FieldMask>,
-    allowed: &[&'static str],
-) -> ApiResult<Vec<&'static str>> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Ok(allowed.to_vec());
-    }
-    let mut v = Violations::new();
-    let mut out = Vec::new();
-    for path in &paths {
-        match allowed.iter().find(|a| *a == path) {
-            Some(a) => out.push(*a),
-            None => v.add(
-                "update_mask",
-                format!("`{path}` cannot be updated; allowed: {}", allowed.join(", ")),
-            ),
-        }
-    }
-    v.into_result()?;
-    Ok(out)
 }
 
 pub(crate) fn venue_proto(row: &VenueRow, with_chart: bool) -> ApiResult<pb::Venue> {

@@ -9,6 +9,7 @@ use ticketing_platform::{
     auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, SubjectKind, TokenVerifier},
     db::PgPool,
     error::{Violations, parse_id},
+    fieldmask::{self, field},
     messaging::OutboxSignal,
     pagination::{self, Cursor},
     service_auth::{self},
@@ -293,7 +294,10 @@ impl IdentityApi {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
         let user = r.user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
-        let paths = mask_paths(r.update_mask, &["display_name"])?;
+        let paths = fieldmask::resolve(
+            r.update_mask.as_ref(),
+            &[field("display_name", !user.display_name.is_empty())],
+        )?;
         let mut v = Violations::new();
         let name = v.check(
             "user.display_name",
@@ -301,7 +305,7 @@ impl IdentityApi {
         );
         v.into_result()?;
         let mut conn = self.state.pool.get().await?;
-        if paths.iter().any(|p| p == "display_name")
+        if paths.contains("display_name")
             && let Some(name) = name
         {
             store::set_display_name(&mut conn, actor.user.id, &name).await?;
@@ -526,7 +530,10 @@ impl IdentityApi {
             .organization
             .ok_or_else(|| ApiError::invalid("organization", "is required"))?;
         let id = parse_id("organization.id", &org.id)?;
-        let paths = mask_paths(r.update_mask, &["display_name"])?;
+        let paths = fieldmask::resolve(
+            r.update_mask.as_ref(),
+            &[field("display_name", !org.display_name.is_empty())],
+        )?;
         let mut v = Violations::new();
         let name = v.check(
             "organization.display_name",
@@ -535,7 +542,7 @@ impl IdentityApi {
         v.into_result()?;
         self.org_for_member(&actor, id, true).await?;
         let mut conn = self.state.pool.get().await?;
-        if paths.iter().any(|p| p == "display_name")
+        if paths.contains("display_name")
             && let Some(name) = name
         {
             store::set_org_name(&mut conn, id, &name).await?;

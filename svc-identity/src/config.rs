@@ -9,6 +9,7 @@ use ticketing_platform::{
         ConfigError, DatabaseConfig, LogConfig, RedisConfig, ServerConfig, Validate, duration_secs,
         serialize_optional_secret, serialize_secret,
     },
+    discovery::DiscoveryConfig,
     messaging::MessagingConfig,
 };
 
@@ -17,6 +18,10 @@ use crate::{lockout::LoginConfig, password::PasswordParams};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
+    /// How this service is found and finds the others: static, dns or consul
+    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     /// `user.registered` leaves through the outbox to this broker.
@@ -88,6 +93,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::local("identity"),
+            discovery: DiscoveryConfig::default(),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/identity"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "identity"),
             messaging: MessagingConfig::default(),
@@ -111,6 +117,7 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ticketing_platform::config::validate_server(&self.server)?;
+        self.discovery.validate()?;
         self.database.validate("database")?;
         self.redis.validate("redis")?;
         self.messaging.validate("messaging")?;

@@ -21,10 +21,11 @@ use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     auth::TokenVerifier,
+    background::Background,
     cache::Cache,
     db::{self, PgPool},
     messaging::Relay,
-    server::{Host, Probe, spawn_periodic},
+    server::{Host, Probe},
 };
 use ticketing_proto::ticketing::identity::v1::identity_service_server::IdentityServiceServer;
 
@@ -82,7 +83,7 @@ impl Application {
             service_clients,
             outbox: relay.signal(),
         });
-        let host = Host::bind(config.server.clone()).await?;
+        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             state,
@@ -110,17 +111,18 @@ impl Application {
     ) -> anyhow::Result<()> {
         let keys = self.state.keys.clone();
         let every = self.key_rotation_check;
-        let rotation = spawn_periodic(every, "rotating the signing key when due", move || {
-            let keys = keys.clone();
-            async move { keys.rotate_if_due().await }
-        });
-        let relay = tokio::spawn(self.relay.run());
+        let relay = self.relay;
+        let background = Background::new()
+            .every("rotating the signing key when due", every, move || {
+                let keys = keys.clone();
+                async move { keys.rotate_if_due().await }
+            })
+            .task("relaying the outbox", |stop| relay.run(stop));
         let verifier = self.state.verifier.clone();
         let service = IdentityServiceServer::new(IdentityApi::new(self.state))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let result = self.host.serve(service, verifier, self.probes, shutdown).await;
-        rotation.abort();
-        relay.abort();
-        result
+        self.host
+            .serve(service, verifier, self.probes, background, shutdown)
+            .await
     }
 }

@@ -3,7 +3,6 @@
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{OrgRole, Role, Scope},
-    error::Violations,
     time::{to_timestamp, to_timestamp_opt},
 };
 use ticketing_proto::ticketing::identity::v1::{self as pb};
@@ -18,25 +17,6 @@ pub(crate) fn check_refresh_shape(token: &str) -> ApiResult<()> {
         return Err(ApiError::unauthenticated("refresh token is invalid or expired"));
     }
     Ok(())
-}
-
-/// The paths of an update mask, each checked against `allowed`; an empty mask means all of them.
-pub(crate) fn mask_paths(mask: Option<prost_types::FieldMask>, allowed: &[&str]) -> ApiResult<Vec<String>> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Ok(allowed.iter().map(|p| p.to_string()).collect());
-    }
-    let mut v = Violations::new();
-    for path in &paths {
-        if !allowed.contains(&path.as_str()) {
-            v.add(
-                "update_mask",
-                format!("`{path}` cannot be updated; allowed: {}", allowed.join(", ")),
-            );
-        }
-    }
-    v.into_result()?;
-    Ok(paths)
 }
 
 pub(crate) fn role_to_proto(role: Role) -> i32 {

@@ -8,12 +8,17 @@ use ticketing_platform::{
         ConfigError, DatabaseConfig, LogConfig, PeersConfig, RedisConfig, ServerConfig, Validate,
         duration_secs,
     },
+    discovery::DiscoveryConfig,
     messaging::MessagingConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
+    /// How this service is found and finds the others: static, dns or consul
+    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub messaging: MessagingConfig,
@@ -59,6 +64,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::local("inventory"),
+            discovery: DiscoveryConfig::default(),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/inventory"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "inventory"),
             messaging: MessagingConfig::default(),
@@ -92,13 +98,14 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ticketing_platform::config::validate_server(&self.server)?;
+        self.discovery.validate()?;
         self.database.validate("database")?;
         self.redis.validate("redis")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
         self.peers.require(
             &["identity"],
-            &self.server.discovery,
+            &self.discovery,
             "inventory verifies tokens against identity",
         )?;
         let h = &self.holds;

@@ -22,11 +22,12 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use secrecy::ExposeSecret;
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
+    background::Background,
     cache::Cache,
     clients::Peers,
     db::{self, PgPool},
     messaging::Consumer,
-    server::{Host, Probe, spawn_periodic},
+    server::{Host, Probe},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -56,7 +57,7 @@ impl Application {
             .await
             .context("preparing the inventory database")?;
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
-        let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
+        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let inventory = Inventory::new(pool.clone(), cache.clone());
         let fanout = {
@@ -69,7 +70,7 @@ impl Application {
             fanout,
             holds: config.holds.clone(),
         };
-        let host = Host::bind(config.server.clone()).await?;
+        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api,
@@ -99,53 +100,47 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let fanout = tokio::spawn(self.api.fanout.clone().run(self.redis_url.clone()));
         let inventory = self.api.inventory.clone();
         let every = self.config.holds.sweep_interval;
-        let consumer = tokio::spawn(
-            Consumer::new(
-                self.api.inventory.pool().clone(),
-                self.config.messaging.clone(),
-                "inventory",
-                events::OrderReturns(self.api.inventory.clone()),
-            )
-            .run(),
+        let after = self.config.holds.commit_recovery_after;
+        let consumer = Consumer::new(
+            inventory.pool().clone(),
+            self.config.messaging.clone(),
+            "inventory",
+            events::OrderReturns(inventory.clone()),
         );
-        let recovery = {
-            let inventory = inventory.clone();
-            let after = self.config.holds.commit_recovery_after;
-            spawn_periodic(
-                every.max(Duration::from_secs(1)),
+        let (sweeping, recovering) = (inventory.clone(), inventory.clone());
+        let reconciler = Reconciler::new(inventory);
+        let background = Background::new()
+            .every("sweeping expired holds", every, move || {
+                let inventory = sweeping.clone();
+                async move { inventory.sweep_all().await.map(drop) }
+            })
+            .every(
                 "settling half-done commits",
+                every.max(Duration::from_secs(1)),
                 move || {
-                    let inventory = inventory.clone();
+                    let inventory = recovering.clone();
                     async move { inventory.recover_all(after).await.map(drop) }
                 },
             )
-        };
-        let reconciler = {
-            let reconciler = Reconciler::new(inventory.clone());
-            spawn_periodic(
-                self.config.holds.reconcile_interval,
+            .every(
                 "reconciling redis with the ledger",
+                self.config.holds.reconcile_interval,
                 move || {
                     let reconciler = reconciler.clone();
                     async move { reconciler.reconcile().await.map(drop) }
                 },
             )
-        };
-        let sweeper = spawn_periodic(every, "sweeping expired holds", move || {
-            let inventory = inventory.clone();
-            async move { inventory.sweep_all().await.map(drop) }
-        });
+            .task("consuming events", |stop| consumer.run(stop))
+            .cancellable(
+                "fanning out seat changes",
+                self.api.fanout.clone().run(self.redis_url.clone()),
+            );
         let verifier = self.api.verifier.clone();
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let result = self.host.serve(service, verifier, self.probes, shutdown).await;
-        sweeper.abort();
-        recovery.abort();
-        reconciler.abort();
-        consumer.abort();
-        fanout.abort();
-        result
+        self.host
+            .serve(service, verifier, self.probes, background, shutdown)
+            .await
     }
 }

@@ -5,6 +5,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier, bearer_token},
     error::{Violations, parse_id},
+    fieldmask::{self, field},
     money,
     pagination::{self, Cursor},
     time::from_timestamp,
@@ -424,19 +425,20 @@ impl OrdersApi {
         let event = parse_id("discount_code.event_id", &code.event_id)?;
         self.organizer_of_event(request.metadata(), event, Scope::EventsWrite)
             .await?;
-        let mask = request
-            .into_inner()
-            .update_mask
-            .map(|m| m.paths)
-            .unwrap_or_default();
-        if mask.is_empty() {
-            return Err(ApiError::invalid("update_mask", "name the fields to change"));
-        }
+        let mask = fieldmask::resolve(
+            request.into_inner().update_mask.as_ref(),
+            &[
+                field("valid_from", code.valid_from.is_some()),
+                field("valid_until", code.valid_until.is_some()),
+                field("max_uses", code.max_uses != 0),
+                field("active", code.active),
+            ],
+        )?;
         let current = self.discount(event, &code.code).await?;
         let mut v = Violations::new();
         let mut next = current.clone();
-        for path in &mask {
-            match path.as_str() {
+        for path in mask.paths() {
+            match *path {
                 "valid_from" => {
                     next.valid_from = code.valid_from.as_ref().and_then(|t| {
                         v.check(
@@ -463,7 +465,8 @@ impl OrdersApi {
                     next.max_uses = code.max_uses;
                 }
                 "active" => next.active = code.active,
-                other => v.add("update_mask", format!("{other} cannot be changed")),
+                // `resolve` admits none but the four above.
+                _ => {}
             }
         }
         if let (Some(from), Some(until)) = (next.valid_from, next.valid_until)

@@ -26,10 +26,11 @@ use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
+    background::Background,
     clients,
     db::{self, PgPool},
     messaging::{Consumer, Relay},
-    server::{Host, Probe, spawn_periodic},
+    server::{Host, Probe},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
@@ -63,7 +64,7 @@ impl Application {
             let mut conn = pool.get().await.context("orders database")?;
             TicketSigner::load_or_create(&mut conn).await?
         };
-        let peers = clients::Peers::new(config.peers.clone()).discovering(&config.server.discovery);
+        let peers = clients::Peers::new(config.peers.clone()).discovering(&config.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "orders");
         let orders = Orders::new(
@@ -83,7 +84,7 @@ impl Application {
             CONSUMER,
             PaymentOutcomes(orders.clone()),
         );
-        let host = Host::bind(config.server.clone()).await?;
+        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api: OrdersApi { orders, verifier },
@@ -114,36 +115,31 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run());
-        let consumer = tokio::spawn(self.consumer.run());
-        let orders = self.api.orders.clone();
         let every = self.config.checkout.sweep_interval;
-        let sweeper = spawn_periodic(every, "expiring unpaid orders", move || {
-            let orders = orders.clone();
-            async move { orders.expire_due().await.map(drop) }
-        });
-        // From start-up on: checkouts whose PayOrder died (here or in another replica) are
-        // finished or released within a lease of it, not at the order's expiry.
-        let orders = self.api.orders.clone();
-        let resumer = spawn_periodic(every, "resuming checkouts whose lease lapsed", move || {
-            let orders = orders.clone();
-            async move { orders.resume_lapsed().await.map(drop) }
-        });
+        let (expiring, resuming) = (self.api.orders.clone(), self.api.orders.clone());
+        let background = Background::new()
+            .every("expiring unpaid orders", every, move || {
+                let orders = expiring.clone();
+                async move { orders.expire_due().await.map(drop) }
+            })
+            // From start-up on: checkouts whose PayOrder died (here or in another replica) are
+            // finished or released within a lease of it, not at the order's expiry.
+            .every("resuming checkouts whose lease lapsed", every, move || {
+                let orders = resuming.clone();
+                async move { orders.resume_lapsed().await.map(drop) }
+            })
+            .task("consuming events", |stop| self.consumer.run(stop))
+            .task("relaying the outbox", |stop| self.relay.run(stop));
         let verifier = self.api.verifier.clone();
         let service = OrdersServiceServer::new(self.api);
-        let result = self
-            .host
+        self.host
             .serve(
                 service,
                 verifier,
                 vec![Probe::postgres(self.pool.clone())],
+                background,
                 shutdown,
             )
-            .await;
-        sweeper.abort();
-        resumer.abort();
-        consumer.abort();
-        relay.abort();
-        result
+            .await
     }
 }

@@ -5,12 +5,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use ticketing_platform::{
     config::{ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate, duration_secs},
+    discovery::DiscoveryConfig,
     messaging::MessagingConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub server: ServerConfig,
+    /// How this service is found and finds the others: static, dns or consul
+    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     pub database: DatabaseConfig,
     pub messaging: MessagingConfig,
     pub log: LogConfig,
@@ -43,6 +48,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::local("payments"),
+            discovery: DiscoveryConfig::default(),
             database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/payments"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
@@ -72,12 +78,13 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ticketing_platform::config::validate_server(&self.server)?;
+        self.discovery.validate()?;
         self.database.validate("database")?;
         self.messaging.validate("messaging")?;
         self.peers.validate()?;
         self.peers.require(
             &["identity"],
-            &self.server.discovery,
+            &self.discovery,
             "payments verifies tokens against identity",
         )?;
         if self.stale_after <= self.test_provider.slow_delay {

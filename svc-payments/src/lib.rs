@@ -19,10 +19,11 @@ use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     auth::{IdentityKeySource, TokenVerifier},
+    background::Background,
     clients::Peers,
     db::{self, PgPool},
     messaging::{Consumer, Relay},
-    server::{Host, Probe, spawn_periodic},
+    server::{Host, Probe},
 };
 use ticketing_proto::ticketing::payments::v1::payments_service_server::PaymentsServiceServer;
 
@@ -49,7 +50,7 @@ impl Application {
         let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
             .await
             .context("preparing the payments database")?;
-        let peers = Peers::new(config.peers.clone()).discovering(&config.server.discovery);
+        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
         let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
         let provider = Arc::new(TestProvider::new(pool.clone(), config.test_provider.slow_delay));
@@ -60,7 +61,7 @@ impl Application {
             CONSUMER,
             OrderClosings(payments.clone()),
         );
-        let host = Host::bind(config.server.clone()).await?;
+        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api: PaymentsApi { payments, verifier },
@@ -91,44 +92,39 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run());
-        let consumer = tokio::spawn(self.consumer.run());
-        let payments = self.api.payments.clone();
         let (every, stale_after) = (self.config.sweep_interval, self.config.stale_after);
         let grace = self.config.processor_refund_grace;
-        let sweeper = spawn_periodic(every, "settling interrupted charges", move || {
-            let payments = payments.clone();
-            async move { payments.settle_stale(stale_after).await.map(drop) }
-        });
+        let (settling, syncing) = (self.api.payments.clone(), self.api.payments.clone());
         // Refunds made at the processor: looked for from a day back at start, then onwards.
-        let payments = self.api.payments.clone();
         let watermark = Arc::new(std::sync::Mutex::new(
             chrono::Utc::now() - chrono::Duration::days(1),
         ));
-        let processor_refunds = spawn_periodic(every, "recording refunds made at the processor", move || {
-            let (payments, watermark) = (payments.clone(), watermark.clone());
-            async move {
-                let after = *watermark.lock().unwrap_or_else(|p| p.into_inner());
-                let (newest, _) = payments.sync_processor_refunds(after, grace).await?;
-                *watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
-                Ok::<_, ticketing_platform::ApiError>(())
-            }
-        });
+        let background = Background::new()
+            .every("settling interrupted charges", every, move || {
+                let payments = settling.clone();
+                async move { payments.settle_stale(stale_after).await.map(drop) }
+            })
+            .every("recording refunds made at the processor", every, move || {
+                let (payments, watermark) = (syncing.clone(), watermark.clone());
+                async move {
+                    let after = *watermark.lock().unwrap_or_else(|p| p.into_inner());
+                    let (newest, _) = payments.sync_processor_refunds(after, grace).await?;
+                    *watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
+                    Ok::<_, ticketing_platform::ApiError>(())
+                }
+            })
+            .task("consuming events", |stop| self.consumer.run(stop))
+            .task("relaying the outbox", |stop| self.relay.run(stop));
         let verifier = self.api.verifier.clone();
         let service = PaymentsServiceServer::new(self.api);
-        let result = self
-            .host
+        self.host
             .serve(
                 service,
                 verifier,
                 vec![Probe::postgres(self.pool.clone())],
+                background,
                 shutdown,
             )
-            .await;
-        sweeper.abort();
-        processor_refunds.abort();
-        consumer.abort();
-        relay.abort();
-        result
+            .await
     }
 }

@@ -455,6 +455,40 @@ async fn every_annotated_rpc_answers_through_rest() {
         json!({ "maxUses": 10 }),
     )
     .await;
+    // Without updateMask the body's keys are the mask (grpc-gateway's PATCH feature), so a
+    // default value is a change: `false` deactivates. The code in the path is no change.
+    let deactivated = patch(
+        &s,
+        &format!("{codes_path}/TOUR10"),
+        Auth::Bearer(&organizer),
+        json!({ "active": false, "code": "TOUR10" }),
+    )
+    .await;
+    assert_eq!(
+        (deactivated["active"].clone(), deactivated["maxUses"].clone()),
+        (json!(false), json!(10))
+    );
+    let nothing = s
+        .call(
+            Method::PATCH,
+            &format!("{codes_path}/TOUR10"),
+            Auth::Bearer(&organizer),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(nothing.status, 400, "{}", nothing.json);
+    assert!(
+        nothing.json.to_string().contains("update_mask"),
+        "{}",
+        nothing.json
+    );
+    patch(
+        &s,
+        &format!("{codes_path}/TOUR10"),
+        Auth::Bearer(&organizer),
+        json!({ "active": true }),
+    )
+    .await;
     delete(&s, &format!("{codes_path}/GONE"), Auth::Bearer(&organizer)).await;
 
     // Inventory: hold, look, release, watch.

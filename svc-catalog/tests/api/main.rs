@@ -3,4 +3,5 @@
 mod authz;
 mod helpers;
 mod lifecycle;
+mod masks;
 mod search;

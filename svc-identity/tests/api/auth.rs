@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use ticketing_platform::auth::Role;
 use ticketing_proto::ticketing::{events::v1 as events, identity::v1 as pb};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
@@ -385,4 +386,88 @@ async fn profile_updates_follow_the_field_mask() {
         .await
         .expect_err("email is not updatable");
     assert_eq!(violated_fields(&status), ["update_mask"]);
+
+    // Nothing set and nothing named: nothing to change, refused.
+    let blank = pb::User::default();
+    let update = |user: pb::User, paths: &[&str]| {
+        let mut client = client.clone();
+        let token = token.clone();
+        let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        });
+        async move {
+            client
+                .update_me(authed(
+                    &token,
+                    pb::UpdateMeRequest {
+                        user: Some(user),
+                        update_mask,
+                    },
+                ))
+                .await
+        }
+    };
+    let status = update(blank.clone(), &[]).await.expect_err("nothing to change");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["update_mask"]);
+    // Named, the empty value clears the name; `*` too.
+    for paths in [["display_name"], ["*"]] {
+        update(
+            pb::User {
+                display_name: "Grace".into(),
+                ..Default::default()
+            },
+            &[],
+        )
+        .await
+        .expect("named again");
+        let cleared = update(blank.clone(), &paths).await.expect("cleared").into_inner();
+        assert_eq!(cleared.display_name, "", "{paths:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_updates_follow_the_field_mask() {
+    let app = spawn_app().await;
+    let (_, token) = app.user(&[Role::Organizer]).await;
+    let id = app
+        .create_org(&token, &format!("org-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let mut client = app.client().await;
+    let mut update = async |display_name: &str, paths: &[&str]| {
+        client
+            .update_organization(authed(
+                &token,
+                pb::UpdateOrganizationRequest {
+                    organization: Some(pb::Organization {
+                        id: id.clone(),
+                        display_name: display_name.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: (!paths.is_empty()).then(|| prost_types::FieldMask {
+                        paths: paths.iter().map(|p| p.to_string()).collect(),
+                    }),
+                },
+            ))
+            .await
+    };
+    let renamed = update("Renamed", &[])
+        .await
+        .expect("no mask: what is set")
+        .into_inner();
+    assert_eq!(renamed.display_name, "Renamed");
+    let nothing = update("", &[]).await.expect_err("nothing to change");
+    assert_eq!(violated_fields(&nothing), ["update_mask"]);
+    // Named with the empty value: the name is required, so the update is refused, not ignored.
+    let required = update("", &["*"]).await.expect_err("a name is required");
+    assert_eq!(violated_fields(&required), ["organization.display_name"]);
+    let slug = update("X", &["slug"])
+        .await
+        .expect_err("the slug is not updatable");
+    assert_eq!(violated_fields(&slug), ["update_mask"]);
+    let kept = update("Renamed again", &["display_name"])
+        .await
+        .expect("named")
+        .into_inner();
+    assert_eq!(kept.display_name, "Renamed again");
 }

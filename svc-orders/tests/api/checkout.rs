@@ -494,3 +494,65 @@ async fn bad_input_is_refused_with_the_field_and_changes_nothing() {
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     assert_eq!(stack.paid_total().await, 0);
 }
+
+/// UpdateDiscountCode reads `update_mask` as every Update RPC does (AIP-134).
+#[tokio::test]
+async fn discount_code_updates_follow_the_field_mask() {
+    let stack = stack().await;
+    let sale = stack.sale(10, 30).await;
+    let mut orders = stack.orders();
+    orders
+        .create_discount_code(authed(
+            &sale.organizer,
+            pb::CreateDiscountCodeRequest {
+                event_id: sale.event_id.clone(),
+                discount_code: Some(pb::DiscountCode {
+                    code: "MASK".into(),
+                    amount: Some(pb::discount_code::Amount::PercentOff(10)),
+                    max_uses: 3,
+                    active: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("code");
+    let mut update = async |max_uses: i32, active: bool, paths: &[&str]| {
+        orders
+            .update_discount_code(authed(
+                &sale.organizer,
+                pb::UpdateDiscountCodeRequest {
+                    discount_code: Some(pb::DiscountCode {
+                        event_id: sale.event_id.clone(),
+                        code: "MASK".into(),
+                        max_uses,
+                        active,
+                        ..Default::default()
+                    }),
+                    update_mask: (!paths.is_empty()).then(|| prost_types::FieldMask {
+                        paths: paths.iter().map(|p| p.to_string()).collect(),
+                    }),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    };
+    // No mask: what the request sets (max_uses, active) changes.
+    let code = update(7, true, &[]).await.expect("no mask");
+    assert_eq!((code.max_uses, code.active), (7, true));
+    // Named: `false` deactivates; the max_uses sent is not named, so it stays.
+    let code = update(9, false, &["active"]).await.expect("named");
+    assert_eq!((code.max_uses, code.active), (7, false));
+    // Nothing set, nothing named; a path that cannot change: refused, nothing changes.
+    for (paths, why) in [
+        (&[][..], "nothing to change"),
+        (&["percent_off"][..], "not updatable"),
+    ] {
+        let refused = update(0, false, paths).await.expect_err(why);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{why}");
+        assert_eq!(ticketing_e2e::violated_fields(&refused), ["update_mask"], "{why}");
+    }
+    // `*`: every field takes the request's value (0 uses: unlimited).
+    let code = update(0, true, &["*"]).await.expect("everything");
+    assert_eq!((code.max_uses, code.active), (0, true));
+}
