@@ -26,10 +26,11 @@ use std::{
 
 use anyhow::Context;
 use axum::{
-    Router,
+    Extension, Router,
     body::{Body, Bytes},
     extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -54,6 +55,7 @@ use crate::{
     edge::{Breakers, Permit, Probe, RateLimits, Throttled},
     errors::{HttpError, grpc_to_http},
     routes::{Resolved, Route, RouteTable},
+    template::Bindings,
 };
 
 /// The largest reply read from a service. Catalog returns a venue with its whole chart, which at
@@ -132,6 +134,16 @@ impl Application {
         });
         forget_idle_buckets(Arc::downgrade(&gateway));
         probe_upstreams(&gateway);
+        // The API behind its layers, outermost first: `admit` (the client's address, its rate
+        // limit) before any work is done; `resolve` (404, 405) before anything is measured, so
+        // that made-up paths never become metric labels; `observe` (span, metrics, access log)
+        // around all that a route does, refusals of credentials included.
+        let api = Router::new()
+            .fallback(transcode_request)
+            .layer(axum::middleware::from_fn(observe))
+            .layer(axum::middleware::from_fn_with_state(gateway.clone(), resolve))
+            .layer(axum::middleware::from_fn_with_state(gateway.clone(), admit))
+            .with_state(gateway.clone());
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -143,7 +155,7 @@ impl Application {
             .route("/openapi.json", get(openapi_json))
             .route("/docs", get(docs_page))
             .route("/.well-known/jwks.json", get(jwks))
-            .fallback(transcode_request)
+            .fallback_service(api)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
             .layer(axum::middleware::from_fn(
                 move |request: Request, next: axum::middleware::Next| {
@@ -405,32 +417,48 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-async fn transcode_request(
+/// The address a request came from (see [`edge::client_ip`]), set by [`admit`].
+#[derive(Clone, Copy)]
+struct ClientAddress(std::net::IpAddr);
+
+/// The route a request matched and the values its path bound, set by [`resolve`].
+#[derive(Clone)]
+struct Matched {
+    route: Arc<Route>,
+    bindings: Bindings,
+}
+
+/// The first layer of the API: works out the client's address and refuses a client past its
+/// rate limit, before any other work is done for it.
+async fn admit(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
+    next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let (parts, body) = request.into_parts();
-    let forwarded_for: Vec<&str> = parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let client = edge::client_ip(peer.ip(), &forwarded_for, &gw.config.trusted_proxies);
+    let client = {
+        let forwarded_for: Vec<&str> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        edge::client_ip(peer.ip(), &forwarded_for, &gw.config.trusted_proxies)
+    };
     if let Err(refused) = gw.rate_limits.check_ip(client) {
         return throttled(refused).into_response();
     }
-    let path = parts.uri.path().to_string();
-    let request_id = parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let (route, bindings) = match gw.routes.resolve(&parts.method, &path) {
-        Resolved::Found(route, bindings) => (route, bindings),
+    request.extensions_mut().insert(ClientAddress(client));
+    next.run(request).await
+}
+
+/// Finds the route of the method and path: 404, or 405 with `Allow`, when none serves them.
+async fn resolve(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+    match gw.routes.resolve(request.method(), request.uri().path()) {
+        Resolved::Found(route, bindings) => {
+            request.extensions_mut().insert(Matched { route, bindings });
+            next.run(request).await
+        }
         Resolved::MethodNotAllowed(allowed) => {
             let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
             let mut response = HttpError::new(
@@ -442,19 +470,32 @@ async fn transcode_request(
             if let Ok(value) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
-            return response;
+            response
         }
-        Resolved::NotFound => {
-            return HttpError::new(
-                StatusCode::NOT_FOUND,
-                tonic::Code::NotFound,
-                "no route for this path",
-            )
-            .into_response();
-        }
+        Resolved::NotFound => HttpError::new(
+            StatusCode::NOT_FOUND,
+            tonic::Code::NotFound,
+            "no route for this path",
+        )
+        .into_response(),
+    }
+}
+
+/// The span of a routed request (continuing the client's trace, `traceparent`, or starting
+/// one; the upstream call is its child), its metrics by route template, and its access-log
+/// line: for every routed request, those refused for credentials or by an API key's limit too.
+async fn observe(request: Request, next: Next) -> Response {
+    let Some(route) = request.extensions().get::<Matched>().map(|m| m.route.clone()) else {
+        return next.run(request).await;
     };
-    // The request's span continues the client's trace (`traceparent`), or starts one; the
-    // upstream call is its child.
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     // Made only when traces are exported: ten formatted fields per request cost ~5 % of the
     // gateway's CPU for nothing otherwise.
     let span = if !ticketing_platform::telemetry::exporting() {
@@ -473,22 +514,8 @@ async fn transcode_request(
         span_id = tracing::field::Empty,
         )
     };
-    ticketing_platform::telemetry::continue_trace(&span, &parts.headers);
-    let response = match serve(
-        &gw,
-        route,
-        bindings,
-        &parts.headers,
-        parts.uri.query(),
-        body,
-        client,
-    )
-    .instrument(span.clone())
-    .await
-    {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
+    ticketing_platform::telemetry::continue_trace(&span, request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
@@ -511,10 +538,31 @@ async fn transcode_request(
     response
 }
 
+/// The API's handler, behind [`admit`], [`resolve`] and [`observe`].
+async fn transcode_request(
+    State(gw): State<Arc<Gateway>>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
+    Extension(matched): Extension<Matched>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    serve(
+        &gw,
+        &matched.route,
+        matched.bindings,
+        &parts.headers,
+        parts.uri.query(),
+        body,
+        client,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
 async fn serve(
     gw: &Gateway,
     route: &Route,
-    bindings: Vec<(Vec<String>, String)>,
+    bindings: Bindings,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Body,
@@ -901,7 +949,7 @@ mod tests {
             .routes()
             .iter()
             .find(|r| r.rpc.name() == rpc)
-            .cloned()
+            .map(|r| Route::clone(r))
             .unwrap_or_else(|| panic!("{rpc}"))
     }
 

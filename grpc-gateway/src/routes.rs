@@ -2,7 +2,7 @@
 //! annotated method of every service, with its additional bindings. Nothing here names a
 //! service or a message; a new annotated RPC is routed by rebuilding the descriptors.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use http::Method;
 use prost::Message;
@@ -64,8 +64,9 @@ pub enum RouteError {
 }
 
 /// What a request path and method resolved to.
-pub enum Resolved<'a> {
-    Found(&'a Route, Bindings),
+pub enum Resolved {
+    /// The route (shared: the request carries it through the layers) and the path's values.
+    Found(Arc<Route>, Bindings),
     /// The path exists, but not for this method.
     MethodNotAllowed(Vec<Method>),
     NotFound,
@@ -73,7 +74,7 @@ pub enum Resolved<'a> {
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
     /// Route indexes by first literal segment, most specific first; `""` holds templates that
     /// start with a variable.
     buckets: HashMap<String, Vec<usize>>,
@@ -171,10 +172,11 @@ impl RouteTable {
             merged.sort_unstable();
             buckets.insert(key.clone(), merged);
         }
+        let routes = routes.into_iter().map(Arc::new).collect();
         Self { routes, buckets }
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
@@ -203,7 +205,7 @@ impl RouteTable {
             .map_or(&[], Vec::as_slice)
     }
 
-    pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_> {
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolved {
         let candidates = self.candidates(path);
         let serves = |route: &Route| {
             route.method == *method || (*method == Method::HEAD && route.method == Method::GET)
@@ -213,7 +215,7 @@ impl RouteTable {
             if serves(route)
                 && let Some(bindings) = route.template.matches(path)
             {
-                return Resolved::Found(route, bindings);
+                return Resolved::Found(route.clone(), bindings);
             }
         }
         // No route for this method: which methods would have matched (405 rather than 404)?

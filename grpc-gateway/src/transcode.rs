@@ -450,7 +450,7 @@ mod tests {
             .routes()
             .iter()
             .find(|r| r.rpc.name() == rpc && r.template.to_string() == template)
-            .cloned()
+            .map(|r| Route::clone(r))
             .unwrap_or_else(|| panic!("{rpc} {template}"))
     }
 

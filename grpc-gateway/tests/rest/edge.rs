@@ -325,6 +325,47 @@ async fn metrics_count_requests_per_route_and_status() {
     assert!(text.contains("gateway_request_duration_seconds"), "{text}");
 }
 
+/// The metrics and access-log layer sits outside authentication: a request refused for its
+/// credentials is counted under its route; a path no route serves makes no label at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_counted_and_made_up_paths_make_no_labels() {
+    let s = stack_with(|_| {}).await;
+    let made_up = format!("/v1/nothing-{}", uuid::Uuid::now_v7().simple());
+    assert_eq!(s.get(&made_up, Auth::None).await.status, StatusCode::NOT_FOUND);
+    let metrics = async || {
+        s.http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    // Other tests of this binary share the recorder: count what this one adds.
+    let refused = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("gateway_requests_total{")
+                    && l.contains("route=\"/v1/users/me\"")
+                    && l.contains("method=\"GET\"")
+                    && l.contains("status=\"401\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = refused(&metrics().await);
+    for _ in 0..3 {
+        assert_eq!(
+            s.get("/v1/users/me", Auth::None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let text = metrics().await;
+    assert!(refused(&text) >= before + 3.0, "{text}");
+    assert!(!text.contains(&made_up), "a made-up path became a label");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_path_variable_is_not_a_route() {
     let s = stack_with(|_| {}).await;
