@@ -3,6 +3,7 @@
 //! the small helpers every such test uses.
 
 mod platform;
+pub mod services;
 
 use std::net::SocketAddr;
 

@@ -72,6 +72,10 @@ impl Application {
         self.host.grpc_addr()
     }
 
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.host.admin_addr()
+    }
+
     pub fn pool(&self) -> PgPool {
         self.api.pool.clone()
     }

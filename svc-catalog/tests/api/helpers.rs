@@ -1,20 +1,17 @@
-use std::time::Duration;
-
 use chrono::Utc;
-use ticketing_e2e::{Identity, connect};
-pub use ticketing_e2e::{as_service, authed, reason, subject_of};
-use ticketing_platform::{
-    auth::Role,
-    config::{DatabaseConfig, RedisConfig, ServerConfig},
+use ticketing_e2e::{
+    Identity,
+    services::{self, Running, Wiring},
 };
+pub use ticketing_e2e::{as_service, authed, reason, subject_of};
+use ticketing_platform::auth::Role;
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb, catalog_service_client::CatalogServiceClient},
     common::v1::{Address, Money},
     identity::v1 as idpb,
     inventory::v1::inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{EventTap, TestBroker, TestDatabase, TestRedisPrefix};
-use tokio::sync::oneshot;
+use ticketing_testkit::{EventTap, TestBroker, TestRedisPrefix};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -22,74 +19,33 @@ pub struct Stack {
     pub identity_service: Identity,
     pub inventory: Channel,
     pub catalog: Channel,
-    // Dropping a sender stops its service.
-    _stops: Vec<oneshot::Sender<()>>,
-    _dbs: Vec<TestDatabase>,
+    // Dropped (stopped) catalog first, then the inventory it calls.
+    _running: (
+        Running<svc_catalog::config::Config>,
+        Running<svc_inventory::config::Config>,
+    ),
     _keys: TestRedisPrefix,
     broker: TestBroker,
 }
 
-fn serve(app: impl FnOnce(oneshot::Receiver<()>)) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel();
-    app(stopped);
-    stop
-}
-
+/// Identity, inventory and catalog.
 pub async fn stack() -> Stack {
     let identity = Identity::start().await;
-    let inv_db = TestDatabase::create("cat_inventory").await.expect("db");
-    let inv_keys = TestRedisPrefix::new("inv");
+    let keys = TestRedisPrefix::new("inv");
     let broker = TestBroker::new();
-    let mut inv_config = svc_inventory::config::Config {
-        server: ServerConfig::with_ports(0, 0),
-        database: DatabaseConfig::new(inv_db.url.clone()),
-        redis: RedisConfig::new(ticketing_testkit::redis_url(), inv_keys.prefix.clone()),
-        messaging: broker.config.clone(),
-        ..Default::default()
+    let wiring = Wiring {
+        identity: &identity,
+        broker: &broker,
+        redis_prefix: &keys.prefix,
     };
-    inv_config
-        .peers
-        .addresses
-        .insert("identity".into(), identity.url());
-    let inventory = svc_inventory::Application::build(inv_config)
-        .await
-        .expect("inventory");
-    let inventory_addr = inventory.grpc_addr();
-    let inv_stop = serve(|rx| {
-        drop(tokio::spawn(
-            inventory.run_until_stopped(async move { drop(rx.await) }),
-        ))
-    });
-
-    let cat_db = TestDatabase::create("catalog").await.expect("db");
-    let mut config = svc_catalog::config::Config {
-        server: ServerConfig::with_ports(0, 0),
-        database: DatabaseConfig::new(cat_db.url.clone()),
-        messaging: broker.config.clone(),
-        ..Default::default()
-    };
-    config.server.health_interval = Duration::from_millis(200);
-    config.peers.addresses.insert("identity".into(), identity.url());
-    config.peers.credentials = identity.credentials("catalog");
-    config
-        .peers
-        .addresses
-        .insert("inventory".into(), format!("http://{inventory_addr}"));
-    let catalog = svc_catalog::Application::build(config).await.expect("catalog");
-    let catalog_addr = catalog.grpc_addr();
-    let cat_stop = serve(|rx| {
-        drop(tokio::spawn(
-            catalog.run_until_stopped(async move { drop(rx.await) }),
-        ))
-    });
-
+    let (inventory, _) = services::inventory(&wiring, |_| {}).await;
+    let catalog = services::catalog(&wiring, inventory.url(), |_| {}).await;
     Stack {
+        inventory: inventory.channel.clone(),
+        catalog: catalog.channel.clone(),
+        _running: (catalog, inventory),
         identity_service: identity,
-        inventory: connect(inventory_addr).await,
-        catalog: connect(catalog_addr).await,
-        _stops: vec![cat_stop, inv_stop],
-        _dbs: vec![cat_db, inv_db],
-        _keys: inv_keys,
+        _keys: keys,
         broker,
     }
 }

@@ -1,16 +1,16 @@
 use std::time::Duration;
 
 use svc_inventory::config::Config;
-use ticketing_e2e::{Identity, connect};
-pub use ticketing_e2e::{as_service, authed, reason, subject_of};
-use ticketing_platform::{
-    auth::Role,
-    config::{DatabaseConfig, RedisConfig, ServerConfig},
+use ticketing_e2e::{
+    Identity, connect,
+    services::{self, Running, Wiring},
 };
+pub use ticketing_e2e::{as_service, authed, reason, subject_of};
+use ticketing_platform::{auth::Role, config::ServerConfig};
 use ticketing_proto::ticketing::inventory::v1::{
     self as pb, inventory_service_client::InventoryServiceClient,
 };
-use ticketing_testkit::{TestBroker, TestDatabase, TestRedisPrefix};
+use ticketing_testkit::{TestBroker, TestRedisPrefix};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -27,11 +27,9 @@ pub struct Stack {
     pub channel: Channel,
     pub pool: ticketing_platform::db::PgPool,
     pub redis: TestRedisPrefix,
-    /// The configuration of the running replica, to start more that share its stores.
-    replica_config: Config,
-    // Dropping a sender stops its replica.
-    stops: Vec<oneshot::Sender<()>>,
-    _db: TestDatabase,
+    /// Replicas started later, on the same database and Redis.
+    replicas: Vec<oneshot::Sender<()>>,
+    running: Running<Config>,
     _broker: TestBroker,
 }
 
@@ -41,32 +39,18 @@ pub async fn stack() -> Stack {
 
 pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
     let identity = Identity::start().await;
-    let db = TestDatabase::create("inventory").await.expect("db");
     let redis = TestRedisPrefix::new("inv");
     let broker = TestBroker::new();
-    let mut config = Config::default();
-    config.messaging = broker.config.clone();
-    let mut server = ServerConfig::with_ports(0, 0);
-    server.health_interval = Duration::from_millis(200);
-    config.server = server;
-    config.database = DatabaseConfig::new(db.url.clone());
-    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), redis.prefix.clone());
-    config.peers.addresses.insert("identity".into(), identity.url());
-    config.holds.min_ttl = Duration::from_secs(1);
-    config.holds.sweep_interval = Duration::from_millis(100);
-    config.holds.heartbeat_interval = Duration::from_secs(1);
-    adjust(&mut config);
-    let replica_config = config.clone();
-    let app = svc_inventory::Application::build(config)
-        .await
-        .expect("inventory");
-    let addr = app.grpc_addr();
-    let pool = app.pool();
-    let inventory = app.inventory();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let wiring = Wiring {
+        identity: &identity,
+        broker: &broker,
+        redis_prefix: &redis.prefix,
+    };
+    let (running, inventory) = services::inventory(&wiring, |config| {
+        config.holds.heartbeat_interval = Duration::from_secs(1);
+        adjust(config);
+    })
+    .await;
     let orders_token = identity.service_token("orders", "inventory").await;
     let catalog_token = identity.service_token("catalog", "inventory").await;
     Stack {
@@ -74,12 +58,11 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         inventory,
         orders_token,
         catalog_token,
-        channel: connect(addr).await,
-        pool,
+        channel: running.channel.clone(),
+        pool: running.pool.clone(),
         redis,
-        replica_config,
-        stops: vec![stop],
-        _db: db,
+        replicas: Vec::new(),
+        running,
         _broker: broker,
     }
 }
@@ -87,20 +70,17 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
 impl Stack {
     /// The URL of this stack's inventory database (for a test's own connection).
     pub fn database_url(&self) -> String {
-        self._db.url.clone()
+        self.running.database.url.clone()
     }
 
     /// Starts another inventory replica on the same database and Redis; returns a channel to it.
     pub async fn replica(&mut self) -> Channel {
-        let mut config = self.replica_config.clone();
+        let mut config = self.running.config.clone();
         config.server = ServerConfig::with_ports(0, 0);
         let app = svc_inventory::Application::build(config).await.expect("replica");
         let addr = app.grpc_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        self.stops.push(stop);
+        self.replicas
+            .push(services::run_until_dropped(|s| app.run_until_stopped(s)));
         connect(addr).await
     }
 
