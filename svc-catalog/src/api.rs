@@ -272,7 +272,7 @@ impl CatalogApi {
             // to drop a sold seat), or nothing changes.
             let published = {
                 let mut conn = self.pool.get().await?;
-                store::events_of_venue(&mut conn, id, "published").await?
+                store::events_of_venue(&mut conn, id, EventStatus::Published).await?
             };
             for mut event in published {
                 event.updated_at = Utc::now();
@@ -664,7 +664,15 @@ impl CatalogApi {
         self.sync_inventory(&row, &chart).await?;
         let mut conn = self.pool.get().await?;
         let announce = lifecycle_event(&row, EventStatus::Published, false, "");
-        if store::transition(&mut conn, id, "draft", "published", announce).await? {
+        if store::transition(
+            &mut conn,
+            id,
+            EventStatus::Draft,
+            EventStatus::Published,
+            announce,
+        )
+        .await?
+        {
             self.outbox.notify();
         }
         let row = store::find_event(&mut conn, id)
@@ -701,7 +709,7 @@ impl CatalogApi {
         }
         let mut conn = self.pool.get().await?;
         let announce = lifecycle_event(&row, to, false, reason);
-        if !store::transition(&mut conn, id, from.as_str(), to.as_str(), announce).await? {
+        if !store::transition(&mut conn, id, from, to, announce).await? {
             return Err(ApiError::precondition(
                 "CONCURRENT_CHANGE",
                 "the event changed meanwhile; read it again",

@@ -423,13 +423,25 @@ mod tests {
     #[test]
     fn only_allowed_lifecycle_transitions() {
         use Status::*;
-        assert!(Draft.can_become(Published));
-        assert!(Published.can_become(Completed));
-        assert!(Published.can_become(Cancelled));
-        assert!(!Draft.can_become(Completed));
-        assert!(!Cancelled.can_become(Published));
-        assert!(!Completed.can_become(Cancelled));
-        assert!(!Published.can_become(Draft));
+        let allowed = [
+            (Draft, Published),
+            (Draft, Cancelled),
+            (Published, Cancelled),
+            (Published, Completed),
+        ];
+        for from in [Draft, Published, Cancelled, Completed] {
+            for to in [Draft, Published, Cancelled, Completed] {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+            assert_eq!(Status::parse(from.as_str()), Some(from));
+            assert_eq!(Status::from_proto(from.to_proto() as i32), Some(from));
+        }
+        assert_eq!(Status::parse("Published"), None);
+        assert_eq!(Status::from_proto(0), None);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use ticketing_platform::{
 };
 use uuid::Uuid;
 
-use crate::schema::{events, tiers, venues};
+use crate::{
+    domain::Status,
+    schema::{events, tiers, venues},
+};
 
 type Conn = AsyncPgConnection;
 
@@ -165,10 +168,10 @@ pub async fn delete_venue(conn: &mut Conn, id: Uuid) -> ApiResult<bool> {
     Ok(diesel::delete(venues::table.find(id)).execute(conn).await? > 0)
 }
 
-pub async fn events_of_venue(conn: &mut Conn, venue: Uuid, status: &str) -> ApiResult<Vec<EventRow>> {
+pub async fn events_of_venue(conn: &mut Conn, venue: Uuid, status: Status) -> ApiResult<Vec<EventRow>> {
     Ok(events::table
         .filter(events::venue_id.eq(venue))
-        .filter(events::status.eq(status))
+        .filter(events::status.eq(status.as_str()))
         .select(EventRow::as_select())
         .load(conn)
         .await?)
@@ -234,15 +237,15 @@ pub async fn touch_event(conn: &mut Conn, id: Uuid) -> ApiResult<()> {
 pub async fn transition(
     conn: &mut Conn,
     id: Uuid,
-    from: &str,
-    to: &str,
+    from: Status,
+    to: Status,
     announce: OutboxEvent,
 ) -> ApiResult<bool> {
-    let publishing = to == "published";
+    let publishing = to == Status::Published;
     conn.transaction::<_, ApiError, _>(async |conn| {
-        let moved = diesel::update(events::table.find(id).filter(events::status.eq(from)))
+        let moved = diesel::update(events::table.find(id).filter(events::status.eq(from.as_str())))
             .set((
-                events::status.eq(to),
+                events::status.eq(to.as_str()),
                 events::updated_at.eq(diesel::dsl::now),
                 events::published_at.eq(publishing.then(Utc::now)),
             ))
@@ -257,12 +260,14 @@ pub async fn transition(
 }
 
 pub async fn delete_event(conn: &mut Conn, id: Uuid) -> ApiResult<bool> {
-    Ok(
-        diesel::delete(events::table.find(id).filter(events::status.eq("draft")))
-            .execute(conn)
-            .await?
-            > 0,
+    Ok(diesel::delete(
+        events::table
+            .find(id)
+            .filter(events::status.eq(Status::Draft.as_str())),
     )
+    .execute(conn)
+    .await?
+        > 0)
 }
 
 /// Filters of ListEvents.
