@@ -249,7 +249,7 @@ impl CatalogApi {
         }
         domain::check_venue_fields(&mut v, &probe);
         let chart = paths
-            .contains(&"seating_chart")
+            .contains("seating_chart")
             .then(|| domain::normalize_chart(venue.seating_chart.clone().unwrap_or_default(), &mut v));
         v.into_result()?;
         if paths.contains("name") {
