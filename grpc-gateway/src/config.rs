@@ -64,9 +64,11 @@ pub struct RateLimitConfig {
     pub per_api_key_burst: u32,
 }
 
-/// A circuit breaker per upstream: after `consecutive_failures` calls in a row that found the
-/// service unavailable or timed out, calls to it answer 503 at once for `cool_down`; then calls
-/// may try again, and the first success closes the circuit.
+/// A circuit breaker per upstream: after `consecutive_failures` calls in a row that could not
+/// reach the service (a transport error) or timed out, calls to it answer 503 at once for
+/// `cool_down`; then calls may try again, and the first success closes the circuit. A status
+/// the service sent itself never counts, whatever its code (a 400, or its own 503 because one of
+/// its dependencies is down): it is there, and its other routes may work.
 ///
 /// Beside it, each upstream's `grpc.health.v1` check is probed every `probe_interval` (every
 /// `probe_down_interval` while it is down), each probe given `probe_timeout`. A call that
@@ -109,24 +111,11 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], ticketing_platform::ports::local("gateway").grpc)),
             log: LogConfig::default(),
-            peers: PeersConfig {
-                addresses: [
-                    ("identity", ticketing_platform::ports::local_url("identity")),
-                    ("catalog", ticketing_platform::ports::local_url("catalog")),
-                    ("inventory", ticketing_platform::ports::local_url("inventory")),
-                    ("orders", ticketing_platform::ports::local_url("orders")),
-                    ("payments", ticketing_platform::ports::local_url("payments")),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-                default_timeout: Duration::from_secs(30),
-                retry: Default::default(),
-                credentials: ticketing_platform::service_auth::ServiceCredentials {
-                    client_id: "gateway".into(),
-                    client_secret: None,
-                },
-            },
+            peers: PeersConfig::local(
+                "gateway",
+                &["identity", "catalog", "inventory", "orders", "payments"],
+                Duration::from_secs(30),
+            ),
             limits: Limits {
                 max_body_bytes: 1024 * 1024,
                 upstream_timeout: Duration::from_secs(15),
@@ -158,12 +147,8 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.peers.credentials.client_secret.is_none() {
-            return Err(ConfigError::invalid(
-                "peers.credentials.client_secret",
-                "is required: the gateway checks API keys and vouches for client addresses with it",
-            ));
-        }
+        self.peers
+            .require_secret("the gateway checks API keys and vouches for client addresses with it")?;
         self.peers.validate()?;
         if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::invalid(

@@ -285,7 +285,6 @@ impl Template {
         out
     }
 
-    /// The first segment when it is a literal (routes are bucketed by it).
     /// The leading literal segments, at most `n`, joined by `/` (`v1/events`; "" for none).
     pub fn literal_prefix(&self, n: usize) -> String {
         self.segments

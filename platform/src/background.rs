@@ -84,6 +84,17 @@ impl Background {
         })
     }
 
+    /// The service's event consumer.
+    pub fn consuming<H: crate::messaging::Handler>(self, consumer: crate::messaging::Consumer<H>) -> Self {
+        self.task("consuming events", |stop| consumer.run(stop))
+    }
+
+    /// The outbox relay: add it last, so that it publishes what the tasks before it wrote while
+    /// they stopped.
+    pub fn relaying(self, relay: crate::messaging::Relay) -> Self {
+        self.task("relaying the outbox", |stop| relay.run(stop))
+    }
+
     /// The names, in stop order.
     pub fn names(&self) -> Vec<&'static str> {
         self.tasks.iter().map(|(name, _)| *name).collect()

@@ -117,6 +117,13 @@ impl Peers {
             .clone()
     }
 
+    /// A verifier of the access tokens identity signs, with its keys fetched from identity.
+    pub fn identity_verifier(&self) -> anyhow::Result<crate::auth::TokenVerifier> {
+        Ok(crate::auth::TokenVerifier::new(
+            crate::auth::IdentityKeySource::new(self.channel("identity")?),
+        ))
+    }
+
     /// A lazily connected channel to `name` (`identity`, `catalog`, ...): to its configured
     /// address (static, DNS), or balanced over its passing instances in Consul. Call it inside
     /// the Tokio runtime: Consul's watch runs there.

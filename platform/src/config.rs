@@ -71,7 +71,8 @@ pub struct ServerConfig {
     /// How often hard dependencies are probed for health.
     #[serde(with = "duration_secs")]
     pub health_interval: Duration,
-    /// Calls served at once; more are refused with UNAVAILABLE rather than queued without bound.
+    /// Calls served at once; more are refused at once with RESOURCE_EXHAUSTED (health and
+    /// reflection excepted) rather than queued without bound.
     pub concurrency_limit: usize,
 }
 
@@ -124,6 +125,11 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The database `name` on the local PostgreSQL, as `./dev` runs it (a service's default).
+    pub fn local(name: &str) -> Self {
+        Self::new(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: SecretString::from(url.into()),
@@ -216,7 +222,9 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// How a service finds the others. This mode is `static`: addresses from config.
+/// The peers this service calls and how: an address per name (static or DNS names; unused under
+/// Consul, which finds the instances), the default deadline, retries and the credential it calls
+/// with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeersConfig {
     /// Service name (`identity`, `catalog`, ...) to gRPC URL (`http://127.0.0.1:50051`).
@@ -234,6 +242,33 @@ pub struct PeersConfig {
 }
 
 impl PeersConfig {
+    /// `client_id` calling `peers` at their local addresses (`ports.txt`), its secret still to
+    /// be set (a service's default).
+    pub fn local(client_id: &str, peers: &[&str], default_timeout: Duration) -> Self {
+        Self {
+            addresses: peers
+                .iter()
+                .map(|peer| (peer.to_string(), crate::ports::local_url(peer)))
+                .collect(),
+            default_timeout,
+            retry: Default::default(),
+            credentials: crate::service_auth::ServiceCredentials {
+                client_id: client_id.into(),
+                client_secret: None,
+            },
+        }
+    }
+
+    /// The client secret is set: `why` says what this service calls with it.
+    pub fn require_secret(&self, why: &str) -> Result<(), ConfigError> {
+        if self.credentials.client_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "peers.credentials.client_secret",
+                format!("is required: {why}"),
+            ));
+        }
+        Ok(())
+    }
     /// Every peer in `names` has an address, unless Consul finds them.
     pub fn require(
         &self,
@@ -326,6 +361,19 @@ pub mod duration_secs {
 /// Validation shared by every service's config: the server part.
 pub fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
     server.validate()
+}
+
+/// The settings every service has: where it listens, how it is found, its database and broker.
+pub fn validate_service(
+    server: &ServerConfig,
+    discovery: &crate::discovery::DiscoveryConfig,
+    database: &DatabaseConfig,
+    messaging: &crate::messaging::MessagingConfig,
+) -> Result<(), ConfigError> {
+    server.validate()?;
+    discovery.validate()?;
+    database.validate("database")?;
+    messaging.validate("messaging")
 }
 
 #[cfg(test)]

@@ -148,6 +148,30 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> anyhow::Result<()> {
     .context("database ping timed out")?
 }
 
+/// Whether a unique index refused the row: a writer that lost a race, or a key already used.
+pub fn is_unique_violation(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// A unique index's refusal (a writer that lost a race, or a key already used) as
+/// ALREADY_EXISTS with `reason` and `message`; any other error as usual:
+/// `.map_err(db::already_exists("EMAIL_TAKEN", "an account with this e-mail already exists"))`.
+pub fn already_exists(
+    reason: &'static str,
+    message: &'static str,
+) -> impl FnOnce(diesel::result::Error) -> crate::ApiError {
+    move |error| {
+        if is_unique_violation(&error) {
+            crate::ApiError::already_exists(reason, message)
+        } else {
+            error.into()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_database_url;

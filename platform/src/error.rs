@@ -316,6 +316,11 @@ fn id_problem(raw: &str) -> Result<uuid::Uuid, &'static str> {
     uuid::Uuid::parse_str(raw).map_err(|_| "must be a UUID")
 }
 
+/// A required message field, or INVALID_ARGUMENT naming it.
+pub fn required<T>(value: Option<T>, field: &'static str) -> ApiResult<T> {
+    value.ok_or_else(|| ApiError::invalid(field, "is required"))
+}
+
 /// Collects every field violation of a request before answering, so a client fixes all at once.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<FieldViolation>);
@@ -348,6 +353,31 @@ impl Violations {
         self.check(field, id_problem(raw).map_err(str::to_string))
     }
 
+    /// Records a malformed timestamp; returns it when set and valid (None when unset).
+    pub fn timestamp(
+        &mut self,
+        field: &str,
+        value: Option<&prost_types::Timestamp>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let value = value?;
+        self.check(
+            field,
+            crate::time::from_timestamp(field, value).map_err(|e| e.to_string()),
+        )
+    }
+
+    /// As [`Violations::timestamp`], and an unset one is a violation too.
+    pub fn required_timestamp(
+        &mut self,
+        field: &str,
+        value: Option<&prost_types::Timestamp>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        if value.is_none() {
+            self.add(field, "is required");
+        }
+        self.timestamp(field, value)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -359,7 +389,47 @@ impl Violations {
             Err(ApiError::InvalidArgument(self.0))
         }
     }
+
+    /// Answers the violations, if any; otherwise unpacks the checked values, each of which a
+    /// valid request has: `let (order, card) = v.finish((order, card))?;`.
+    pub fn finish<T: Checked>(self, values: T) -> ApiResult<T::Values> {
+        self.into_result()?;
+        values
+            .all()
+            .ok_or_else(|| ApiError::internal("a checked field has no value"))
+    }
 }
+
+/// Values read while checking a request (an `Option` each, or a tuple of them): all present
+/// once no violation was recorded.
+pub trait Checked {
+    type Values;
+    fn all(self) -> Option<Self::Values>;
+}
+
+impl<A> Checked for Option<A> {
+    type Values = A;
+    fn all(self) -> Option<A> {
+        self
+    }
+}
+
+macro_rules! checked_tuple {
+    ($($name:ident),+) => {
+        impl<$($name),+> Checked for ($(Option<$name>,)+) {
+            type Values = ($($name,)+);
+            #[allow(non_snake_case)]
+            fn all(self) -> Option<Self::Values> {
+                let ($($name,)+) = self;
+                Some(($($name?,)+))
+            }
+        }
+    };
+}
+checked_tuple!(A, B);
+checked_tuple!(A, B, C);
+checked_tuple!(A, B, C, D);
+checked_tuple!(A, B, C, D, E);
 
 #[cfg(test)]
 mod tests {
@@ -392,6 +462,38 @@ mod tests {
         ] {
             assert!(matches!(ApiError::from(broken), ApiError::Internal(_)));
         }
+    }
+
+    #[test]
+    fn finish_answers_the_violations_or_unpacks_every_checked_value() {
+        let mut v = Violations::new();
+        let id = v.id("order_id", "not-a-uuid");
+        let when = v.required_timestamp("starts_at", None);
+        let Err(ApiError::InvalidArgument(found)) = v.finish((id, when)) else {
+            panic!("violations answered");
+        };
+        let fields: Vec<&str> = found.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["order_id", "starts_at"]);
+
+        let mut v = Violations::new();
+        let id = v.id("order_id", "0190b7a0-0000-7000-8000-000000000000");
+        let when = v.timestamp(
+            "starts_at",
+            Some(&prost_types::Timestamp {
+                seconds: 60,
+                nanos: 0,
+            }),
+        );
+        let unset = v.timestamp("ends_at", None);
+        assert_eq!(unset, None, "an unset optional time is no violation");
+        let (id, when) = v.finish((id, when)).expect("valid");
+        assert_eq!((id.to_string().len(), when.timestamp()), (36, 60));
+        // A value the checks forgot to produce is the service's fault, not the caller's.
+        let missing: Option<u8> = None;
+        assert!(matches!(
+            Violations::new().finish(missing),
+            Err(ApiError::Internal(_))
+        ));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What every service of the ticketing platform shares, and nothing else: configuration,
 //! telemetry, the server bootstrap (health, reflection, admin port, graceful shutdown), PostgreSQL
-//! and Redis pools, errors mapped to `google.rpc` statuses, authentication, pagination and the
-//! clients for other services. No business rules live here.
+//! and Redis pools, errors mapped to `google.rpc` statuses, authentication and service identity,
+//! messaging (outbox, relay, consumers), pagination, update masks, money and card checks,
+//! background tasks, and the clients for other services with discovery and retries. No business
+//! rules live here.
 
 pub mod admission;
 pub mod auth;

@@ -12,7 +12,7 @@
 //!   transaction, so a redelivery has no second effect; a message that keeps failing is
 //!   dead-lettered after `max_deliveries`. Both sides reconnect after the broker goes away.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -500,21 +500,21 @@ macro_rules! event_set {
 pub trait Handler: Send + Sync + 'static {
     type Events: EventSet;
 
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        event: &'a Self::Events,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+    fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &Self::Events,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Whether the event can no longer have any effect, read before the handler's transaction
     /// (for state that never moves back, such as an order already paid): such an event is
     /// acknowledged without writing anything, as handling it would change nothing.
-    fn settled<'a>(
-        &'a self,
-        _conn: &'a mut AsyncPgConnection,
-        _event: &'a Self::Events,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<bool>> + Send + 'a>> {
-        Box::pin(async { Ok(false) })
+    fn settled(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        _event: &Self::Events,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        async { Ok(false) }
     }
 }
 

@@ -96,6 +96,37 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// What a service starts from: its database, migrated (its outbox and inbox too); its peers,
+/// found as `discovery` says; and its listeners, bound.
+pub struct Base {
+    pub pool: crate::db::PgPool,
+    pub peers: crate::clients::Peers,
+    pub host: Host,
+}
+
+impl Base {
+    pub async fn start(
+        name: &str,
+        settings: BaseSettings<'_>,
+        migrations: diesel_migrations::EmbeddedMigrations,
+    ) -> anyhow::Result<Self> {
+        let pool = crate::db::connect_and_migrate(settings.database, migrations)
+            .await
+            .with_context(|| format!("preparing the {name} database"))?;
+        let peers = crate::clients::Peers::new(settings.peers.clone()).discovering(settings.discovery);
+        let host = Host::bind(settings.server.clone(), settings.discovery.clone()).await?;
+        Ok(Self { pool, peers, host })
+    }
+}
+
+/// The sections of a service's configuration that [`Base::start`] reads.
+pub struct BaseSettings<'a> {
+    pub server: &'a ServerConfig,
+    pub discovery: &'a crate::discovery::DiscoveryConfig,
+    pub database: &'a crate::config::DatabaseConfig,
+    pub peers: &'a crate::config::PeersConfig,
+}
+
 /// How long each background task may take to stop (the relay publishing what is left, a
 /// sweeper finishing its round) before it is aborted.
 const TASK_STOP_GRACE: Duration = Duration::from_secs(5);

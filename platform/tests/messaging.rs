@@ -1,7 +1,7 @@
 //! The outbox relay and the event consumer against a real PostgreSQL and RabbitMQ: what they
 //! do when the service stops.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -83,16 +83,10 @@ struct Slow {
 impl Handler for Slow {
     type Events = Heard;
 
-    fn handle<'a>(
-        &'a self,
-        _conn: &'a mut AsyncPgConnection,
-        _event: &'a Heard,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            self.started.notify_one();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            Ok(())
-        })
+    async fn handle(&self, _conn: &mut AsyncPgConnection, _event: &Heard) -> anyhow::Result<()> {
+        self.started.notify_one();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
     }
 }
 

@@ -10,11 +10,10 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier},
     clients::internal_peer_error,
-    error::{Violations, parse_id},
+    error::{Violations, parse_id, required},
     fieldmask::{self, field},
     messaging::OutboxSignal,
     pagination,
-    time::from_timestamp,
 };
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb, catalog_service_server::CatalogService},
@@ -189,16 +188,12 @@ impl CatalogApi {
 
     async fn create_venue(&self, request: Request<pb::CreateVenueRequest>) -> ApiResult<pb::Venue> {
         let principal = self.principal(&request).await?;
-        let venue = request
-            .into_inner()
-            .venue
-            .ok_or_else(|| ApiError::invalid("venue", "is required"))?;
+        let venue = required(request.into_inner().venue, "venue")?;
         let mut v = Violations::new();
         let org = v.id("venue.organization_id", &venue.organization_id);
         domain::check_venue_fields(&mut v, &venue);
         let chart = domain::normalize_chart(venue.seating_chart.clone().unwrap_or_default(), &mut v);
-        v.into_result()?;
-        let org = org.ok_or_else(|| ApiError::internal("validated org missing"))?;
+        let org = v.finish(org)?;
         require_writer(&principal, org)?;
         let address = venue.address.unwrap_or_default();
         let now = Utc::now();
@@ -226,7 +221,7 @@ impl CatalogApi {
     async fn update_venue(&self, request: Request<pb::UpdateVenueRequest>) -> ApiResult<pb::Venue> {
         let principal = self.principal(&request).await?;
         let r = request.into_inner();
-        let venue = r.venue.ok_or_else(|| ApiError::invalid("venue", "is required"))?;
+        let venue = required(r.venue, "venue")?;
         let id = parse_id("venue.id", &venue.id)?;
         let paths = fieldmask::resolve(
             r.update_mask.as_ref(),
@@ -293,10 +288,7 @@ impl CatalogApi {
 
     async fn create_event(&self, request: Request<pb::CreateEventRequest>) -> ApiResult<pb::Event> {
         let principal = self.principal(&request).await?;
-        let event = request
-            .into_inner()
-            .event
-            .ok_or_else(|| ApiError::invalid("event", "is required"))?;
+        let event = required(request.into_inner().event, "event")?;
         let mut v = Violations::new();
         let org = v.id("event.organization_id", &event.organization_id);
         let venue_id = v.id("event.venue_id", &event.venue_id);
@@ -305,35 +297,14 @@ impl CatalogApi {
             &event,
             &["title", "description", "timezone", "category", "image_urls"],
         );
-        let starts = match &event.starts_at {
-            Some(ts) => v.check(
-                "event.starts_at",
-                from_timestamp("event.starts_at", ts).map_err(|e| e.to_string()),
-            ),
-            None => {
-                v.add("event.starts_at", "is required");
-                None
-            }
-        };
-        let ends = match &event.ends_at {
-            Some(ts) => v.check(
-                "event.ends_at",
-                from_timestamp("event.ends_at", ts).map_err(|e| e.to_string()),
-            ),
-            None => {
-                v.add("event.ends_at", "is required");
-                None
-            }
-        };
+        let starts = v.required_timestamp("event.starts_at", event.starts_at.as_ref());
+        let ends = v.required_timestamp("event.ends_at", event.ends_at.as_ref());
         if let (Some(s), Some(e)) = (starts, ends)
             && e <= s
         {
             v.add("event.ends_at", "must be after starts_at");
         }
-        v.into_result()?;
-        let (Some(org), Some(venue_id), Some(starts), Some(ends)) = (org, venue_id, starts, ends) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (org, venue_id, starts, ends) = v.finish((org, venue_id, starts, ends))?;
         require_writer(&principal, org)?;
         let venue = self
             .venue(venue_id)
@@ -401,18 +372,8 @@ impl CatalogApi {
         let venue = (!r.venue_id.is_empty())
             .then(|| v.id("venue_id", &r.venue_id))
             .flatten();
-        let starts_after = r.starts_after.as_ref().and_then(|ts| {
-            v.check(
-                "starts_after",
-                from_timestamp("starts_after", ts).map_err(|e| e.to_string()),
-            )
-        });
-        let starts_before = r.starts_before.as_ref().and_then(|ts| {
-            v.check(
-                "starts_before",
-                from_timestamp("starts_before", ts).map_err(|e| e.to_string()),
-            )
-        });
+        let starts_after = v.timestamp("starts_after", r.starts_after.as_ref());
+        let starts_before = v.timestamp("starts_before", r.starts_before.as_ref());
         for (i, c) in r.categories.iter().enumerate() {
             if pb::EventCategory::try_from(*c).is_err() {
                 v.add(format!("categories[{i}]"), "is not a known category");
@@ -521,7 +482,7 @@ impl CatalogApi {
     async fn update_event(&self, request: Request<pb::UpdateEventRequest>) -> ApiResult<pb::Event> {
         let principal = self.principal(&request).await?;
         let r = request.into_inner();
-        let event = r.event.ok_or_else(|| ApiError::invalid("event", "is required"))?;
+        let event = required(r.event, "event")?;
         let id = parse_id("event.id", &event.id)?;
         let paths = fieldmask::resolve(
             r.update_mask.as_ref(),
@@ -547,31 +508,15 @@ impl CatalogApi {
         }
         let mut v = Violations::new();
         domain::check_event_fields(&mut v, &event, paths.paths());
-        if paths.contains("starts_at") {
-            match &event.starts_at {
-                Some(ts) => {
-                    row.starts_at = v
-                        .check(
-                            "event.starts_at",
-                            from_timestamp("event.starts_at", ts).map_err(|e| e.to_string()),
-                        )
-                        .unwrap_or(row.starts_at)
-                }
-                None => v.add("event.starts_at", "is required"),
-            }
+        if paths.contains("starts_at")
+            && let Some(at) = v.required_timestamp("event.starts_at", event.starts_at.as_ref())
+        {
+            row.starts_at = at;
         }
-        if paths.contains("ends_at") {
-            match &event.ends_at {
-                Some(ts) => {
-                    row.ends_at = v
-                        .check(
-                            "event.ends_at",
-                            from_timestamp("event.ends_at", ts).map_err(|e| e.to_string()),
-                        )
-                        .unwrap_or(row.ends_at)
-                }
-                None => v.add("event.ends_at", "is required"),
-            }
+        if paths.contains("ends_at")
+            && let Some(at) = v.required_timestamp("event.ends_at", event.ends_at.as_ref())
+        {
+            row.ends_at = at;
         }
         if row.ends_at <= row.starts_at {
             v.add("event.ends_at", "must be after starts_at");

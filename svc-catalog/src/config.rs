@@ -28,44 +28,24 @@ impl Default for Config {
         Self {
             server: ServerConfig::local("catalog"),
             discovery: DiscoveryConfig::default(),
-            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/catalog"),
+            database: DatabaseConfig::local("catalog"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
-            peers: PeersConfig {
-                addresses: [
-                    (
-                        "identity".to_string(),
-                        ticketing_platform::ports::local_url("identity"),
-                    ),
-                    (
-                        "inventory".to_string(),
-                        ticketing_platform::ports::local_url("inventory"),
-                    ),
-                ]
-                .into(),
-                default_timeout: Duration::from_secs(10),
-                retry: Default::default(),
-                credentials: ticketing_platform::service_auth::ServiceCredentials {
-                    client_id: "catalog".into(),
-                    client_secret: None,
-                },
-            },
+            peers: PeersConfig::local("catalog", &["identity", "inventory"], Duration::from_secs(10)),
         }
     }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.peers.credentials.client_secret.is_none() {
-            return Err(ConfigError::invalid(
-                "peers.credentials.client_secret",
-                "is required: catalog configures events in inventory with it",
-            ));
-        }
-        ticketing_platform::config::validate_server(&self.server)?;
-        self.discovery.validate()?;
-        self.database.validate("database")?;
-        self.messaging.validate("messaging")?;
+        self.peers
+            .require_secret("catalog configures events in inventory with it")?;
+        ticketing_platform::config::validate_service(
+            &self.server,
+            &self.discovery,
+            &self.database,
+            &self.messaging,
+        )?;
         self.peers.validate()?;
         self.peers
             .require(&["identity", "inventory"], &self.discovery, "catalog needs it")?;

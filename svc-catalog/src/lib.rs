@@ -13,15 +13,12 @@ mod wire;
 
 use std::{future::Future, net::SocketAddr};
 
-use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
-    auth::{IdentityKeySource, TokenVerifier},
     background::Background,
-    clients::Peers,
-    db::{self, PgPool},
+    db::PgPool,
     messaging::Relay,
-    server::{Host, Probe},
+    server::{Base, BaseSettings, Host, Probe},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
@@ -44,12 +41,19 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
-            .await
-            .context("preparing the catalog database")?;
+        let Base { pool, peers, host } = Base::start(
+            "catalog",
+            BaseSettings {
+                server: &config.server,
+                discovery: &config.discovery,
+                database: &config.database,
+                peers: &config.peers,
+            },
+            MIGRATIONS,
+        )
+        .await?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
-        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
-        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let verifier = peers.identity_verifier()?;
         let inventory = InventoryServiceClient::new(peers.channel("inventory")?)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let api = CatalogApi {
@@ -59,7 +63,6 @@ impl Application {
             outbox: relay.signal(),
             charts: Default::default(),
         };
-        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api,
@@ -88,8 +91,7 @@ impl Application {
         let service = CatalogServiceServer::new(self.api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let relay = self.relay;
-        let background = Background::new().task("relaying the outbox", |stop| relay.run(stop));
+        let background = Background::new().relaying(self.relay);
         self.host
             .serve(service, verifier, self.probes, background, shutdown)
             .await

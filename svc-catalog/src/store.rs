@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    result::{DatabaseErrorKind, Error as DieselError},
+    result::Error as DieselError,
     sql_types::{Bool, Text},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ticketing_platform::{
-    ApiError, ApiResult,
+    ApiError, ApiResult, db,
     messaging::{self, OutboxEvent},
 };
 use uuid::Uuid;
@@ -74,13 +74,6 @@ pub struct TierRow {
     pub sales_end: Option<DateTime<Utc>>,
     pub per_order_limit: i32,
     pub created_at: DateTime<Utc>,
-}
-
-fn unique_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
 }
 
 // === venues ===
@@ -420,14 +413,10 @@ pub async fn find_tier(conn: &mut Conn, event: Uuid, id: Uuid) -> ApiResult<Opti
 }
 
 fn tier_conflict(e: DieselError) -> ApiError {
-    if unique_violation(&e) {
-        ApiError::already_exists(
-            "TIER_TARGET_TAKEN",
-            "another tier of this event already sells that category or area",
-        )
-    } else {
-        e.into()
-    }
+    db::already_exists(
+        "TIER_TARGET_TAKEN",
+        "another tier of this event already sells that category or area",
+    )(e)
 }
 
 pub async fn insert_tier(conn: &mut Conn, row: &TierRow) -> ApiResult<()> {

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use ticketing_platform::{
     ApiError, ApiResult,
-    error::{Violations, parse_id},
+    error::{Violations, parse_id, required},
     fieldmask::{self, field},
-    time::{from_timestamp, to_timestamp},
+    time::to_timestamp,
 };
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb},
@@ -72,11 +72,8 @@ pub(crate) fn check_tier(
             (None, None)
         }
     };
-    let time = |v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>| {
-        ts.and_then(|ts| v.check(field, from_timestamp(field, ts).map_err(|e| e.to_string())))
-    };
-    let sales_start = time(v, "tier.sales_start", tier.sales_start.as_ref());
-    let sales_end = time(v, "tier.sales_end", tier.sales_end.as_ref());
+    let sales_start = v.timestamp("tier.sales_start", tier.sales_start.as_ref());
+    let sales_end = v.timestamp("tier.sales_end", tier.sales_end.as_ref());
     if let (Some(s), Some(e)) = (sales_start, sales_end)
         && s >= e
     {
@@ -137,14 +134,10 @@ impl CatalogApi {
     ) -> ApiResult<pb::TicketTier> {
         let event = parse_id("event_id", &request.get_ref().event_id)?;
         let (_, chart) = self.tier_context(&request, event).await?;
-        let tier = request
-            .into_inner()
-            .tier
-            .ok_or_else(|| ApiError::invalid("tier", "is required"))?;
+        let tier = required(request.into_inner().tier, "tier")?;
         let mut v = Violations::new();
         let input = check_tier(&mut v, &tier, &chart, &["name", "price", "target"]);
-        v.into_result()?;
-        let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
+        let input = v.finish(input)?;
         let row = TierRow {
             id: Uuid::now_v7(),
             event_id: event,
@@ -170,11 +163,7 @@ impl CatalogApi {
         &self,
         request: Request<pb::UpdateTicketTierRequest>,
     ) -> ApiResult<pb::TicketTier> {
-        let tier = request
-            .get_ref()
-            .tier
-            .clone()
-            .ok_or_else(|| ApiError::invalid("tier", "is required"))?;
+        let tier = required(request.get_ref().tier.clone(), "tier")?;
         let event = parse_id("tier.event_id", &tier.event_id)?;
         let id = parse_id("tier.id", &tier.id)?;
         let (_, chart) = self.tier_context(&request, event).await?;
@@ -196,8 +185,7 @@ impl CatalogApi {
         };
         let mut v = Violations::new();
         let input = check_tier(&mut v, &tier, &chart, paths.paths());
-        v.into_result()?;
-        let input = input.ok_or_else(|| ApiError::internal("validated tier missing"))?;
+        let input = v.finish(input)?;
         if paths.contains("name") {
             row.name = input.name;
         }

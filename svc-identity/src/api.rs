@@ -8,7 +8,7 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{AUDIENCE, AccessClaims, ISSUER, OrgClaim, OrgRole, Role, SubjectKind, TokenVerifier},
     db::PgPool,
-    error::{Violations, parse_id},
+    error::{Violations, parse_id, required},
     fieldmask::{self, field},
     messaging::OutboxSignal,
     pagination::{self, Cursor},
@@ -150,10 +150,7 @@ impl IdentityApi {
             domain::check_password(&r.password, email.as_deref().unwrap_or("")),
         );
         let display_name = v.check("display_name", domain::check_display_name(&r.display_name));
-        v.into_result()?;
-        let (Some(email), Some(display_name)) = (email, display_name) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (email, display_name) = v.finish((email, display_name))?;
         let password_hash = self.state.hasher.hash(r.password).await?;
         let now = Utc::now();
         let user = UserRow {
@@ -293,7 +290,7 @@ impl IdentityApi {
     pub(crate) async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> ApiResult<pb::User> {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
-        let user = r.user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
+        let user = required(r.user, "user")?;
         let paths = fieldmask::resolve(
             r.update_mask.as_ref(),
             &[field("display_name", !user.display_name.is_empty())],
@@ -454,10 +451,7 @@ impl IdentityApi {
         request: Request<pb::CreateOrganizationRequest>,
     ) -> ApiResult<pb::Organization> {
         let actor = self.actor(&request).await?;
-        let org = request
-            .into_inner()
-            .organization
-            .ok_or_else(|| ApiError::invalid("organization", "is required"))?;
+        let org = required(request.into_inner().organization, "organization")?;
         let mut v = Violations::new();
         v.check("organization.slug", domain::check_slug(&org.slug));
         let name = v.check(
@@ -526,9 +520,7 @@ impl IdentityApi {
     ) -> ApiResult<pb::Organization> {
         let actor = self.actor(&request).await?;
         let r = request.into_inner();
-        let org = r
-            .organization
-            .ok_or_else(|| ApiError::invalid("organization", "is required"))?;
+        let org = required(r.organization, "organization")?;
         let id = parse_id("organization.id", &org.id)?;
         let paths = fieldmask::resolve(
             r.update_mask.as_ref(),

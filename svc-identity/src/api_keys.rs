@@ -59,10 +59,7 @@ impl IdentityApi {
             },
             None => None,
         };
-        v.into_result()?;
-        let (Some(org), Some(name)) = (org, name) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (org, name) = v.finish((org, name))?;
         self.org_for_key_manager(&actor, org).await?;
         let mut conn = self.state.pool.get().await?;
         let active = store::list_api_keys(

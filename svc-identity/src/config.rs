@@ -94,7 +94,7 @@ impl Default for Config {
         Self {
             server: ServerConfig::local("identity"),
             discovery: DiscoveryConfig::default(),
-            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/identity"),
+            database: DatabaseConfig::local("identity"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "identity"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
@@ -116,11 +116,13 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ticketing_platform::config::validate_server(&self.server)?;
-        self.discovery.validate()?;
-        self.database.validate("database")?;
+        ticketing_platform::config::validate_service(
+            &self.server,
+            &self.discovery,
+            &self.database,
+            &self.messaging,
+        )?;
         self.redis.validate("redis")?;
-        self.messaging.validate("messaging")?;
         let t = &self.tokens;
         if t.access_token_ttl < Duration::from_secs(30) || t.access_token_ttl > Duration::from_secs(24 * 3600)
         {

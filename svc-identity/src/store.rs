@@ -2,14 +2,12 @@
 //! transaction boundaries.
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    prelude::*,
-    result::{DatabaseErrorKind, Error as DieselError},
-};
+use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{OrgRole, Role},
+    db,
     messaging::{self, OutboxEvent},
     pagination::Cursor,
 };
@@ -130,13 +128,6 @@ impl Actor {
     }
 }
 
-pub fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
-}
-
 // === users ===
 
 /// Inserts a user with the customer role (and `extra_roles`) and queues `user.registered` in the
@@ -151,13 +142,10 @@ pub async fn insert_user(conn: &mut Conn, user: &UserRow, extra_roles: &[Role]) 
             .values(&user)
             .execute(conn)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    ApiError::already_exists("EMAIL_TAKEN", "an account with this e-mail already exists")
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(db::already_exists(
+                "EMAIL_TAKEN",
+                "an account with this e-mail already exists",
+            ))?;
         for role in roles {
             diesel::insert_into(user_roles::table)
                 .values((
@@ -483,13 +471,10 @@ pub async fn insert_org(conn: &mut Conn, org: &OrgRow, owner: Uuid) -> ApiResult
             .values(&org)
             .execute(conn)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    ApiError::already_exists("SLUG_TAKEN", "an organization with this slug already exists")
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(db::already_exists(
+                "SLUG_TAKEN",
+                "an organization with this slug already exists",
+            ))?;
         diesel::insert_into(memberships::table)
             .values((
                 memberships::organization_id.eq(org.id),

@@ -235,10 +235,7 @@ impl InventoryApi {
             }
         }
         let ttl = v.check("ttl", self.ttl(r.ttl.as_ref()).map_err(|e| e.to_string()));
-        v.into_result()?;
-        let (Some(event), Some(ttl)) = (event, ttl) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (event, ttl) = v.finish((event, ttl))?;
         let (view, items) = self
             .inventory
             .hold(event, owner, Want::Seats(&r.seat_ids), ttl)
@@ -259,10 +256,7 @@ impl InventoryApi {
             v.add("quantity", format!("must be 1 to {max}"));
         }
         let ttl = v.check("ttl", self.ttl(r.ttl.as_ref()).map_err(|e| e.to_string()));
-        v.into_result()?;
-        let (Some(event), Some(ttl)) = (event, ttl) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (event, ttl) = v.finish((event, ttl))?;
         let (view, items) = self
             .inventory
             .hold(
@@ -342,10 +336,7 @@ impl InventoryApi {
         if !(1..=100).contains(&limit) {
             v.add("per_customer_limit", "must be 1 to 100");
         }
-        v.into_result()?;
-        let (Some(event), Some(org)) = (event, org) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (event, org) = v.finish((event, org))?;
         let config = Configuration {
             event: EventRow {
                 event_id: event,
@@ -375,10 +366,7 @@ impl InventoryApi {
         let hold = v.id("hold_id", &r.hold_id);
         let order = v.id("order_id", &r.order_id);
         let customer = v.id("customer_id", &r.customer_id);
-        v.into_result()?;
-        let (Some(hold), Some(order), Some(customer)) = (hold, order, customer) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (hold, order, customer) = v.finish((hold, order, customer))?;
         let inventory = self.inventory.clone();
         let items = to_the_end(async move { inventory.commit(hold, order, Some(customer)).await }).await?;
         Ok(pb::CommitHoldResponse {
@@ -423,10 +411,7 @@ impl InventoryApi {
             }
             _ => {}
         }
-        v.into_result()?;
-        let (Some(order), Some(event), Some(owner), Some(hold)) = (order, event, owner, hold) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (order, event, owner, hold) = v.finish((order, event, owner, hold))?;
         let inventory = self.inventory.clone();
         // Marking, holding and committing run to their end whether or not orders waits.
         let items = to_the_end(async move {

@@ -36,7 +36,8 @@ pub struct HoldConfig {
     pub min_ttl: Duration,
     #[serde(with = "duration_secs")]
     pub max_ttl: Duration,
-    /// How often expired holds are released without anyone asking.
+    /// How often expired holds are released without anyone asking, and half-done commits are
+    /// settled (those no more often than once a second).
     #[serde(with = "duration_secs")]
     pub sweep_interval: Duration,
     /// How often a watcher hears "still here" when nothing changes.
@@ -65,23 +66,11 @@ impl Default for Config {
         Self {
             server: ServerConfig::local("inventory"),
             discovery: DiscoveryConfig::default(),
-            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/inventory"),
+            database: DatabaseConfig::local("inventory"),
             redis: RedisConfig::new("redis://127.0.0.1:6379", "inventory"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
-            peers: PeersConfig {
-                addresses: [(
-                    "identity".to_string(),
-                    ticketing_platform::ports::local_url("identity"),
-                )]
-                .into(),
-                default_timeout: Duration::from_secs(5),
-                retry: Default::default(),
-                credentials: ticketing_platform::service_auth::ServiceCredentials {
-                    client_id: "inventory".into(),
-                    client_secret: None,
-                },
-            },
+            peers: PeersConfig::local("inventory", &["identity"], Duration::from_secs(5)),
             holds: HoldConfig {
                 commit_recovery_after: default_commit_recovery_after(),
                 reconcile_interval: default_reconcile_interval(),
@@ -97,11 +86,13 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ticketing_platform::config::validate_server(&self.server)?;
-        self.discovery.validate()?;
-        self.database.validate("database")?;
+        ticketing_platform::config::validate_service(
+            &self.server,
+            &self.discovery,
+            &self.database,
+            &self.messaging,
+        )?;
         self.redis.validate("redis")?;
-        self.messaging.validate("messaging")?;
         self.peers.validate()?;
         self.peers.require(
             &["identity"],

@@ -1,5 +1,6 @@
 //! Inventory's rules, free of I/O: a hold's states and the moves between them. (Which seat a
-//! hold may take is decided atomically inside Redis, by the scripts in `lua.rs`.)
+//! hold may take is decided atomically inside Redis, by the scripts in `lua/*.lua`, their
+//! contracts in `lua.rs`.)
 
 use ticketing_proto::ticketing::inventory::v1 as pb;
 

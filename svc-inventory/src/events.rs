@@ -1,7 +1,7 @@
 //! What inventory hears on the event backbone: orders that closed unpaid give their places
 //! back (sold ones from the ledger, or the hold), and refunded lines return to sale.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin};
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use diesel_async::AsyncPgConnection;
@@ -84,17 +84,11 @@ fn ignore_missing(result: Result<(), ApiError>) -> anyhow::Result<()> {
 impl messaging::Handler for OrderReturns {
     type Events = Heard;
 
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        event: &'a Heard,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            match event {
-                Heard::OrderExpired(e) => self.give_back(conn, &e.order_id, &e.hold_id).await,
-                Heard::OrderCancelled(e) => self.give_back(conn, &e.order_id, &e.hold_id).await,
-                Heard::OrderRefunded(refund) => self.refunded(refund).await,
-            }
-        })
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &Heard) -> anyhow::Result<()> {
+        match event {
+            Heard::OrderExpired(e) => self.give_back(conn, &e.order_id, &e.hold_id).await,
+            Heard::OrderCancelled(e) => self.give_back(conn, &e.order_id, &e.hold_id).await,
+            Heard::OrderRefunded(refund) => self.refunded(refund).await,
+        }
     }
 }

@@ -694,7 +694,6 @@ impl Inventory {
         Ok(returned)
     }
 
-    /// Sweeps due holds of every event that has some. Returns how many expired.
     /// Settles holds left "committing" for longer than `older_than` by a commit whose process
     /// died between its steps: a sale the ledger has is finished in Redis, anything else goes
     /// back to its owner as an active hold (which expires on time like any other). A slow
@@ -777,6 +776,7 @@ impl Inventory {
             .collect())
     }
 
+    /// Sweeps due holds of every event that has some. Returns how many expired.
     pub async fn sweep_all(&self) -> ApiResult<u64> {
         let mut expired = 0;
         let mut active = 0u64;

@@ -3,7 +3,8 @@
 //! Holds live in Redis (atomic Lua scripts, all-or-nothing, with a TTL); sales are recorded in
 //! PostgreSQL, whose unique sold-seat ledger and quota CHECK make a second sale impossible.
 //! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
-//! serves, sweeps expired holds and fans live availability out to watchers.
+//! serves, sweeps expired holds, consumes order events, settles half-done commits, reconciles
+//! Redis with the ledger and fans live availability out to watchers.
 
 pub mod api;
 pub mod config;
@@ -21,13 +22,11 @@ use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use secrecy::ExposeSecret;
 use ticketing_platform::{
-    auth::{IdentityKeySource, TokenVerifier},
     background::Background,
     cache::Cache,
-    clients::Peers,
-    db::{self, PgPool},
+    db::PgPool,
     messaging::Consumer,
-    server::{Host, Probe},
+    server::{Base, BaseSettings, Host, Probe},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -53,12 +52,19 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
-            .await
-            .context("preparing the inventory database")?;
+        let Base { pool, peers, host } = Base::start(
+            "inventory",
+            BaseSettings {
+                server: &config.server,
+                discovery: &config.discovery,
+                database: &config.database,
+                peers: &config.peers,
+            },
+            MIGRATIONS,
+        )
+        .await?;
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
-        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
-        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let verifier = peers.identity_verifier()?;
         let inventory = Inventory::new(pool.clone(), cache.clone());
         let fanout = {
             let inventory = inventory.clone();
@@ -70,7 +76,6 @@ impl Application {
             fanout,
             holds: config.holds.clone(),
         };
-        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api,
@@ -132,7 +137,7 @@ impl Application {
                     async move { reconciler.reconcile().await.map(drop) }
                 },
             )
-            .task("consuming events", |stop| consumer.run(stop))
+            .consuming(consumer)
             .cancellable(
                 "fanning out seat changes",
                 self.api.fanout.clone().run(self.redis_url.clone()),

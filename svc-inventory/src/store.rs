@@ -2,9 +2,9 @@
 //! what was sold; Redis is rebuilt from here whenever it has lost its state.
 
 use chrono::{DateTime, Utc};
-use diesel::{prelude::*, result::DatabaseErrorKind};
+use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use ticketing_platform::{ApiError, ApiResult};
+use ticketing_platform::{ApiError, ApiResult, db};
 use uuid::Uuid;
 
 use crate::schema::{
@@ -228,7 +228,6 @@ pub async fn load_state(conn: &mut Conn, event_id: Uuid) -> ApiResult<Option<Eve
     }))
 }
 
-/// A commit already made for an order: (hold, event, items).
 /// The order a hold was committed for, if the ledger has its sale.
 pub async fn order_of_hold(conn: &mut Conn, hold_id: Uuid) -> ApiResult<Option<Uuid>> {
     Ok(commits::table
@@ -239,6 +238,7 @@ pub async fn order_of_hold(conn: &mut Conn, hold_id: Uuid) -> ApiResult<Option<U
         .optional()?)
 }
 
+/// A commit already made for an order: (hold, event, owner, items).
 pub async fn find_commit(
     conn: &mut Conn,
     order_id: Uuid,
@@ -296,8 +296,7 @@ pub async fn commit(
                 ))
                 .execute(conn)
                 .await;
-            if let Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) = inserted
-            {
+            if inserted.as_ref().is_err_and(db::is_unique_violation) {
                 return Ok(Err(CommitRefused::HoldAlreadyCommitted));
             }
             inserted?;
@@ -324,9 +323,7 @@ pub async fn commit(
                         ))
                         .execute(conn)
                         .await;
-                    if let Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) =
-                        sold
-                    {
+                    if sold.as_ref().is_err_and(db::is_unique_violation) {
                         return Err(ApiError::precondition(
                             "SEAT_ALREADY_SOLD",
                             format!("seat {seat} is sold"),

@@ -4,11 +4,10 @@ use chrono::Utc;
 use ticketing_platform::{
     ApiError, ApiResult,
     auth::{Principal, Scope, TokenVerifier, bearer_token},
-    error::{Violations, parse_id},
+    error::{Violations, parse_id, required},
     fieldmask::{self, field},
     money,
     pagination::{self, Cursor},
-    time::from_timestamp,
 };
 use ticketing_proto::{
     google::api::HttpBody,
@@ -82,10 +81,7 @@ impl OrdersApi {
         if !r.buyer_email.is_empty() && !email_address::EmailAddress::is_valid(&r.buyer_email) {
             v.add("buyer_email", "is not an e-mail address");
         }
-        v.into_result()?;
-        let Some(hold_id) = hold_id else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let hold_id = v.finish(hold_id)?;
         let order = self
             .orders
             .create(
@@ -132,10 +128,7 @@ impl OrdersApi {
                 None
             }
         };
-        v.into_result()?;
-        let (Some(order_id), Some(card)) = (order_id, card) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (order_id, card) = v.finish((order_id, card))?;
         // Reserve, charge, issue: to the end, whether or not the caller waits for it.
         let orders = self.orders.clone();
         let paid =
@@ -171,10 +164,7 @@ impl OrdersApi {
         if r.reason.len() > 500 {
             v.add("reason", "at most 500 characters");
         }
-        v.into_result()?;
-        let Some(order_id) = order_id else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let order_id = v.finish(order_id)?;
         let lines: Vec<Uuid> = lines.into_iter().flatten().collect();
         let order = self
             .visible_order(&principal, order_id, Scope::OrdersWrite)
@@ -280,10 +270,7 @@ impl OrdersApi {
         let org = self
             .organizer_of_event(request.metadata(), event, Scope::EventsWrite)
             .await?;
-        let code = request
-            .into_inner()
-            .discount_code
-            .ok_or_else(|| ApiError::invalid("discount_code", "is required"))?;
+        let code = required(request.into_inner().discount_code, "discount_code")?;
         let mut v = Violations::new();
         let name = code.code.trim().to_ascii_uppercase();
         if !valid_code(&name) {
@@ -311,18 +298,8 @@ impl OrdersApi {
         if code.max_uses < 0 {
             v.add("discount_code.max_uses", "must not be negative");
         }
-        let valid_from = code.valid_from.as_ref().and_then(|t| {
-            v.check(
-                "discount_code.valid_from",
-                from_timestamp("discount_code.valid_from", t).map_err(|e| e.to_string()),
-            )
-        });
-        let valid_until = code.valid_until.as_ref().and_then(|t| {
-            v.check(
-                "discount_code.valid_until",
-                from_timestamp("discount_code.valid_until", t).map_err(|e| e.to_string()),
-            )
-        });
+        let valid_from = v.timestamp("discount_code.valid_from", code.valid_from.as_ref());
+        let valid_until = v.timestamp("discount_code.valid_until", code.valid_until.as_ref());
         if let (Some(from), Some(until)) = (valid_from, valid_until)
             && until <= from
         {
@@ -417,11 +394,7 @@ impl OrdersApi {
         &self,
         request: Request<pb::UpdateDiscountCodeRequest>,
     ) -> ApiResult<pb::DiscountCode> {
-        let code = request
-            .get_ref()
-            .discount_code
-            .clone()
-            .ok_or_else(|| ApiError::invalid("discount_code", "is required"))?;
+        let code = required(request.get_ref().discount_code.clone(), "discount_code")?;
         let event = parse_id("discount_code.event_id", &code.event_id)?;
         self.organizer_of_event(request.metadata(), event, Scope::EventsWrite)
             .await?;
@@ -440,20 +413,10 @@ impl OrdersApi {
         for path in mask.paths() {
             match *path {
                 "valid_from" => {
-                    next.valid_from = code.valid_from.as_ref().and_then(|t| {
-                        v.check(
-                            "discount_code.valid_from",
-                            from_timestamp("discount_code.valid_from", t).map_err(|e| e.to_string()),
-                        )
-                    })
+                    next.valid_from = v.timestamp("discount_code.valid_from", code.valid_from.as_ref())
                 }
                 "valid_until" => {
-                    next.valid_until = code.valid_until.as_ref().and_then(|t| {
-                        v.check(
-                            "discount_code.valid_until",
-                            from_timestamp("discount_code.valid_until", t).map_err(|e| e.to_string()),
-                        )
-                    })
+                    next.valid_until = v.timestamp("discount_code.valid_until", code.valid_until.as_ref())
                 }
                 "max_uses" => {
                     if code.max_uses < 0 || (code.max_uses > 0 && code.max_uses < current.times_used) {
@@ -620,10 +583,7 @@ impl OrdersApi {
         } else if r.nonce.chars().any(char::is_control) {
             v.add("nonce", "must not contain control characters");
         }
-        v.into_result()?;
-        let Some(event) = event else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let event = v.finish(event)?;
         let org = self.orders.organization_of(event).await?;
         if !Self::is_staff(&principal, org, Scope::CheckIn) {
             return Err(ApiError::permission_denied(

@@ -2,7 +2,8 @@
 //! order), the charge (payments, idempotent on `order:<id>:attempt:<n>`), then the order paid,
 //! its tickets and `order.paid` in one transaction. While an attempt's outcome is unknown a retry
 //! reuses its key, so a card is charged at most once; a retry during a payment in flight is told
-//! to come back for its outcome.
+//! to come back for its outcome. The lease is renewed while the work runs (`keep_lease`), and a
+//! checkout whose lease lapsed is finished or released by `resume_lapsed`.
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
@@ -462,7 +463,8 @@ impl Orders {
     }
 
     /// Marks a pending order paid with its tickets and `order.paid`; a paid order is returned as
-    /// it is. Used by PayOrder and by the `payment.succeeded` consumer after a crash.
+    /// it is. Used by PayOrder only: the `payment.succeeded` consumer and the resuming of a lapsed
+    /// checkout call `complete_in` (through `complete_from_event`) in their own transaction.
     #[tracing::instrument(level = "debug", skip_all, fields(order = %order_id))]
     pub async fn complete(&self, order_id: Uuid, payment_id: Option<Uuid>) -> ApiResult<OrderView> {
         let mut conn = self.pool.get().await?;

@@ -32,7 +32,8 @@ pub struct CheckoutConfig {
     /// of this while it works): how soon a checkout whose process died is resumed.
     #[serde(with = "duration_secs")]
     pub charge_lease: Duration,
-    /// How often unpaid orders past their deadline are expired.
+    /// How often unpaid orders past their deadline are expired, and checkouts whose charge lease
+    /// lapsed (their PayOrder died) are resumed.
     #[serde(with = "duration_secs")]
     pub sweep_interval: Duration,
     /// Buyers may refund their own orders until this long before the event starts.
@@ -45,26 +46,14 @@ impl Default for Config {
         Self {
             server: ServerConfig::local("orders"),
             discovery: DiscoveryConfig::default(),
-            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/orders"),
+            database: DatabaseConfig::local("orders"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
-            peers: PeersConfig {
-                addresses: [
-                    ("identity", ticketing_platform::ports::local_url("identity")),
-                    ("catalog", ticketing_platform::ports::local_url("catalog")),
-                    ("inventory", ticketing_platform::ports::local_url("inventory")),
-                    ("payments", ticketing_platform::ports::local_url("payments")),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-                default_timeout: Duration::from_secs(10),
-                retry: Default::default(),
-                credentials: ticketing_platform::service_auth::ServiceCredentials {
-                    client_id: "orders".into(),
-                    client_secret: None,
-                },
-            },
+            peers: PeersConfig::local(
+                "orders",
+                &["identity", "catalog", "inventory", "payments"],
+                Duration::from_secs(10),
+            ),
             checkout: CheckoutConfig {
                 payment_window: Duration::from_secs(15 * 60),
                 charge_lease: Duration::from_secs(6),
@@ -77,16 +66,14 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.peers.credentials.client_secret.is_none() {
-            return Err(ConfigError::invalid(
-                "peers.credentials.client_secret",
-                "is required: orders calls internal RPCs of catalog, inventory and payments with it",
-            ));
-        }
-        ticketing_platform::config::validate_server(&self.server)?;
-        self.discovery.validate()?;
-        self.database.validate("database")?;
-        self.messaging.validate("messaging")?;
+        self.peers
+            .require_secret("orders calls internal RPCs of catalog, inventory and payments with it")?;
+        ticketing_platform::config::validate_service(
+            &self.server,
+            &self.discovery,
+            &self.database,
+            &self.messaging,
+        )?;
         self.peers.validate()?;
         self.peers.require(
             &["identity", "catalog", "inventory", "payments"],

@@ -2,8 +2,6 @@
 //! where each change is made, in the same transaction: `order.created`, `.paid`, `.expired`,
 //! `.cancelled`, `.refunded`, `.payment_returned` and `ticket.checked_in`.)
 
-use std::{future::Future, pin::Pin};
-
 use anyhow::Context;
 use diesel_async::AsyncPgConnection;
 use ticketing_platform::messaging::Handler;
@@ -29,31 +27,19 @@ pub struct PaymentOutcomes(pub Orders);
 impl Handler for PaymentOutcomes {
     type Events = Heard;
 
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        event: &'a Heard,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            match event {
-                Heard::PaymentSucceeded(paid) => self.0.complete_from_event(conn, paid).await,
-                Heard::PaymentRefunded(refund) => self.0.reconcile_refund(conn, refund).await,
-            }
-        })
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &Heard) -> anyhow::Result<()> {
+        match event {
+            Heard::PaymentSucceeded(paid) => self.0.complete_from_event(conn, paid).await,
+            Heard::PaymentRefunded(refund) => self.0.reconcile_refund(conn, refund).await,
+        }
     }
 
-    fn settled<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        event: &'a Heard,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<bool>> + Send + 'a>> {
-        Box::pin(async move {
-            let Heard::PaymentSucceeded(paid) = event else {
-                return Ok(false);
-            };
-            let order = Uuid::parse_str(&paid.order_id).context("order id")?;
-            let payment = Uuid::parse_str(&paid.payment_id).context("payment id")?;
-            payment_events::payment_settled(conn, order, payment).await
-        })
+    async fn settled(&self, conn: &mut AsyncPgConnection, event: &Heard) -> anyhow::Result<bool> {
+        let Heard::PaymentSucceeded(paid) = event else {
+            return Ok(false);
+        };
+        let order = Uuid::parse_str(&paid.order_id).context("order id")?;
+        let payment = Uuid::parse_str(&paid.payment_id).context("payment id")?;
+        payment_events::payment_settled(conn, order, payment).await
     }
 }

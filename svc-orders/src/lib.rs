@@ -25,12 +25,10 @@ use std::{future::Future, net::SocketAddr};
 use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
-    auth::{IdentityKeySource, TokenVerifier},
     background::Background,
-    clients,
-    db::{self, PgPool},
+    db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Host, Probe},
+    server::{Base, BaseSettings, Host, Probe},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
@@ -57,15 +55,22 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
-            .await
-            .context("preparing the orders database")?;
+        let Base { pool, peers, host } = Base::start(
+            "orders",
+            BaseSettings {
+                server: &config.server,
+                discovery: &config.discovery,
+                database: &config.database,
+                peers: &config.peers,
+            },
+            MIGRATIONS,
+        )
+        .await?;
         let signer = {
             let mut conn = pool.get().await.context("orders database")?;
             TicketSigner::load_or_create(&mut conn).await?
         };
-        let peers = clients::Peers::new(config.peers.clone()).discovering(&config.discovery);
-        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let verifier = peers.identity_verifier()?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "orders");
         let orders = Orders::new(
             pool.clone(),
@@ -84,7 +89,6 @@ impl Application {
             CONSUMER,
             PaymentOutcomes(orders.clone()),
         );
-        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api: OrdersApi { orders, verifier },
@@ -128,8 +132,8 @@ impl Application {
                 let orders = resuming.clone();
                 async move { orders.resume_lapsed().await.map(drop) }
             })
-            .task("consuming events", |stop| self.consumer.run(stop))
-            .task("relaying the outbox", |stop| self.relay.run(stop));
+            .consuming(self.consumer)
+            .relaying(self.relay);
         let verifier = self.api.verifier.clone();
         let service = OrdersServiceServer::new(self.api);
         self.host

@@ -10,13 +10,13 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use diesel::{prelude::*, result::DatabaseErrorKind};
+use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use ticketing_platform::clients::{PeerChannel, with_bearer};
 use ticketing_platform::{
     ApiError, ApiResult,
     clients::{internal_peer_error, peer_error},
-    db::PgPool,
+    db::{self, PgPool},
     messaging::{self, OutboxEvent, OutboxSignal},
     time::to_timestamp,
 };
@@ -83,13 +83,6 @@ pub(crate) fn key_reused() -> ApiError {
     ApiError::invalid(
         "idempotency_key",
         "was already used for a different request (IDEMPOTENCY_KEY_REUSED)",
-    )
-}
-
-pub(crate) fn is_unique_violation(error: &diesel::result::Error) -> bool {
-    matches!(
-        error,
-        diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
     )
 }
 
@@ -274,13 +267,10 @@ impl Orders {
                     .returning(OrderRow::as_returning())
                     .get_result(conn)
                     .await
-                    .map_err(|e| {
-                        if is_unique_violation(&e) {
-                            ApiError::already_exists("ORDER_EXISTS", "an order exists for this hold or key")
-                        } else {
-                            e.into()
-                        }
-                    })?;
+                    .map_err(db::already_exists(
+                        "ORDER_EXISTS",
+                        "an order exists for this hold or key",
+                    ))?;
                 let lines: Vec<LineRow> = priced_lines
                     .iter()
                     .zip(&discounts)

@@ -235,9 +235,10 @@ impl Orders {
         }
     }
 
-    /// The `payment.succeeded` consumer's work: finish an order whose PayOrder did not, but
-    /// only with a payment that matches it, and only once its places are committed to it.
-    /// Anything else is refunded.
+    /// The `payment.succeeded` consumer's work: finish a pending order with a payment that
+    /// matches it (once its places are committed), or take an expired one back while its places
+    /// are free; any other payment is returned, with `order.payment_returned` when the order
+    /// exists.
     #[tracing::instrument(level = "debug", skip_all, fields(order = %paid.order_id, payment = %paid.payment_id))]
     pub async fn complete_from_event(
         &self,

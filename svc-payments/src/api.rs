@@ -64,10 +64,7 @@ impl PaymentsApi {
                 cvc: &r.cvc,
             },
         );
-        v.into_result()?;
-        let (Some(order_id), Some(customer_id)) = (order_id, customer_id) else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let (order_id, customer_id) = v.finish((order_id, customer_id))?;
         let input = ChargeInput {
             key: r.idempotency_key,
             order_id,
@@ -103,10 +100,7 @@ impl PaymentsApi {
         if r.reason.len() > 500 {
             v.add("reason", "at most 500 characters");
         }
-        v.into_result()?;
-        let Some(payment_id) = payment_id else {
-            return Err(ApiError::internal("validated fields missing"));
-        };
+        let payment_id = v.finish(payment_id)?;
         let row = self
             .payments
             .get(payment_id)
@@ -141,8 +135,7 @@ impl PaymentsApi {
         let mut v = Violations::new();
         check_key(&mut v, "idempotency_key", &r.idempotency_key);
         let order = v.id("order_id", &r.order_id);
-        v.into_result()?;
-        let order = order.ok_or_else(|| ApiError::internal("validated fields missing"))?;
+        let order = v.finish(order)?;
         self.payments
             .find_charge(order, &r.idempotency_key)
             .await?

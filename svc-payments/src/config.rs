@@ -49,22 +49,10 @@ impl Default for Config {
         Self {
             server: ServerConfig::local("payments"),
             discovery: DiscoveryConfig::default(),
-            database: DatabaseConfig::new("postgres://postgres@127.0.0.1:5432/payments"),
+            database: DatabaseConfig::local("payments"),
             messaging: MessagingConfig::default(),
             log: LogConfig::default(),
-            peers: PeersConfig {
-                addresses: [(
-                    "identity".to_string(),
-                    ticketing_platform::ports::local_url("identity"),
-                )]
-                .into(),
-                default_timeout: Duration::from_secs(5),
-                retry: Default::default(),
-                credentials: ticketing_platform::service_auth::ServiceCredentials {
-                    client_id: "payments".into(),
-                    client_secret: None,
-                },
-            },
+            peers: PeersConfig::local("payments", &["identity"], Duration::from_secs(5)),
             test_provider: TestProviderConfig {
                 slow_delay: Duration::from_secs(3),
             },
@@ -77,10 +65,12 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ticketing_platform::config::validate_server(&self.server)?;
-        self.discovery.validate()?;
-        self.database.validate("database")?;
-        self.messaging.validate("messaging")?;
+        ticketing_platform::config::validate_service(
+            &self.server,
+            &self.discovery,
+            &self.database,
+            &self.messaging,
+        )?;
         self.peers.validate()?;
         self.peers.require(
             &["identity"],

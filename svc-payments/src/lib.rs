@@ -3,7 +3,8 @@
 //! key; events go out through the transactional outbox.
 //!
 //! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
-//! serves, relays the outbox, consumes order closings and settles charges a crash interrupted.
+//! serves, relays the outbox, consumes order closings, pays out `order.refunded`, settles
+//! charges a crash interrupted and records refunds made at the processor.
 
 pub mod api;
 pub mod config;
@@ -15,15 +16,12 @@ pub mod schema;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
-    auth::{IdentityKeySource, TokenVerifier},
     background::Background,
-    clients::Peers,
-    db::{self, PgPool},
+    db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Host, Probe},
+    server::{Base, BaseSettings, Host, Probe},
 };
 use ticketing_proto::ticketing::payments::v1::payments_service_server::PaymentsServiceServer;
 
@@ -47,11 +45,18 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
-            .await
-            .context("preparing the payments database")?;
-        let peers = Peers::new(config.peers.clone()).discovering(&config.discovery);
-        let verifier = TokenVerifier::new(IdentityKeySource::new(peers.channel("identity")?));
+        let Base { pool, peers, host } = Base::start(
+            "payments",
+            BaseSettings {
+                server: &config.server,
+                discovery: &config.discovery,
+                database: &config.database,
+                peers: &config.peers,
+            },
+            MIGRATIONS,
+        )
+        .await?;
+        let verifier = peers.identity_verifier()?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
         let provider = Arc::new(TestProvider::new(pool.clone(), config.test_provider.slow_delay));
         let payments = Payments::new(pool.clone(), provider, relay.signal());
@@ -61,7 +66,6 @@ impl Application {
             CONSUMER,
             OrderClosings(payments.clone()),
         );
-        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
             host,
             api: PaymentsApi { payments, verifier },
@@ -113,8 +117,8 @@ impl Application {
                     Ok::<_, ticketing_platform::ApiError>(())
                 }
             })
-            .task("consuming events", |stop| self.consumer.run(stop))
-            .task("relaying the outbox", |stop| self.relay.run(stop));
+            .consuming(self.consumer)
+            .relaying(self.relay);
         let verifier = self.api.verifier.clone();
         let service = PaymentsServiceServer::new(self.api);
         self.host

@@ -13,11 +13,11 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use diesel::{prelude::*, result::DatabaseErrorKind};
+use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use ticketing_platform::{
     ApiError, ApiResult,
-    db::PgPool,
+    db::{self, PgPool},
     messaging::{self, OutboxEvent, OutboxSignal},
     pagination::{self, Cursor},
     time::to_timestamp,
@@ -573,8 +573,8 @@ enum Claim {
 async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> ApiResult<Claim> {
     let inserted = conn
         .transaction::<_, ApiError, _>(async |conn| {
-            // Creates the order's row or locks it, in one statement (the no-op update takes
-            // the row lock the settlement and the order's closing also take).
+            // Creates the order's row or locks it in one statement: the order's closing takes
+            // the same lock, so a claim either sees the order closed or commits before it closes.
             let closed: Option<DateTime<Utc>> = diesel::insert_into(payment_orders::table)
                 .values(payment_orders::order_id.eq(input.order_id))
                 .on_conflict(payment_orders::order_id)
@@ -614,13 +614,10 @@ async fn claim(conn: &mut Conn, input: &ChargeInput, provider_name: &str) -> Api
                 .get_result(conn)
                 .await
                 .map(Claim::New)
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        ApiError::already_exists("PAYMENT_KEY_TAKEN", "a charge with this key exists")
-                    } else {
-                        ApiError::from(e)
-                    }
-                })
+                .map_err(db::already_exists(
+                    "PAYMENT_KEY_TAKEN",
+                    "a charge with this key exists",
+                ))
         })
         .await;
     match inserted {
@@ -674,11 +671,4 @@ async fn find_by_key(conn: &mut Conn, key: &str) -> ApiResult<Option<PaymentRow>
         .first(conn)
         .await
         .optional()?)
-}
-
-fn is_unique_violation(error: &diesel::result::Error) -> bool {
-    matches!(
-        error,
-        diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
 }

@@ -1,5 +1,6 @@
-//! The gateway end to end: REST/JSON and SSE through the real gateway to the real identity,
-//! catalog and inventory services (PostgreSQL, Redis, RabbitMQ), each test with its own stack.
+//! The gateway end to end: REST/JSON and SSE through the real gateway to the whole platform as
+//! e2e starts it (identity, catalog, inventory, orders and payments on PostgreSQL, Redis and
+//! RabbitMQ), each test with its own stack.
 
 mod edge;
 mod fuzz;

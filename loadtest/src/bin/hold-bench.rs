@@ -200,8 +200,9 @@ async fn main() -> anyhow::Result<()> {
         "hold-bench against {inventory_url}: {seats}-seat events, one seat per hold, {customers} customers"
     );
 
-    // A first, unreported level warms connections, pools and the script cache. The Redis baseline
-    // runs last: its keys expire for seconds afterwards and would slow whatever ran next.
+    // A first, unreported level warms connections, pools and the script cache. A Redis baseline
+    // runs before every reported round, which waits for the baseline's keys to expire first (they
+    // would slow it), and one more after the last round.
     let rounds: usize = arg("rounds", 5).max(1);
     let baseline_requests: usize = arg("baseline-requests", 60_000);
     // The baseline measured just before each reported round, and once after the last.
