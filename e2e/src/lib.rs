@@ -11,7 +11,6 @@ pub use platform::{Addrs, Platform};
 
 use ticketing_platform::{
     auth::Role,
-    config::{DatabaseConfig, RedisConfig, ServerConfig},
     db::PgPool,
     service_auth::{SERVICE_TOKEN_HEADER, ServiceCredentials},
 };
@@ -96,10 +95,6 @@ pub const SERVICE_CLIENTS: [&str; 9] = [
     "operator",
 ];
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The `ErrorInfo` reason of a failed call ("" when it has none).
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
@@ -141,32 +136,12 @@ impl Identity {
 
     /// Starts identity with its test configuration changed by `adjust` first.
     pub async fn start_with(adjust: impl FnOnce(&mut svc_identity::config::Config)) -> Self {
-        use sha2::Digest;
         ticketing_platform::telemetry::init_for_tests();
         let db = TestDatabase::create("identity").await.expect("identity database");
         let keys = TestRedisPrefix::new("idn");
         let broker = TestBroker::new();
-        let secrets: std::collections::BTreeMap<String, String> = SERVICE_CLIENTS
-            .iter()
-            .map(|c| (c.to_string(), unique("secret")))
-            .collect();
-        let mut config = svc_identity::config::Config {
-            server: ServerConfig::with_ports(0, 0),
-            database: DatabaseConfig::new(db.url.clone()),
-            redis: RedisConfig::new(ticketing_testkit::redis_url(), keys.prefix.clone()),
-            messaging: broker.config.clone(),
-            // The cheapest argon2id the config accepts: tests check behaviour, not cost.
-            password: svc_identity::password::PasswordParams {
-                memory_kib: 8 * 1024,
-                iterations: 1,
-                ..Default::default()
-            },
-            service_clients: secrets
-                .iter()
-                .map(|(client, secret)| (client.clone(), hex(&sha2::Sha256::digest(secret.as_bytes()))))
-                .collect(),
-            ..Default::default()
-        };
+        let (mut config, secrets) =
+            services::identity_config(&db.url, &keys.prefix, &broker, &SERVICE_CLIENTS);
         adjust(&mut config);
         let app = svc_identity::Application::build(config)
             .await

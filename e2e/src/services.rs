@@ -63,6 +63,48 @@ where
     stop
 }
 
+/// Identity's test configuration: a test server, its own database and Redis prefix, the
+/// test's broker names, the cheapest argon2id the configuration accepts (tests check behaviour,
+/// the benchmark checks cost), and `clients` as service clients, each with a fresh secret;
+/// returns the secrets too (client id to secret).
+pub fn identity_config(
+    database_url: &str,
+    redis_prefix: &str,
+    broker: &TestBroker,
+    clients: &[&str],
+) -> (
+    svc_identity::config::Config,
+    std::collections::BTreeMap<String, String>,
+) {
+    let secrets: std::collections::BTreeMap<String, String> = clients
+        .iter()
+        .map(|c| (c.to_string(), ticketing_testkit::unique("secret")))
+        .collect();
+    let config = svc_identity::config::Config {
+        server: test_server(),
+        database: DatabaseConfig::new(database_url),
+        redis: RedisConfig::new(ticketing_testkit::redis_url(), redis_prefix),
+        messaging: broker.config.clone(),
+        password: svc_identity::password::PasswordParams {
+            memory_kib: 8 * 1024,
+            iterations: 1,
+            ..Default::default()
+        },
+        service_clients: secrets
+            .iter()
+            .map(|(client, secret)| {
+                let digest = svc_identity::domain::sha256(secret.as_bytes());
+                (
+                    client.clone(),
+                    digest.iter().map(|b| format!("{b:02x}")).collect(),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    (config, secrets)
+}
+
 fn wire(peers: &mut PeersConfig, identity: &Identity, client: &str, others: &[(&str, String)]) {
     peers.addresses.insert("identity".into(), identity.url());
     for (name, url) in others {

@@ -58,6 +58,61 @@ pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
+/// A service's configuration struct: the sections every service has, written once here so they
+/// stay alike (`server`: where it listens; `discovery`: how it is found and finds the others,
+/// `TICKETING_DISCOVERY__MODE` as for the gateway; `database`; `messaging`: the broker its
+/// outbox and consumer use; `log`), then the service's own fields.
+#[macro_export]
+macro_rules! service_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, ::serde::Serialize, ::serde::Deserialize)]
+        pub struct $name {
+            pub server: $crate::config::ServerConfig,
+            #[serde(default)]
+            pub discovery: $crate::discovery::DiscoveryConfig,
+            pub database: $crate::config::DatabaseConfig,
+            pub messaging: $crate::messaging::MessagingConfig,
+            pub log: $crate::config::LogConfig,
+            $($(#[$field_meta])* pub $field: $ty),*
+        }
+
+        impl $name {
+            /// The sections every service has.
+            pub fn sections(&self) -> $crate::config::Sections<'_> {
+                $crate::config::Sections {
+                    server: &self.server,
+                    discovery: &self.discovery,
+                    database: &self.database,
+                    messaging: &self.messaging,
+                }
+            }
+        }
+    };
+}
+
+/// The sections every service's configuration has (see [`service_config!`]).
+pub struct Sections<'a> {
+    pub server: &'a ServerConfig,
+    pub discovery: &'a crate::discovery::DiscoveryConfig,
+    pub database: &'a DatabaseConfig,
+    pub messaging: &'a crate::messaging::MessagingConfig,
+}
+
+impl Sections<'_> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.discovery.validate()?;
+        self.database.validate("database")?;
+        self.messaging.validate("messaging")
+    }
+}
+
 /// Where a service listens and how it stops.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerConfig {
@@ -361,19 +416,6 @@ pub mod duration_secs {
 /// Validation shared by every service's config: the server part.
 pub fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
     server.validate()
-}
-
-/// The settings every service has: where it listens, how it is found, its database and broker.
-pub fn validate_service(
-    server: &ServerConfig,
-    discovery: &crate::discovery::DiscoveryConfig,
-    database: &DatabaseConfig,
-    messaging: &crate::messaging::MessagingConfig,
-) -> Result<(), ConfigError> {
-    server.validate()?;
-    discovery.validate()?;
-    database.validate("database")?;
-    messaging.validate("messaging")
 }
 
 #[cfg(test)]

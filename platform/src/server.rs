@@ -107,24 +107,17 @@ pub struct Base {
 impl Base {
     pub async fn start(
         name: &str,
-        settings: BaseSettings<'_>,
+        sections: crate::config::Sections<'_>,
+        peers: &crate::config::PeersConfig,
         migrations: diesel_migrations::EmbeddedMigrations,
     ) -> anyhow::Result<Self> {
-        let pool = crate::db::connect_and_migrate(settings.database, migrations)
+        let pool = crate::db::connect_and_migrate(sections.database, migrations)
             .await
             .with_context(|| format!("preparing the {name} database"))?;
-        let peers = crate::clients::Peers::new(settings.peers.clone()).discovering(settings.discovery);
-        let host = Host::bind(settings.server.clone(), settings.discovery.clone()).await?;
+        let peers = crate::clients::Peers::new(peers.clone()).discovering(sections.discovery);
+        let host = Host::bind(sections.server.clone(), sections.discovery.clone()).await?;
         Ok(Self { pool, peers, host })
     }
-}
-
-/// The sections of a service's configuration that [`Base::start`] reads.
-pub struct BaseSettings<'a> {
-    pub server: &'a ServerConfig,
-    pub discovery: &'a crate::discovery::DiscoveryConfig,
-    pub database: &'a crate::config::DatabaseConfig,
-    pub peers: &'a crate::config::PeersConfig,
 }
 
 /// How long each background task may take to stop (the relay publishing what is left, a

@@ -18,7 +18,7 @@ use ticketing_platform::{
     background::Background,
     db::PgPool,
     messaging::Relay,
-    server::{Base, BaseSettings, Host, Probe},
+    server::{Base, Host, Probe},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
@@ -41,17 +41,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } = Base::start(
-            "catalog",
-            BaseSettings {
-                server: &config.server,
-                discovery: &config.discovery,
-                database: &config.database,
-                peers: &config.peers,
-            },
-            MIGRATIONS,
-        )
-        .await?;
+        let Base { pool, peers, host } =
+            Base::start("catalog", config.sections(), &config.peers, MIGRATIONS).await?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
         let verifier = peers.identity_verifier()?;
         let inventory = InventoryServiceClient::new(peers.channel("inventory")?)

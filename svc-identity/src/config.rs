@@ -15,29 +15,21 @@ use ticketing_platform::{
 
 use crate::{lockout::LoginConfig, password::PasswordParams};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
-    pub server: ServerConfig,
-    /// How this service is found and finds the others: static, dns or consul
-    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
-    #[serde(default)]
-    pub discovery: DiscoveryConfig,
-    pub database: DatabaseConfig,
-    pub redis: RedisConfig,
-    /// `user.registered` leaves through the outbox to this broker.
-    pub messaging: MessagingConfig,
-    pub log: LogConfig,
-    pub tokens: TokenConfig,
-    pub login: LoginConfig,
-    pub password: PasswordParams,
-    /// Makes sure this account exists and is an admin at start (first deployment).
-    pub bootstrap_admin: Option<BootstrapAdmin>,
-    /// The service clients that may get service tokens (`IssueServiceToken`): client id (the
-    /// name the call graph knows it by: `orders`, `gateway`, `operator`, ...) to the SHA-256 of
-    /// its secret in hex (`TICKETING_SERVICE_CLIENTS__ORDERS=<hex>`). Secrets are random, at
-    /// least 128 bits, so a fast hash is enough; only the hashes are kept here.
-    #[serde(default)]
-    pub service_clients: BTreeMap<String, String>,
+ticketing_platform::service_config! {
+    pub struct Config {
+        pub redis: RedisConfig,
+        pub tokens: TokenConfig,
+        pub login: LoginConfig,
+        pub password: PasswordParams,
+        /// Makes sure this account exists and is an admin at start (first deployment).
+        pub bootstrap_admin: Option<BootstrapAdmin>,
+        /// The service clients that may get service tokens (`IssueServiceToken`): client id (the
+        /// name the call graph knows it by: `orders`, `gateway`, `operator`, ...) to the SHA-256 of
+        /// its secret in hex (`TICKETING_SERVICE_CLIENTS__ORDERS=<hex>`). Secrets are random, at
+        /// least 128 bits, so a fast hash is enough; only the hashes are kept here.
+        #[serde(default)]
+        pub service_clients: BTreeMap<String, String>,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,12 +108,7 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ticketing_platform::config::validate_service(
-            &self.server,
-            &self.discovery,
-            &self.database,
-            &self.messaging,
-        )?;
+        self.sections().validate()?;
         self.redis.validate("redis")?;
         let t = &self.tokens;
         if t.access_token_ttl < Duration::from_secs(30) || t.access_token_ttl > Duration::from_secs(24 * 3600)

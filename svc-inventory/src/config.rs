@@ -12,19 +12,12 @@ use ticketing_platform::{
     messaging::MessagingConfig,
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
-    pub server: ServerConfig,
-    /// How this service is found and finds the others: static, dns or consul
-    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
-    #[serde(default)]
-    pub discovery: DiscoveryConfig,
-    pub database: DatabaseConfig,
-    pub redis: RedisConfig,
-    pub messaging: MessagingConfig,
-    pub log: LogConfig,
-    pub peers: PeersConfig,
-    pub holds: HoldConfig,
+ticketing_platform::service_config! {
+    pub struct Config {
+        pub redis: RedisConfig,
+        pub peers: PeersConfig,
+        pub holds: HoldConfig,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,12 +79,7 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ticketing_platform::config::validate_service(
-            &self.server,
-            &self.discovery,
-            &self.database,
-            &self.messaging,
-        )?;
+        self.sections().validate()?;
         self.redis.validate("redis")?;
         self.peers.validate()?;
         self.peers.require(

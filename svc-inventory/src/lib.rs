@@ -26,7 +26,7 @@ use ticketing_platform::{
     cache::Cache,
     db::PgPool,
     messaging::Consumer,
-    server::{Base, BaseSettings, Host, Probe},
+    server::{Base, Host, Probe},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -52,17 +52,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } = Base::start(
-            "inventory",
-            BaseSettings {
-                server: &config.server,
-                discovery: &config.discovery,
-                database: &config.database,
-                peers: &config.peers,
-            },
-            MIGRATIONS,
-        )
-        .await?;
+        let Base { pool, peers, host } =
+            Base::start("inventory", config.sections(), &config.peers, MIGRATIONS).await?;
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let verifier = peers.identity_verifier()?;
         let inventory = Inventory::new(pool.clone(), cache.clone());

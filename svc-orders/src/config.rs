@@ -9,18 +9,11 @@ use ticketing_platform::{
     messaging::MessagingConfig,
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
-    pub server: ServerConfig,
-    /// How this service is found and finds the others: static, dns or consul
-    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
-    #[serde(default)]
-    pub discovery: DiscoveryConfig,
-    pub database: DatabaseConfig,
-    pub messaging: MessagingConfig,
-    pub log: LogConfig,
-    pub peers: PeersConfig,
-    pub checkout: CheckoutConfig,
+ticketing_platform::service_config! {
+    pub struct Config {
+        pub peers: PeersConfig,
+        pub checkout: CheckoutConfig,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,12 +61,7 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.peers
             .require_secret("orders calls internal RPCs of catalog, inventory and payments with it")?;
-        ticketing_platform::config::validate_service(
-            &self.server,
-            &self.discovery,
-            &self.database,
-            &self.messaging,
-        )?;
+        self.sections().validate()?;
         self.peers.validate()?;
         self.peers.require(
             &["identity", "catalog", "inventory", "payments"],

@@ -28,7 +28,7 @@ use ticketing_platform::{
     background::Background,
     db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Base, BaseSettings, Host, Probe},
+    server::{Base, Host, Probe},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
@@ -55,17 +55,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } = Base::start(
-            "orders",
-            BaseSettings {
-                server: &config.server,
-                discovery: &config.discovery,
-                database: &config.database,
-                peers: &config.peers,
-            },
-            MIGRATIONS,
-        )
-        .await?;
+        let Base { pool, peers, host } =
+            Base::start("orders", config.sections(), &config.peers, MIGRATIONS).await?;
         let signer = {
             let mut conn = pool.get().await.context("orders database")?;
             TicketSigner::load_or_create(&mut conn).await?

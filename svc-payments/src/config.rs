@@ -9,28 +9,21 @@ use ticketing_platform::{
     messaging::MessagingConfig,
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
-    pub server: ServerConfig,
-    /// How this service is found and finds the others: static, dns or consul
-    /// (`TICKETING_DISCOVERY__MODE`, the same setting as the gateway's).
-    #[serde(default)]
-    pub discovery: DiscoveryConfig,
-    pub database: DatabaseConfig,
-    pub messaging: MessagingConfig,
-    pub log: LogConfig,
-    pub peers: PeersConfig,
-    pub test_provider: TestProviderConfig,
-    /// A charge still "processing" this long after it started (the process died mid-charge)
-    /// is settled by asking the processor, or voided there if it never arrived.
-    #[serde(with = "duration_secs")]
-    pub stale_after: Duration,
-    #[serde(with = "duration_secs")]
-    pub sweep_interval: Duration,
-    /// A refund the processor lists is taken for one made there (not by payments) once it is
-    /// this old and payments has no record of it: payments' own refunds commit well within it.
-    #[serde(with = "duration_secs", default = "default_processor_refund_grace")]
-    pub processor_refund_grace: Duration,
+ticketing_platform::service_config! {
+    pub struct Config {
+        pub peers: PeersConfig,
+        pub test_provider: TestProviderConfig,
+        /// A charge still "processing" this long after it started (the process died mid-charge)
+        /// is settled by asking the processor, or voided there if it never arrived.
+        #[serde(with = "duration_secs")]
+        pub stale_after: Duration,
+        #[serde(with = "duration_secs")]
+        pub sweep_interval: Duration,
+        /// A refund the processor lists is taken for one made there (not by payments) once it is
+        /// this old and payments has no record of it: payments' own refunds commit well within it.
+        #[serde(with = "duration_secs", default = "default_processor_refund_grace")]
+        pub processor_refund_grace: Duration,
+    }
 }
 
 fn default_processor_refund_grace() -> Duration {
@@ -65,12 +58,7 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ticketing_platform::config::validate_service(
-            &self.server,
-            &self.discovery,
-            &self.database,
-            &self.messaging,
-        )?;
+        self.sections().validate()?;
         self.peers.validate()?;
         self.peers.require(
             &["identity"],

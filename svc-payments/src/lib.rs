@@ -21,7 +21,7 @@ use ticketing_platform::{
     background::Background,
     db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Base, BaseSettings, Host, Probe},
+    server::{Base, Host, Probe},
 };
 use ticketing_proto::ticketing::payments::v1::payments_service_server::PaymentsServiceServer;
 
@@ -45,17 +45,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } = Base::start(
-            "payments",
-            BaseSettings {
-                server: &config.server,
-                discovery: &config.discovery,
-                database: &config.database,
-                peers: &config.peers,
-            },
-            MIGRATIONS,
-        )
-        .await?;
+        let Base { pool, peers, host } =
+            Base::start("payments", config.sections(), &config.peers, MIGRATIONS).await?;
         let verifier = peers.identity_verifier()?;
         let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
         let provider = Arc::new(TestProvider::new(pool.clone(), config.test_provider.slow_delay));

@@ -2,11 +2,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
 use svc_identity::{Application, config::Config, store};
-use ticketing_platform::{
-    auth::Role,
-    config::{DatabaseConfig, RedisConfig, ServerConfig},
-    db::PgPool,
-};
+use ticketing_platform::{auth::Role, db::PgPool};
 use ticketing_proto::ticketing::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use ticketing_testkit::{EventTap, TestBroker, TestDatabase, TestRedisPrefix, unique};
 use tokio::sync::oneshot;
@@ -54,34 +50,12 @@ impl Guards {
 pub async fn test_config() -> (Config, Guards) {
     ticketing_platform::telemetry::init_for_tests();
     let db = TestDatabase::create("identity").await.expect("test database");
-    let mut config = Config::default();
-    let mut server = ServerConfig::with_ports(0, 0);
-    server.health_interval = Duration::from_millis(200);
-    server.shutdown_grace = Duration::from_secs(2);
-    config.server = server;
-    config.database = DatabaseConfig::new(db.url.clone());
-    config.database.pool_size = 8;
     let redis = TestRedisPrefix::new("identity");
-    config.redis = RedisConfig::new(ticketing_testkit::redis_url(), redis.prefix.clone());
-    // The cheapest argon2id the config accepts: tests check behaviour, the benchmark checks cost.
-    config.password.memory_kib = 8 * 1024;
-    config.password.iterations = 1;
-    let secrets: std::collections::BTreeMap<String, String> = SERVICE_CLIENTS
-        .iter()
-        .map(|c| (c.to_string(), unique("secret")))
-        .collect();
-    config.service_clients = secrets
-        .iter()
-        .map(|(client, secret)| {
-            let digest = svc_identity::domain::sha256(secret.as_bytes());
-            (
-                client.clone(),
-                digest.iter().map(|b| format!("{b:02x}")).collect(),
-            )
-        })
-        .collect();
     let broker = TestBroker::new();
-    config.messaging = broker.config.clone();
+    let (mut config, secrets) =
+        ticketing_e2e::services::identity_config(&db.url, &redis.prefix, &broker, &SERVICE_CLIENTS);
+    config.server.shutdown_grace = Duration::from_secs(2);
+    config.database.pool_size = 8;
     (
         config,
         Guards {
