@@ -6,6 +6,7 @@ mod platform;
 pub mod services;
 
 use std::net::SocketAddr;
+use ticketing_platform::server::Served;
 
 pub use platform::{Addrs, Platform};
 

@@ -4,6 +4,7 @@
 //! configuration is written here once.
 
 use std::{net::SocketAddr, time::Duration};
+use ticketing_platform::server::Served;
 
 use ticketing_platform::{
     config::{DatabaseConfig, PeersConfig, RedisConfig, ServerConfig},

@@ -96,6 +96,21 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// What tests and tools read of a built service before it runs: where it listens, its database.
+pub trait Served {
+    fn host(&self) -> &Host;
+
+    fn pool(&self) -> crate::db::PgPool;
+
+    fn grpc_addr(&self) -> SocketAddr {
+        self.host().grpc_addr()
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.host().admin_addr()
+    }
+}
+
 /// What a service starts from: its database, migrated (its outbox and inbox too); its peers,
 /// found as `discovery` says; and its listeners, bound.
 pub struct Base {
@@ -117,6 +132,25 @@ impl Base {
         let peers = crate::clients::Peers::new(peers.clone()).discovering(sections.discovery);
         let host = Host::bind(sections.server.clone(), sections.discovery.clone()).await?;
         Ok(Self { pool, peers, host })
+    }
+
+    /// The outbox relay of `producer`, on this service's database.
+    pub fn relay(
+        &self,
+        messaging: &crate::messaging::MessagingConfig,
+        producer: &'static str,
+    ) -> crate::messaging::Relay {
+        crate::messaging::Relay::new(self.pool.clone(), messaging.clone(), producer)
+    }
+
+    /// The consumer `name` (its queue) of `handler`'s events, on this service's database.
+    pub fn consumer<H: crate::messaging::Handler>(
+        &self,
+        messaging: &crate::messaging::MessagingConfig,
+        name: &str,
+        handler: H,
+    ) -> crate::messaging::Consumer<H> {
+        crate::messaging::Consumer::new(self.pool.clone(), messaging.clone(), name, handler)
     }
 }
 

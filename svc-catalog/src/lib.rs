@@ -11,14 +11,14 @@ pub mod store;
 mod tiers;
 mod wire;
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     background::Background,
     db::PgPool,
     messaging::Relay,
-    server::{Base, Host, Probe},
+    server::{Base, Host, Probe, Served},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
@@ -41,9 +41,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } =
-            Base::start("catalog", config.sections(), &config.peers, MIGRATIONS).await?;
-        let relay = Relay::new(pool.clone(), config.messaging.clone(), "catalog");
+        let base = Base::start("catalog", config.sections(), &config.peers, MIGRATIONS).await?;
+        let (pool, peers) = (base.pool.clone(), &base.peers);
+        let relay = base.relay(&config.messaging, "catalog");
         let verifier = peers.identity_verifier()?;
         let inventory = InventoryServiceClient::new(peers.channel("inventory")?)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -55,23 +55,11 @@ impl Application {
             charts: Default::default(),
         };
         Ok(Self {
-            host,
+            host: base.host,
             api,
             relay,
             probes: vec![Probe::postgres(pool)],
         })
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.grpc_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    pub fn pool(&self) -> PgPool {
-        self.api.pool.clone()
     }
 
     pub async fn run_until_stopped(
@@ -86,5 +74,15 @@ impl Application {
         self.host
             .serve(service, verifier, self.probes, background, shutdown)
             .await
+    }
+}
+
+impl Served for Application {
+    fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn pool(&self) -> PgPool {
+        self.api.pool.clone()
     }
 }

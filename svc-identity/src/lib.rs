@@ -15,7 +15,7 @@ pub mod schema;
 pub mod store;
 mod wire;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -25,7 +25,7 @@ use ticketing_platform::{
     cache::Cache,
     db::{self, PgPool},
     messaging::Relay,
-    server::{Host, Probe},
+    server::{Host, Probe, Served},
 };
 use ticketing_proto::ticketing::identity::v1::identity_service_server::IdentityServiceServer;
 
@@ -93,18 +93,6 @@ impl Application {
         })
     }
 
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.grpc_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    pub fn pool(&self) -> PgPool {
-        self.state.pool.clone()
-    }
-
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -124,5 +112,15 @@ impl Application {
         self.host
             .serve(service, verifier, self.probes, background, shutdown)
             .await
+    }
+}
+
+impl Served for Application {
+    fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn pool(&self) -> PgPool {
+        self.state.pool.clone()
     }
 }

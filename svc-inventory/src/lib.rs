@@ -16,7 +16,7 @@ pub mod schema;
 pub mod store;
 pub mod watch;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, time::Duration};
 
 use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -26,7 +26,7 @@ use ticketing_platform::{
     cache::Cache,
     db::PgPool,
     messaging::Consumer,
-    server::{Base, Host, Probe},
+    server::{Base, Host, Probe, Served},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -52,8 +52,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } =
-            Base::start("inventory", config.sections(), &config.peers, MIGRATIONS).await?;
+        let base = Base::start("inventory", config.sections(), &config.peers, MIGRATIONS).await?;
+        let (pool, peers) = (base.pool.clone(), &base.peers);
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let verifier = peers.identity_verifier()?;
         let inventory = Inventory::new(pool.clone(), cache.clone());
@@ -68,24 +68,12 @@ impl Application {
             holds: config.holds.clone(),
         };
         Ok(Self {
-            host,
+            host: base.host,
             api,
             probes: vec![Probe::postgres(pool), Probe::redis(cache)],
             redis_url: config.redis.url.expose_secret().to_string(),
             config,
         })
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.grpc_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    pub fn pool(&self) -> PgPool {
-        self.api.inventory.pool().clone()
     }
 
     pub fn inventory(&self) -> Inventory {
@@ -138,5 +126,15 @@ impl Application {
         self.host
             .serve(service, verifier, self.probes, background, shutdown)
             .await
+    }
+}
+
+impl Served for Application {
+    fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn pool(&self) -> PgPool {
+        self.api.inventory.pool().clone()
     }
 }

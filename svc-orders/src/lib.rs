@@ -20,7 +20,7 @@ pub mod schema;
 pub mod store;
 pub mod tickets;
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -28,7 +28,7 @@ use ticketing_platform::{
     background::Background,
     db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Base, Host, Probe},
+    server::{Base, Host, Probe, Served},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
@@ -55,14 +55,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } =
-            Base::start("orders", config.sections(), &config.peers, MIGRATIONS).await?;
+        let base = Base::start("orders", config.sections(), &config.peers, MIGRATIONS).await?;
+        let (pool, peers) = (base.pool.clone(), &base.peers);
         let signer = {
             let mut conn = pool.get().await.context("orders database")?;
             TicketSigner::load_or_create(&mut conn).await?
         };
         let verifier = peers.identity_verifier()?;
-        let relay = Relay::new(pool.clone(), config.messaging.clone(), "orders");
+        let relay = base.relay(&config.messaging, "orders");
         let orders = Orders::new(
             pool.clone(),
             orders::Peers {
@@ -74,32 +74,15 @@ impl Application {
             relay.signal(),
             config.checkout.clone(),
         );
-        let consumer = Consumer::new(
-            pool.clone(),
-            config.messaging.clone(),
-            CONSUMER,
-            PaymentOutcomes(orders.clone()),
-        );
+        let consumer = base.consumer(&config.messaging, CONSUMER, PaymentOutcomes(orders.clone()));
         Ok(Self {
-            host,
+            host: base.host,
             api: OrdersApi { orders, verifier },
             relay,
             consumer,
             pool,
             config,
         })
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.grpc_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    pub fn pool(&self) -> PgPool {
-        self.pool.clone()
     }
 
     pub fn orders(&self) -> Orders {
@@ -136,5 +119,15 @@ impl Application {
                 shutdown,
             )
             .await
+    }
+}
+
+impl Served for Application {
+    fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn pool(&self) -> PgPool {
+        self.pool.clone()
     }
 }

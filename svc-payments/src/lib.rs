@@ -14,14 +14,14 @@ pub mod payments;
 pub mod provider;
 pub mod schema;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     background::Background,
     db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Base, Host, Probe},
+    server::{Base, Host, Probe, Served},
 };
 use ticketing_proto::ticketing::payments::v1::payments_service_server::PaymentsServiceServer;
 
@@ -45,38 +45,21 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let Base { pool, peers, host } =
-            Base::start("payments", config.sections(), &config.peers, MIGRATIONS).await?;
+        let base = Base::start("payments", config.sections(), &config.peers, MIGRATIONS).await?;
+        let (pool, peers) = (base.pool.clone(), &base.peers);
         let verifier = peers.identity_verifier()?;
-        let relay = Relay::new(pool.clone(), config.messaging.clone(), "payments");
+        let relay = base.relay(&config.messaging, "payments");
         let provider = Arc::new(TestProvider::new(pool.clone(), config.test_provider.slow_delay));
         let payments = Payments::new(pool.clone(), provider, relay.signal());
-        let consumer = Consumer::new(
-            pool.clone(),
-            config.messaging.clone(),
-            CONSUMER,
-            OrderClosings(payments.clone()),
-        );
+        let consumer = base.consumer(&config.messaging, CONSUMER, OrderClosings(payments.clone()));
         Ok(Self {
-            host,
+            host: base.host,
             api: PaymentsApi { payments, verifier },
             relay,
             consumer,
             pool,
             config,
         })
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.host.grpc_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.host.admin_addr()
-    }
-
-    pub fn pool(&self) -> PgPool {
-        self.pool.clone()
     }
 
     pub fn payments(&self) -> Payments {
@@ -121,5 +104,15 @@ impl Application {
                 shutdown,
             )
             .await
+    }
+}
+
+impl Served for Application {
+    fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn pool(&self) -> PgPool {
+        self.pool.clone()
     }
 }

@@ -1,4 +1,5 @@
 use std::{net::SocketAddr, time::Duration};
+use ticketing_platform::server::Served;
 
 use secrecy::SecretString;
 use svc_identity::{Application, config::Config, store};

@@ -2,6 +2,7 @@
 //! following the database, and the admin port.
 
 use std::time::Duration;
+use ticketing_platform::server::Served;
 
 use prost::Message;
 use ticketing_proto::ticketing::identity::v1 as pb;

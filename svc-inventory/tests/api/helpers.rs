@@ -1,4 +1,5 @@
 use std::time::Duration;
+use ticketing_platform::server::Served;
 
 use svc_inventory::config::Config;
 use ticketing_e2e::{

@@ -20,8 +20,9 @@ use uuid::Uuid;
 pub const CARD_OK: &str = "4242424242424242";
 pub const CARD_DECLINED: &str = "4000000000000002";
 
-/// The platform, with the helpers these tests share.
-pub struct Stack(pub Platform);
+/// The platform, with the helpers these tests share (and an admin's token, made when first
+/// needed, for reading what payments holds).
+pub struct Stack(pub Platform, tokio::sync::OnceCell<String>);
 
 impl std::ops::Deref for Stack {
     type Target = Platform;
@@ -54,7 +55,7 @@ pub fn charge_request(
 }
 
 pub async fn stack() -> Stack {
-    Stack(Platform::start().await)
+    Stack(Platform::start().await, tokio::sync::OnceCell::new())
 }
 
 pub fn ts(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
@@ -415,35 +416,101 @@ impl Stack {
         panic!("never happened: {what}");
     }
 
-    /// (succeeded or refunded payments, their amounts, refunded amounts) in the payments database.
+    /// Every payment on the platform (of `order_id` only, unless empty), as an admin lists them.
+    pub async fn payments_listed(&self, order_id: &str) -> Vec<payments::Payment> {
+        let admin = self
+            .1
+            .get_or_init(|| async { self.identity.user(&[Role::Admin]).await.1 })
+            .await;
+        let mut client = PaymentsServiceClient::new(self.payments.clone());
+        let (mut listed, mut page_token) = (Vec::new(), String::new());
+        loop {
+            let page = client
+                .list_payments(authed(
+                    admin,
+                    payments::ListPaymentsRequest {
+                        page_size: 100,
+                        page_token,
+                        order_id: order_id.into(),
+                    },
+                ))
+                .await
+                .expect("payments")
+                .into_inner();
+            listed.extend(page.payments);
+            if page.next_page_token.is_empty() {
+                return listed;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// (payments not failed, their amounts, refunded amounts) across the platform.
     pub async fn payment_totals(&self) -> (i64, i64, i64) {
-        let mut conn = self.payments_pool.get().await.expect("payments db");
-        let rows: Vec<(String, i64, i64)> = svc_payments::schema::payments::table
-            .select((
-                svc_payments::schema::payments::status,
-                svc_payments::schema::payments::amount,
-                svc_payments::schema::payments::refunded,
-            ))
-            .load(&mut conn)
+        let amount = |m: &Option<Money>| m.as_ref().map_or(0, |m| m.amount_minor);
+        let kept: Vec<payments::Payment> = self
+            .payments_listed("")
             .await
-            .expect("payments");
-        let kept: Vec<&(String, i64, i64)> = rows.iter().filter(|r| r.0 != "failed").collect();
+            .into_iter()
+            .filter(|p| p.status != payments::PaymentStatus::Failed as i32)
+            .collect();
         (
             kept.len() as i64,
-            kept.iter().map(|r| r.1).sum(),
-            kept.iter().map(|r| r.2).sum(),
+            kept.iter().map(|p| amount(&p.amount)).sum(),
+            kept.iter().map(|p| amount(&p.refunded)).sum(),
         )
     }
 
-    pub async fn paid_total(&self) -> i64 {
-        let mut conn = self.orders_pool.get().await.expect("orders db");
-        let rows: Vec<i64> = svc_orders::schema::orders::table
-            .filter(svc_orders::schema::orders::status.eq_any(["paid", "partially_refunded", "refunded"]))
-            .select(svc_orders::schema::orders::total)
-            .load(&mut conn)
+    /// (status, refunded) of every payment of `order`: "succeeded", "refunded", ...
+    pub async fn payments_of(&self, order: &str) -> Vec<(String, i64)> {
+        self.payments_listed(order)
             .await
-            .expect("orders");
-        rows.iter().sum()
+            .into_iter()
+            .map(|p| {
+                let status = payments::PaymentStatus::try_from(p.status)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("PAYMENT_STATUS_")
+                            .to_lowercase()
+                    })
+                    .unwrap_or_default();
+                (status, p.refunded.map_or(0, |m| m.amount_minor))
+            })
+            .collect()
+    }
+
+    /// What the orders of `sale` that were paid came to, as its organizer lists them.
+    pub async fn paid_total(&self, sale: &Sale) -> i64 {
+        let mut client = self.orders();
+        let (mut total, mut page_token) = (0, String::new());
+        loop {
+            let page = client
+                .list_orders(authed(
+                    &sale.organizer,
+                    pb::ListOrdersRequest {
+                        page_size: 100,
+                        page_token,
+                        event_id: sale.event_id.clone(),
+                        statuses: vec![
+                            pb::OrderStatus::Paid as i32,
+                            pb::OrderStatus::PartiallyRefunded as i32,
+                            pb::OrderStatus::Refunded as i32,
+                        ],
+                    },
+                ))
+                .await
+                .expect("orders")
+                .into_inner();
+            total += page
+                .orders
+                .iter()
+                .map(|o| o.total.as_ref().map_or(0, |m| m.amount_minor))
+                .sum::<i64>();
+            if page.next_page_token.is_empty() {
+                return total;
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub fn cut_payments(&self, cut: bool) {

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use ticketing_proto::ticketing::{
+    inventory::v1 as inv,
     orders::v1 as pb,
     payments::v1::{self as payments},
 };
@@ -107,20 +106,19 @@ async fn events_written_while_the_broker_is_away_are_delivered_once_afterwards()
                 == 0
         })
         .await;
-    // Inventory handled every cancellation exactly once.
+    // Inventory heard every cancellation and the refund: every place is for sale again.
     stack
-        .eventually("inventory handled the cancellations", || async {
-            let mut conn = stack.inventory_pool.get().await.expect("db");
-            let handled: i64 = ticketing_platform::messaging::schema::processed_messages::table
-                .filter(
-                    ticketing_platform::messaging::schema::processed_messages::event_type
-                        .eq("order.cancelled"),
-                )
-                .count()
-                .get_result(&mut conn)
+        .eventually("inventory gave every place back", || async {
+            let availability = stack
+                .inventory()
+                .get_availability(inv::GetAvailabilityRequest {
+                    event_id: sale.event_id.clone(),
+                    counts_only: true,
+                })
                 .await
-                .expect("count");
-            handled == 3
+                .expect("availability")
+                .into_inner();
+            availability.tiers.iter().all(|t| t.free == t.total)
         })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;

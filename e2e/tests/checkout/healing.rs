@@ -10,7 +10,10 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use prost::Message;
 use ticketing_proto::ticketing::{
-    events::v1 as events, inventory::v1 as inv, orders::v1 as pb, payments::v1 as payments,
+    events::v1 as events,
+    inventory::v1 as inv,
+    orders::v1 as pb,
+    payments::v1::{self as payments, payments_service_client::PaymentsServiceClient},
 };
 use ticketing_testkit::ProxyMode;
 use tonic::Code;
@@ -115,13 +118,20 @@ async fn a_checkout_whose_process_died_before_the_charge_is_released_within_seco
     let payment = s.payment_of(&token, &order.id).await;
     assert_eq!(payment.status, payments::PaymentStatus::Succeeded as i32);
     assert_eq!(s.payment_totals().await, (1, 9_000, 0));
-    let mut conn = s.payments_pool.get().await.expect("db");
-    let key: String = svc_payments::schema::payments::table
-        .select(svc_payments::schema::payments::idempotency_key)
-        .first(&mut conn)
+    // Payments knows the charge by the first attempt's key (asked as orders asks).
+    let as_orders = s.identity.service_token("orders", "payments").await;
+    let charge = PaymentsServiceClient::new(s.payments.clone())
+        .get_charge(as_service(
+            &as_orders,
+            payments::GetChargeRequest {
+                order_id: order.id.clone(),
+                idempotency_key: format!("order:{}:attempt:1", order.id),
+            },
+        ))
         .await
-        .expect("key");
-    assert_eq!(key, format!("order:{}:attempt:1", order.id));
+        .expect("the charge under the first attempt's key")
+        .into_inner();
+    assert_eq!(charge.id, payment.id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,5 +300,5 @@ async fn a_late_payment_for_an_order_whose_places_were_taken_is_refunded_and_the
         inv::SeatStatus::Sold as i32
     );
     assert_eq!(s.payment_totals().await, (2, 18_000, 9_000));
-    assert_eq!(s.paid_total().await, 9_000);
+    assert_eq!(s.paid_total(&sale).await, 9_000);
 }
