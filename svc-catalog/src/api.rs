@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::{
     charts::*,
     domain::{self, Status as EventStatus},
+    events::lifecycle_event,
     store::{self, After, EventFilter, EventRow, TierRow, VenueRow},
     wire::*,
 };

@@ -6,6 +6,7 @@ mod charts;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod schema;
 pub mod store;
 mod tiers;

@@ -1,17 +1,15 @@
-//! Catalog rows as the API shows them, its page tokens, and the events it publishes.
+//! Catalog rows as the API shows them, and its page tokens.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticketing_platform::{
     ApiError, ApiResult,
-    messaging::OutboxEvent,
     time::{to_timestamp, to_timestamp_opt},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::{self as pb},
     common::v1::{Address, Money},
-    events::v1 as events,
 };
 use uuid::Uuid;
 
@@ -23,49 +21,6 @@ use crate::{
 
 /// A cancellation reason travels to every buyer's notification; a paragraph is plenty.
 pub(crate) const MAX_CANCEL_REASON_CHARS: usize = 1000;
-
-/// The outbox event announcing that `row` became `to` (or changed, for `Published` -> `Published`).
-pub(crate) fn lifecycle_event(row: &EventRow, to: EventStatus, changed: bool, reason: &str) -> OutboxEvent {
-    let event_id = row.id.to_string();
-    let organization_id = row.organization_id.to_string();
-    let starts_at = Some(to_timestamp(row.starts_at));
-    let title = row.title.clone();
-    match to {
-        EventStatus::Published if changed => OutboxEvent::of(
-            row.id,
-            &events::EventUpdated {
-                event_id,
-                organization_id,
-                title,
-                starts_at,
-            },
-        ),
-        EventStatus::Cancelled => OutboxEvent::of(
-            row.id,
-            &events::EventCancelled {
-                event_id,
-                organization_id,
-                reason: reason.to_string(),
-            },
-        ),
-        EventStatus::Completed => OutboxEvent::of(
-            row.id,
-            &events::EventCompleted {
-                event_id,
-                organization_id,
-            },
-        ),
-        _ => OutboxEvent::of(
-            row.id,
-            &events::EventPublished {
-                event_id,
-                organization_id,
-                title,
-                starts_at,
-            },
-        ),
-    }
-}
 
 pub(crate) fn venue_proto(row: &VenueRow, with_chart: bool) -> ApiResult<pb::Venue> {
     Ok(pb::Venue {

@@ -8,6 +8,7 @@ mod api_keys;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod keys;
 pub mod lockout;
 pub mod password;

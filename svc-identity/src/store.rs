@@ -8,10 +8,9 @@ use ticketing_platform::{
     ApiError, ApiResult,
     auth::{OrgRole, Role},
     db,
-    messaging::{self, OutboxEvent},
+    messaging::{self},
     pagination::Cursor,
 };
-use ticketing_proto::ticketing::events::v1 as events;
 use uuid::Uuid;
 
 use crate::schema::{api_keys, memberships, organizations, refresh_tokens, user_roles, users};
@@ -156,12 +155,7 @@ pub async fn insert_user(conn: &mut Conn, user: &UserRow, extra_roles: &[Role]) 
                 .execute(conn)
                 .await?;
         }
-        let registered = events::UserRegistered {
-            user_id: user.id.to_string(),
-            email: user.email.clone(),
-            display_name: user.display_name.clone(),
-        };
-        messaging::enqueue(conn, vec![OutboxEvent::of(user.id, &registered)]).await
+        messaging::enqueue(conn, vec![crate::events::user_registered(&user)]).await
     })
     .await
 }
