@@ -350,7 +350,12 @@ impl Relay {
             // process, which the poll finds.
             if backlog == 0 {
                 if stop.is_requested() {
-                    return Ok(());
+                    // Rows written while that batch was under way are seen by the next one:
+                    // stop only after a batch that found nothing (every writer stopped before).
+                    if published == 0 {
+                        return Ok(());
+                    }
+                    continue;
                 }
                 tokio::select! {
                     () = self.signal.0.notified() => {}
