@@ -106,6 +106,30 @@ pub fn identity_config(
     (config, secrets)
 }
 
+/// `app`, built with `config` on `database`, running until the returned value is dropped.
+async fn start<A, C, F>(
+    app: A,
+    config: C,
+    database: TestDatabase,
+    run: impl FnOnce(A, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+) -> Running<C>
+where
+    A: Served,
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (addr, admin, pool) = (app.grpc_addr(), app.admin_addr(), app.pool());
+    let stop = run_until_dropped(|stopped| run(app, stopped));
+    Running {
+        addr,
+        admin,
+        channel: connect(addr).await,
+        pool,
+        config,
+        database,
+        _stop: stop,
+    }
+}
+
 fn wire(peers: &mut PeersConfig, identity: &Identity, client: &str, others: &[(&str, String)]) {
     peers.addresses.insert("identity".into(), identity.url());
     for (name, url) in others {
@@ -140,18 +164,11 @@ pub async fn inventory(
     let app = svc_inventory::Application::build(config.clone())
         .await
         .expect("inventory starts");
-    let (addr, admin, pool, handle) = (app.grpc_addr(), app.admin_addr(), app.pool(), app.inventory());
-    let stop = run_until_dropped(|s| app.run_until_stopped(s));
-    let running = Running {
-        addr,
-        admin,
-        channel: connect(addr).await,
-        pool,
-        config,
-        database,
-        _stop: stop,
-    };
-    (running, handle)
+    let handle = app.inventory();
+    (
+        start(app, config, database, |app, s| app.run_until_stopped(s)).await,
+        handle,
+    )
 }
 
 /// Catalog, publishing to `inventory`.
@@ -177,17 +194,7 @@ pub async fn catalog(
     let app = svc_catalog::Application::build(config.clone())
         .await
         .expect("catalog starts");
-    let (addr, admin, pool) = (app.grpc_addr(), app.admin_addr(), app.pool());
-    let stop = run_until_dropped(|s| app.run_until_stopped(s));
-    Running {
-        addr,
-        admin,
-        channel: connect(addr).await,
-        pool,
-        config,
-        database,
-        _stop: stop,
-    }
+    start(app, config, database, |app, s| app.run_until_stopped(s)).await
 }
 
 /// Payments with the test processor: a slow card takes 500 ms, and refunds made at the
@@ -211,17 +218,7 @@ pub async fn payments(
     let app = svc_payments::Application::build(config.clone())
         .await
         .expect("payments starts");
-    let (addr, admin, pool) = (app.grpc_addr(), app.admin_addr(), app.pool());
-    let stop = run_until_dropped(|s| app.run_until_stopped(s));
-    Running {
-        addr,
-        admin,
-        channel: connect(addr).await,
-        pool,
-        config,
-        database,
-        _stop: stop,
-    }
+    start(app, config, database, |app, s| app.run_until_stopped(s)).await
 }
 
 /// Orders, calling `peers` (catalog, inventory and payments by name), sweeping every 100 ms,
@@ -245,15 +242,5 @@ pub async fn orders(
     let app = svc_orders::Application::build(config.clone())
         .await
         .expect("orders starts");
-    let (addr, admin, pool) = (app.grpc_addr(), app.admin_addr(), app.pool());
-    let stop = run_until_dropped(|s| app.run_until_stopped(s));
-    Running {
-        addr,
-        admin,
-        channel: connect(addr).await,
-        pool,
-        config,
-        database,
-        _stop: stop,
-    }
+    start(app, config, database, |app, s| app.run_until_stopped(s)).await
 }

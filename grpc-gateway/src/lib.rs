@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod edge;
 pub mod errors;
+mod layers;
 pub mod openapi;
 pub mod routes;
 pub mod template;
@@ -28,9 +29,8 @@ use anyhow::Context;
 use axum::{
     Extension, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -47,14 +47,13 @@ use ticketing_proto::ticketing::identity::v1::{
 };
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
-use tracing::Instrument;
 
 use crate::{
     codec::DynamicCodec,
     config::Config,
     edge::{Breakers, Permit, Probe, RateLimits, Throttled},
     errors::{HttpError, grpc_to_http},
-    routes::{Resolved, Route, RouteTable},
+    routes::{Route, RouteTable},
     template::Bindings,
 };
 
@@ -141,9 +140,15 @@ impl Application {
         // The layers wrap the handler itself, not a router of their own: one route lookup less
         // per request.
         let api = tower::ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(gateway.clone(), admit))
-            .layer(axum::middleware::from_fn_with_state(gateway.clone(), resolve))
-            .layer(axum::middleware::from_fn(observe))
+            .layer(axum::middleware::from_fn_with_state(
+                gateway.clone(),
+                layers::admit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                gateway.clone(),
+                layers::resolve,
+            ))
+            .layer(axum::middleware::from_fn(layers::observe))
             .service(axum::handler::Handler::with_state(
                 transcode_request,
                 gateway.clone(),
@@ -421,132 +426,11 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-/// The address a request came from (see [`edge::client_ip`]), set by [`admit`].
-#[derive(Clone, Copy)]
-struct ClientAddress(std::net::IpAddr);
-
-/// The route a request matched and the values its path bound, set by [`resolve`].
-#[derive(Clone)]
-struct Matched {
-    route: Arc<Route>,
-    bindings: Bindings,
-}
-
-/// The first layer of the API: works out the client's address and refuses a client past its
-/// rate limit, before any other work is done for it.
-async fn admit(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let client = {
-        let forwarded_for: Vec<&str> = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        edge::client_ip(peer.ip(), &forwarded_for, &gw.config.trusted_proxies)
-    };
-    if let Err(refused) = gw.rate_limits.check_ip(client) {
-        return throttled(refused).into_response();
-    }
-    request.extensions_mut().insert(ClientAddress(client));
-    next.run(request).await
-}
-
-/// Finds the route of the method and path: 404, or 405 with `Allow`, when none serves them.
-async fn resolve(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
-    match gw.routes.resolve(request.method(), request.uri().path()) {
-        Resolved::Found(route, bindings) => {
-            request.extensions_mut().insert(Matched { route, bindings });
-            next.run(request).await
-        }
-        Resolved::MethodNotAllowed(allowed) => {
-            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-            let mut response = HttpError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                tonic::Code::Unimplemented,
-                "method not allowed",
-            )
-            .into_response();
-            if let Ok(value) = HeaderValue::from_str(&allow) {
-                response.headers_mut().insert(header::ALLOW, value);
-            }
-            response
-        }
-        Resolved::NotFound => HttpError::new(
-            StatusCode::NOT_FOUND,
-            tonic::Code::NotFound,
-            "no route for this path",
-        )
-        .into_response(),
-    }
-}
-
-/// The span of a routed request (continuing the client's trace, `traceparent`, or starting
-/// one; the upstream call is its child), its metrics by route template, and its access-log
-/// line: for every routed request, those refused for credentials or by an API key's limit too.
-async fn observe(request: Request, next: Next) -> Response {
-    let Some(route) = request.extensions().get::<Matched>().map(|m| m.route.clone()) else {
-        return next.run(request).await;
-    };
-    let started = Instant::now();
-    let path = request.uri().path().to_string();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    // Made only when traces are exported: ten formatted fields per request cost ~5 % of the
-    // gateway's CPU for nothing otherwise.
-    let span = if !ticketing_platform::telemetry::exporting() {
-        tracing::Span::none()
-    } else {
-        tracing::info_span!(
-        "http.server",
-        otel.name = %format!("{} {}", route.method, route.template),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %route.method,
-        http.route = %route.template,
-        http.response.status_code = tracing::field::Empty,
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        )
-    };
-    ticketing_platform::telemetry::continue_trace(&span, request.headers());
-    let response = next.run(request).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
-    let _entered = span.enter();
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("route", route.template.to_string()),
-        ("method", route.method.to_string()),
-        ("status", status),
-    ];
-    metrics::counter!("gateway_requests_total", &labels).increment(1);
-    metrics::histogram!("gateway_request_duration_seconds", &labels[..2])
-        .record(started.elapsed().as_secs_f64());
-    tracing::info!(
-        method = %route.method, path = %path, status = response.status().as_u16(),
-        rpc = route.rpc.full_name(), elapsed_ms = started.elapsed().as_millis() as u64,
-        request_id = %request_id, "request"
-    );
-    response
-}
-
-/// The API's handler, behind [`admit`], [`resolve`] and [`observe`].
+/// The API's handler, behind the layers of [`layers`].
 async fn transcode_request(
     State(gw): State<Arc<Gateway>>,
-    Extension(ClientAddress(client)): Extension<ClientAddress>,
-    Extension(matched): Extension<Matched>,
+    Extension(layers::ClientAddress(client)): Extension<layers::ClientAddress>,
+    Extension(matched): Extension<layers::Matched>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
