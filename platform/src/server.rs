@@ -98,16 +98,18 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// What tests and tools read of a built service before it runs: where it listens, its database.
 pub trait Served {
-    fn host(&self) -> &Host;
-
-    fn pool(&self) -> crate::db::PgPool;
+    fn base(&self) -> &Base;
 
     fn grpc_addr(&self) -> SocketAddr {
-        self.host().grpc_addr()
+        self.base().host.grpc_addr()
     }
 
     fn admin_addr(&self) -> SocketAddr {
-        self.host().admin_addr()
+        self.base().host.admin_addr()
+    }
+
+    fn pool(&self) -> crate::db::PgPool {
+        self.base().pool.clone()
     }
 }
 
@@ -132,6 +134,29 @@ impl Base {
         let peers = crate::clients::Peers::new(peers.clone()).discovering(sections.discovery);
         let host = Host::bind(sections.server.clone(), sections.discovery.clone()).await?;
         Ok(Self { pool, peers, host })
+    }
+
+    /// Serves `service` as [`Host::serve`] does, ready only while its database answers and
+    /// every one of `probes` passes.
+    pub async fn serve<S>(
+        self,
+        service: S,
+        verifier: crate::auth::TokenVerifier,
+        probes: Vec<Probe>,
+        background: crate::background::Background,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()>
+    where
+        S: Service<http::Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        let probes = std::iter::once(Probe::postgres(self.pool.clone()))
+            .chain(probes)
+            .collect();
+        self.host
+            .serve(service, verifier, probes, background, shutdown)
+            .await
     }
 
     /// The outbox relay of `producer`, on this service's database.

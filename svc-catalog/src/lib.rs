@@ -17,9 +17,8 @@ use std::future::Future;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     background::Background,
-    db::PgPool,
     messaging::Relay,
-    server::{Base, Host, Probe, Served},
+    server::{Base, Served},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
@@ -34,10 +33,15 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 pub struct Application {
-    host: Host,
+    base: Base,
     api: CatalogApi,
     relay: Relay,
-    probes: Vec<Probe>,
+}
+
+impl Served for Application {
+    fn base(&self) -> &Base {
+        &self.base
+    }
 }
 
 impl Application {
@@ -55,12 +59,7 @@ impl Application {
             outbox: relay.signal(),
             charts: Default::default(),
         };
-        Ok(Self {
-            host: base.host,
-            api,
-            relay,
-            probes: vec![Probe::postgres(pool)],
-        })
+        Ok(Self { base, api, relay })
     }
 
     pub async fn run_until_stopped(
@@ -72,18 +71,8 @@ impl Application {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let background = Background::new().relaying(self.relay);
-        self.host
-            .serve(service, verifier, self.probes, background, shutdown)
+        self.base
+            .serve(service, verifier, vec![], background, shutdown)
             .await
-    }
-}
-
-impl Served for Application {
-    fn host(&self) -> &Host {
-        &self.host
-    }
-
-    fn pool(&self) -> PgPool {
-        self.api.pool.clone()
     }
 }

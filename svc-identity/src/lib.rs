@@ -24,9 +24,9 @@ use ticketing_platform::{
     auth::TokenVerifier,
     background::Background,
     cache::Cache,
-    db::{self, PgPool},
+    config::PeersConfig,
     messaging::Relay,
-    server::{Host, Probe, Served},
+    server::{Base, Probe, Served},
 };
 use ticketing_proto::ticketing::identity::v1::identity_service_server::IdentityServiceServer;
 
@@ -44,19 +44,25 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 pub struct Application {
-    host: Host,
+    base: Base,
     state: Arc<AppState>,
-    probes: Vec<Probe>,
+    redis: Cache,
     relay: Relay,
     key_rotation_check: Duration,
 }
 
+impl Served for Application {
+    fn base(&self) -> &Base {
+        &self.base
+    }
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database, MIGRATIONS)
-            .await
-            .context("preparing the identity database")?;
-        let relay = Relay::new(pool.clone(), config.messaging.clone(), "identity");
+        // Identity calls no peer: it is where the others get their credentials.
+        let base = Base::start("identity", config.sections(), &PeersConfig::default(), MIGRATIONS).await?;
+        let pool = base.pool.clone();
+        let relay = base.relay(&config.messaging, "identity");
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let keys = KeyStore::open(pool.clone(), config.tokens.clone()).await?;
         let verifier = TokenVerifier::new(LocalKeys(keys.clone()));
@@ -84,11 +90,10 @@ impl Application {
             service_clients,
             outbox: relay.signal(),
         });
-        let host = Host::bind(config.server.clone(), config.discovery.clone()).await?;
         Ok(Self {
-            host,
+            base,
             state,
-            probes: vec![Probe::postgres(pool), Probe::redis(cache)],
+            redis: cache,
             relay,
             key_rotation_check: Duration::from_secs(3600),
         })
@@ -110,18 +115,14 @@ impl Application {
         let verifier = self.state.verifier.clone();
         let service = IdentityServiceServer::new(IdentityApi::new(self.state))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        self.host
-            .serve(service, verifier, self.probes, background, shutdown)
+        self.base
+            .serve(
+                service,
+                verifier,
+                vec![Probe::redis(self.redis)],
+                background,
+                shutdown,
+            )
             .await
-    }
-}
-
-impl Served for Application {
-    fn host(&self) -> &Host {
-        &self.host
-    }
-
-    fn pool(&self) -> PgPool {
-        self.state.pool.clone()
     }
 }

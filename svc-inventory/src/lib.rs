@@ -24,9 +24,7 @@ use secrecy::ExposeSecret;
 use ticketing_platform::{
     background::Background,
     cache::Cache,
-    db::PgPool,
-    messaging::Consumer,
-    server::{Base, Host, Probe, Served},
+    server::{Base, Probe, Served},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -43,11 +41,17 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Application {
-    host: Host,
+    base: Base,
     api: InventoryApi,
-    probes: Vec<Probe>,
+    redis: Cache,
     redis_url: String,
     config: Config,
+}
+
+impl Served for Application {
+    fn base(&self) -> &Base {
+        &self.base
+    }
 }
 
 impl Application {
@@ -68,9 +72,9 @@ impl Application {
             holds: config.holds.clone(),
         };
         Ok(Self {
-            host: base.host,
+            base,
             api,
-            probes: vec![Probe::postgres(pool), Probe::redis(cache)],
+            redis: cache,
             redis_url: config.redis.url.expose_secret().to_string(),
             config,
         })
@@ -87,9 +91,8 @@ impl Application {
         let inventory = self.api.inventory.clone();
         let every = self.config.holds.sweep_interval;
         let after = self.config.holds.commit_recovery_after;
-        let consumer = Consumer::new(
-            inventory.pool().clone(),
-            self.config.messaging.clone(),
+        let consumer = self.base.consumer(
+            &self.config.messaging,
             "inventory",
             events::OrderReturns(inventory.clone()),
         );
@@ -123,18 +126,14 @@ impl Application {
             );
         let verifier = self.api.verifier.clone();
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        self.host
-            .serve(service, verifier, self.probes, background, shutdown)
+        self.base
+            .serve(
+                service,
+                verifier,
+                vec![Probe::redis(self.redis)],
+                background,
+                shutdown,
+            )
             .await
-    }
-}
-
-impl Served for Application {
-    fn host(&self) -> &Host {
-        &self.host
-    }
-
-    fn pool(&self) -> PgPool {
-        self.api.inventory.pool().clone()
     }
 }

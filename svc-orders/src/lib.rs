@@ -26,9 +26,8 @@ use anyhow::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     background::Background,
-    db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Base, Host, Probe, Served},
+    server::{Base, Served},
 };
 use ticketing_proto::ticketing::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
@@ -45,12 +44,17 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 pub const CONSUMER: &str = "orders";
 
 pub struct Application {
-    host: Host,
+    base: Base,
     api: OrdersApi,
     relay: Relay,
     consumer: Consumer<PaymentOutcomes>,
-    pool: PgPool,
     config: Config,
+}
+
+impl Served for Application {
+    fn base(&self) -> &Base {
+        &self.base
+    }
 }
 
 impl Application {
@@ -76,11 +80,10 @@ impl Application {
         );
         let consumer = base.consumer(&config.messaging, CONSUMER, PaymentOutcomes(orders.clone()));
         Ok(Self {
-            host: base.host,
+            base,
             api: OrdersApi { orders, verifier },
             relay,
             consumer,
-            pool,
             config,
         })
     }
@@ -110,24 +113,8 @@ impl Application {
             .relaying(self.relay);
         let verifier = self.api.verifier.clone();
         let service = OrdersServiceServer::new(self.api);
-        self.host
-            .serve(
-                service,
-                verifier,
-                vec![Probe::postgres(self.pool.clone())],
-                background,
-                shutdown,
-            )
+        self.base
+            .serve(service, verifier, vec![], background, shutdown)
             .await
-    }
-}
-
-impl Served for Application {
-    fn host(&self) -> &Host {
-        &self.host
-    }
-
-    fn pool(&self) -> PgPool {
-        self.pool.clone()
     }
 }

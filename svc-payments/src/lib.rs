@@ -19,9 +19,8 @@ use std::{future::Future, sync::Arc};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use ticketing_platform::{
     background::Background,
-    db::PgPool,
     messaging::{Consumer, Relay},
-    server::{Base, Host, Probe, Served},
+    server::{Base, Served},
 };
 use ticketing_proto::ticketing::payments::v1::payments_service_server::PaymentsServiceServer;
 
@@ -35,12 +34,17 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 pub const CONSUMER: &str = "payments";
 
 pub struct Application {
-    host: Host,
+    base: Base,
     api: PaymentsApi,
     relay: Relay,
     consumer: Consumer<OrderClosings>,
-    pool: PgPool,
     config: Config,
+}
+
+impl Served for Application {
+    fn base(&self) -> &Base {
+        &self.base
+    }
 }
 
 impl Application {
@@ -53,11 +57,10 @@ impl Application {
         let payments = Payments::new(pool.clone(), provider, relay.signal());
         let consumer = base.consumer(&config.messaging, CONSUMER, OrderClosings(payments.clone()));
         Ok(Self {
-            host: base.host,
+            base,
             api: PaymentsApi { payments, verifier },
             relay,
             consumer,
-            pool,
             config,
         })
     }
@@ -95,24 +98,8 @@ impl Application {
             .relaying(self.relay);
         let verifier = self.api.verifier.clone();
         let service = PaymentsServiceServer::new(self.api);
-        self.host
-            .serve(
-                service,
-                verifier,
-                vec![Probe::postgres(self.pool.clone())],
-                background,
-                shutdown,
-            )
+        self.base
+            .serve(service, verifier, vec![], background, shutdown)
             .await
-    }
-}
-
-impl Served for Application {
-    fn host(&self) -> &Host {
-        &self.host
-    }
-
-    fn pool(&self) -> PgPool {
-        self.pool.clone()
     }
 }
