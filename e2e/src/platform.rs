@@ -53,8 +53,9 @@ impl Platform {
     /// Identity, inventory, catalog, payments and orders, with proxies between orders and
     /// payments and between orders and the broker.
     pub async fn start() -> Self {
-        let identity = Identity::start().await;
         let broker = TestBroker::new();
+        // On the platform's broker, so its events (user.registered) reach the others.
+        let identity = Identity::start_with(|config| config.messaging = broker.config.clone()).await;
         let keys = TestRedisPrefix::new("ord");
         let wiring = Wiring {
             identity: &identity,

@@ -244,3 +244,34 @@ pub async fn orders(
         .expect("orders starts");
     start(app, config, database, |app, s| app.run_until_stopped(s)).await
 }
+
+/// Notify, sending its mail to `smtp_url` (a test's [`SmtpSink`](ticketing_testkit::SmtpSink)),
+/// looking for due mail every 100 ms and retrying a failed send after its back-off.
+pub async fn notify(
+    wiring: &Wiring<'_>,
+    smtp_url: &str,
+    adjust: impl FnOnce(&mut svc_notify::config::Config),
+) -> Running<svc_notify::config::Config> {
+    let database = TestDatabase::create("notify").await.expect("notify database");
+    let mut config = svc_notify::config::Config {
+        server: test_server(),
+        database: DatabaseConfig::new(database.url.clone()),
+        messaging: wiring.broker.config.clone(),
+        ..Default::default()
+    };
+    wire(&mut config.peers, wiring.identity, "notify", &[]);
+    config.mail.smtp_url = smtp_url.to_string().into();
+    config.mail.poll_interval = Duration::from_millis(100);
+    config.mail.timeout = Duration::from_secs(5);
+    adjust(&mut config);
+    let app = svc_notify::Application::build(config.clone())
+        .await
+        .expect("notify starts");
+    let running = start(app, config, database, |app, s| app.run_until_stopped(s)).await;
+    wiring
+        .broker
+        .wait_for_consumer(svc_notify::CONSUMER)
+        .await
+        .expect("notify consumes");
+    running
+}

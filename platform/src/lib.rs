@@ -20,6 +20,7 @@ pub mod messaging;
 pub mod money;
 pub mod pagination;
 pub mod ports;
+pub mod qr;
 pub mod retry;
 pub mod rpc_metrics;
 pub mod server;

@@ -95,6 +95,7 @@ mod tests {
             "inventory",
             "orders",
             "payments",
+            "notify",
             "gateway",
         ];
         let expected: BTreeSet<u16> = running.iter().map(|s| local(s).admin).collect();

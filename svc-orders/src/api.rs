@@ -8,6 +8,7 @@ use ticketing_platform::{
     fieldmask::{self, field},
     money,
     pagination::{self, Cursor},
+    qr,
 };
 use ticketing_proto::{
     google::api::HttpBody,
@@ -18,7 +19,6 @@ use uuid::Uuid;
 
 use crate::{
     orders::{CardInput, NewOrder, Orders},
-    qr,
     store::{self, DiscountRow, LineRow, OrderFilter, OrderRow, OrderStatus, TicketRow},
 };
 

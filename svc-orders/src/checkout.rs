@@ -641,7 +641,7 @@ pub(crate) async fn issue(
         .values(&issued)
         .execute(conn)
         .await?;
-    let ticket_of: HashMap<Uuid, Uuid> = issued.iter().map(|t| (t.line_id, t.id)).collect();
+    let ticket_of: HashMap<Uuid, &TicketRow> = issued.iter().map(|t| (t.line_id, t)).collect();
     messaging::enqueue(
         conn,
         vec![OutboxEvent::of(
@@ -655,7 +655,13 @@ pub(crate) async fn issue(
                 discount_total: money(order.discount_total, &order.currency),
                 lines: lines
                     .iter()
-                    .map(|l| line_summary(l, &order.currency, ticket_of.get(&l.id).copied()))
+                    .map(|l| {
+                        let ticket = ticket_of.get(&l.id);
+                        events::OrderLineSummary {
+                            ticket_secret: ticket.map(|t| t.secret.clone()).unwrap_or_default(),
+                            ..line_summary(l, &order.currency, ticket.map(|t| t.id))
+                        }
+                    })
                     .collect(),
                 payment_id: payment_id.map(|p| p.to_string()).unwrap_or_default(),
                 paid_at: Some(to_timestamp(now)),

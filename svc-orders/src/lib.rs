@@ -14,7 +14,6 @@ pub mod domain;
 pub mod events;
 pub mod orders;
 pub mod payment_events;
-pub mod qr;
 pub mod refunds;
 pub mod schema;
 pub mod store;

@@ -303,6 +303,7 @@ impl Orders {
                             buyer_id: new.buyer_id.to_string(),
                             total: money(order.total, &order.currency),
                             payment_deadline: Some(to_timestamp(deadline)),
+                            buyer_email: order.buyer_email.clone(),
                         },
                     )],
                 )
@@ -478,6 +479,7 @@ impl Orders {
                         event_id: order.event_id.to_string(),
                         buyer_id: order.buyer_id.to_string(),
                         hold_id: order.hold_id.to_string(),
+                        buyer_email: order.buyer_email.clone(),
                     },
                 )
             } else {
@@ -489,6 +491,7 @@ impl Orders {
                         buyer_id: order.buyer_id.to_string(),
                         reason: reason.to_string(),
                         hold_id: order.hold_id.to_string(),
+                        buyer_email: order.buyer_email.clone(),
                     },
                 )
             };
@@ -553,6 +556,7 @@ pub(crate) fn line_summary(line: &LineRow, currency: &str, ticket: Option<Uuid>)
         ga_area_id: line.ga_area_id.clone().unwrap_or_default(),
         price: money(line.unit_price - line.discount, currency),
         ticket_id: ticket.map(|t| t.to_string()).unwrap_or_default(),
+        ticket_secret: String::new(),
     }
 }
 

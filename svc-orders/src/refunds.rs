@@ -124,6 +124,7 @@ pub async fn refund_in(
                 full: status == OrderStatus::Refunded,
                 payment_id: order.payment_id.map(|p| p.to_string()).unwrap_or_default(),
                 refund_id: Uuid::now_v7().to_string(),
+                buyer_email: order.buyer_email.clone(),
             },
         )],
     )

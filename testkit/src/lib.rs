@@ -4,8 +4,10 @@
 //! never by stopping the shared server.
 
 mod proxy;
+mod smtp;
 
 pub use proxy::{ProxyMode, TcpProxy};
+pub use smtp::SmtpSink;
 pub use ticketing_proto::ticketing::events::v1::Envelope;
 
 /// PostgreSQL server URL without a database (`TEST_DATABASE_URL`, default the local server).
@@ -155,6 +157,65 @@ impl TestBroker {
             _channel: channel,
             _connection: connection,
         })
+    }
+
+    /// Waits (up to 20 s) until `consumer`'s queue exists and someone consumes it: events
+    /// published before that would never reach it.
+    pub async fn wait_for_consumer(&self, consumer: &str) -> anyhow::Result<()> {
+        use lapin::{options::QueueDeclareOptions, types::FieldTable};
+        let queue = self.config.queue(consumer);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let connection =
+                lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Ok(q) = declared
+                && q.consumer_count() > 0
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no consumer on queue {queue} after 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Publishes `envelope` to the test's exchange as a producer's relay does (a redelivery,
+    /// or a copy under another event id).
+    pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<()> {
+        use lapin::{BasicProperties, options::BasicPublishOptions};
+        use prost::Message;
+        let connection =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/x-protobuf".into())
+            .with_message_id(envelope.event_id.as_str().into())
+            .with_type(envelope.event_type.as_str().into());
+        channel
+            .basic_publish(
+                self.config.exchange.as_str().into(),
+                envelope.event_type.as_str().into(),
+                BasicPublishOptions::default(),
+                &envelope.encode_to_vec(),
+                properties,
+            )
+            .await?
+            .await?;
+        Ok(())
     }
 
     /// Another view of the same names through `url`, not cleaning up on drop.

@@ -10,5 +10,6 @@ mod healing;
 mod helpers;
 mod internal;
 mod metrics;
+mod notify;
 mod retries;
 mod tickets;

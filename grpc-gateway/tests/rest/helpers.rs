@@ -7,8 +7,11 @@ use std::{
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use ticketing_e2e::Platform;
-use ticketing_testkit::TcpProxy;
+use ticketing_e2e::{
+    Platform,
+    services::{self, Running, Wiring},
+};
+use ticketing_testkit::{SmtpSink, TcpProxy};
 use tokio::sync::oneshot;
 
 pub struct Stack {
@@ -19,6 +22,8 @@ pub struct Stack {
     pub orders_proxy: TcpProxy,
     /// Every call made through [`Stack::call`]: method, path (without the query) and status.
     pub calls: Arc<Mutex<Vec<(Method, String, StatusCode)>>>,
+    /// Notify, mailing to an SMTP server of the test's own; kept running with the stack.
+    _notify: (Running<svc_notify::config::Config>, SmtpSink),
     _stop: oneshot::Sender<()>,
 }
 
@@ -37,6 +42,17 @@ pub async fn stack() -> Stack {
 /// off unless `adjust` sets them: every test client shares one loopback address.
 pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) -> Stack {
     let platform = Platform::start().await;
+    let smtp = SmtpSink::start().await.expect("smtp");
+    let notify = services::notify(
+        &Wiring {
+            identity: &platform.identity,
+            broker: &platform.broker,
+            redis_prefix: "notify-unused",
+        },
+        &smtp.url(),
+        |_| {},
+    )
+    .await;
     let orders_proxy = TcpProxy::start(platform.addrs.orders).await.expect("proxy");
     let mut config = grpc_gateway::config::Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -49,6 +65,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) 
         ("inventory", platform.addrs.inventory),
         ("orders", orders_proxy.addr()),
         ("payments", platform.addrs.payments),
+        ("notify", notify.addr),
     ] {
         peers.insert(name.into(), format!("http://{addr}"));
     }
@@ -70,6 +87,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) 
         http: reqwest::Client::new(),
         orders_proxy,
         calls: Arc::default(),
+        _notify: (notify, smtp),
         _stop: stop,
     }
 }

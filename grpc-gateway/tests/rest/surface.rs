@@ -123,10 +123,10 @@ async fn openapi_jwks_docs_and_health_are_served() {
             .unwrap_or_default()
             .contains("/v1/orders/{order_id}:pay")
     );
-    // Every deployed upstream serves; notify and reports are not deployed here, so not checked.
+    // Every deployed upstream serves; reports is not deployed here, so not checked.
     let health = s.get("/v1/health", Auth::None).await.ok();
     assert_eq!(health["status"], "SERVING");
-    for upstream in ["identity", "catalog", "inventory", "orders", "payments"] {
+    for upstream in ["identity", "catalog", "inventory", "orders", "payments", "notify"] {
         assert_eq!(health["services"][upstream], "SERVING", "{health}");
     }
     assert!(

@@ -1,7 +1,7 @@
 //! A ticket's QR code, as SVG or PNG.
 
+use crate::{ApiError, ApiResult};
 use qrcode::{Color, EcLevel, QrCode, render::svg};
-use ticketing_platform::{ApiError, ApiResult};
 
 /// Pixels per module in the PNG; 4 modules of quiet zone around the code.
 const SCALE: usize = 8;

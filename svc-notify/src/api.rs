@@ -1,0 +1,268 @@
+//! The gRPC surface: validate, authenticate (every RPC is about the caller's own messages),
+//! call the store.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use ticketing_platform::{
+    ApiError, ApiResult,
+    auth::TokenVerifier,
+    db::PgPool,
+    error::{Violations, required},
+    fieldmask::{self, field},
+    pagination::{self, Cursor},
+    time::to_timestamp,
+};
+use ticketing_proto::ticketing::notify::v1::{self as pb, notify_service_server::NotifyService};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::Locale,
+    live::Live,
+    store::{self, NotificationRow, PreferencesRow},
+};
+
+pub struct NotifyApi {
+    pub pool: PgPool,
+    pub verifier: TokenVerifier,
+    pub live: Live,
+}
+
+/// The most ids one MarkNotificationsRead names.
+const MAX_MARKED: usize = 500;
+
+fn notification_proto(row: &NotificationRow) -> pb::Notification {
+    pb::Notification {
+        id: row.id.to_string(),
+        user_id: row.user_id.to_string(),
+        channel: pb::Channel::InApp.into(),
+        kind: row.kind.to_proto().into(),
+        title: row.title.clone(),
+        body: row.body.clone(),
+        link: row.link.clone(),
+        created_at: Some(to_timestamp(row.created_at)),
+        read_at: row.read_at.map(to_timestamp),
+    }
+}
+
+fn preferences_proto(user_id: Uuid, row: Option<&PreferencesRow>) -> pb::Preferences {
+    let choices = row.map(PreferencesRow::choices).unwrap_or_default();
+    pb::Preferences {
+        user_id: user_id.to_string(),
+        email_enabled: choices.email,
+        in_app_enabled: choices.in_app,
+        reminders_enabled: choices.reminders,
+        marketing_enabled: choices.marketing,
+        updated_at: row.map(|r| to_timestamp(r.updated_at)),
+        locale: choices.locale.as_str().to_string(),
+    }
+}
+
+impl NotifyApi {
+    async fn caller(&self, request: &Request<impl Sized>) -> ApiResult<Uuid> {
+        self.verifier.authenticate(request.metadata()).await?.user_id()
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> ApiResult<pb::ListNotificationsResponse> {
+        let user = self.caller(&request).await?;
+        let r = request.into_inner();
+        let size = pagination::page_size(r.page_size)?;
+        let after = Cursor::decode(&r.page_token)?;
+        let mut conn = self.pool.get().await?;
+        let rows = store::list_notifications(&mut conn, user, r.unread_only, size, after).await?;
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |row| Cursor {
+            created_at: row.created_at,
+            id: row.id,
+        });
+        let unread = store::unread_count(&mut conn, user).await?;
+        Ok(pb::ListNotificationsResponse {
+            notifications: rows.iter().map(notification_proto).collect(),
+            next_page_token,
+            unread_count: i32::try_from(unread).unwrap_or(i32::MAX),
+        })
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkNotificationsReadRequest>,
+    ) -> ApiResult<pb::MarkNotificationsReadResponse> {
+        let user = self.caller(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.notification_ids.len() > MAX_MARKED {
+            v.add("notification_ids", format!("at most {MAX_MARKED} at once"));
+        }
+        let ids: Vec<Uuid> = r
+            .notification_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| v.id(&format!("notification_ids[{i}]"), raw))
+            .collect();
+        v.into_result()?;
+        let mut conn = self.pool.get().await?;
+        let marked = store::mark_read(
+            &mut conn,
+            user,
+            (!r.notification_ids.is_empty()).then_some(ids.as_slice()),
+        )
+        .await?;
+        Ok(pb::MarkNotificationsReadResponse {
+            marked: i32::try_from(marked).unwrap_or(i32::MAX),
+        })
+    }
+
+    async fn get_preferences(
+        &self,
+        request: Request<pb::GetPreferencesRequest>,
+    ) -> ApiResult<pb::Preferences> {
+        let user = self.caller(&request).await?;
+        let mut conn = self.pool.get().await?;
+        let row = store::preferences(&mut conn, user).await?;
+        Ok(preferences_proto(user, row.as_ref()))
+    }
+
+    async fn update_preferences(
+        &self,
+        request: Request<pb::UpdatePreferencesRequest>,
+    ) -> ApiResult<pb::Preferences> {
+        let user = self.caller(&request).await?;
+        let r = request.into_inner();
+        let wanted = required(r.preferences, "preferences")?;
+        let mask = fieldmask::resolve(
+            r.update_mask.as_ref(),
+            &[
+                field("email_enabled", wanted.email_enabled),
+                field("in_app_enabled", wanted.in_app_enabled),
+                field("reminders_enabled", wanted.reminders_enabled),
+                field("marketing_enabled", wanted.marketing_enabled),
+                field("locale", !wanted.locale.is_empty()),
+            ],
+        )?;
+        let locale = if mask.contains("locale") {
+            Some(Locale::parse(&wanted.locale).ok_or_else(|| {
+                ApiError::invalid(
+                    "preferences.locale",
+                    format!(
+                        "must be one of {}",
+                        Locale::ALL
+                            .iter()
+                            .map(|l| l.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?)
+        } else {
+            None
+        };
+        let mut conn = self.pool.get().await?;
+        let mut choices = store::choices(&mut conn, user).await?;
+        if mask.contains("email_enabled") {
+            choices.email = wanted.email_enabled;
+        }
+        if mask.contains("in_app_enabled") {
+            choices.in_app = wanted.in_app_enabled;
+        }
+        if mask.contains("reminders_enabled") {
+            choices.reminders = wanted.reminders_enabled;
+        }
+        if mask.contains("marketing_enabled") {
+            choices.marketing = wanted.marketing_enabled;
+        }
+        if let Some(locale) = locale {
+            choices.locale = locale;
+        }
+        let row = store::save_preferences(&mut conn, user, &choices).await?;
+        Ok(preferences_proto(user, Some(&row)))
+    }
+
+    async fn watch(&self, request: Request<pb::WatchNotificationsRequest>) -> ApiResult<WatchStream> {
+        let user = self.caller(&request).await?;
+        // Subscribe before reading where to start, so nothing falls between them.
+        let mut news = self.live.subscribe();
+        let mut after = {
+            let mut conn = self.pool.get().await?;
+            store::newest_notification(&mut conn, user).await?
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let wake = tokio::select! {
+                    news = news.recv() => news,
+                    () = tx.closed() => return,
+                };
+                match wake {
+                    Ok(who) if who != user && !who.is_nil() => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+                let rows = match pool.get().await {
+                    Ok(mut conn) => store::notifications_after(&mut conn, user, after).await,
+                    Err(e) => {
+                        let _ = tx.send(Err(ApiError::from(e).into())).await;
+                        return;
+                    }
+                };
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(ApiError::from(e).into())).await;
+                        return;
+                    }
+                };
+                for row in rows {
+                    after = row.id;
+                    if tx.send(Ok(notification_proto(&row))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Notification, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NotifyService for NotifyApi {
+    type WatchNotificationsStream = WatchStream;
+
+    async fn list_notifications(
+        &self,
+        r: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        Ok(Response::new(self.list(r).await?))
+    }
+    async fn mark_notifications_read(
+        &self,
+        r: Request<pb::MarkNotificationsReadRequest>,
+    ) -> Result<Response<pb::MarkNotificationsReadResponse>, Status> {
+        Ok(Response::new(self.mark_read(r).await?))
+    }
+    async fn watch_notifications(
+        &self,
+        r: Request<pb::WatchNotificationsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        Ok(Response::new(self.watch(r).await?))
+    }
+    async fn get_preferences(
+        &self,
+        r: Request<pb::GetPreferencesRequest>,
+    ) -> Result<Response<pb::Preferences>, Status> {
+        Ok(Response::new(self.get_preferences(r).await?))
+    }
+    async fn update_preferences(
+        &self,
+        r: Request<pb::UpdatePreferencesRequest>,
+    ) -> Result<Response<pb::Preferences>, Status> {
+        Ok(Response::new(self.update_preferences(r).await?))
+    }
+}

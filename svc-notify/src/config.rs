@@ -1,0 +1,129 @@
+//! svc-notify's configuration (see `ticketing_platform::config` for how it is read).
+
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use ticketing_platform::{
+    config::{
+        ConfigError, DatabaseConfig, LogConfig, PeersConfig, ServerConfig, Validate, duration_secs,
+        serialize_secret,
+    },
+    discovery::DiscoveryConfig,
+    messaging::MessagingConfig,
+};
+
+ticketing_platform::service_config! {
+    pub struct Config {
+        pub peers: PeersConfig,
+        pub mail: MailConfig,
+        /// Where the web portal is, for the links in messages.
+        pub portal_url: String,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MailConfig {
+    /// `smtp://host:port` (plain, for a server on loopback), `smtp://host:587?tls=required`
+    /// (STARTTLS) or `smtps://host:465` (implicit TLS); credentials as
+    /// `smtps://user:password@host`. Kept out of logs.
+    #[serde(serialize_with = "serialize_secret")]
+    pub smtp_url: SecretString,
+    /// The sender: `Ticketing <tickets@example.org>`.
+    pub from: String,
+    /// The right-hand side of Message-IDs.
+    pub message_id_domain: String,
+    /// One SMTP conversation may take this long.
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    /// How often the sender looks for due mail when nothing wakes it.
+    #[serde(with = "duration_secs")]
+    pub poll_interval: Duration,
+    /// A sender that took a mail has this long to send it before another may.
+    #[serde(with = "duration_secs")]
+    pub lease: Duration,
+    /// Mails taken per round, and sent at once.
+    pub batch: i64,
+    pub concurrency: usize,
+    /// A mail still failing after this many attempts (about a day with the back-off) fails
+    /// for good.
+    pub max_attempts: i32,
+}
+
+impl MailConfig {
+    pub fn sender(&self) -> Result<Mailbox, ConfigError> {
+        self.from
+            .parse()
+            .map_err(|e| ConfigError::invalid("mail.from", format!("is not a mailbox: {e}")))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::local("notify"),
+            discovery: DiscoveryConfig::default(),
+            database: DatabaseConfig::local("notify"),
+            messaging: MessagingConfig::default(),
+            log: LogConfig::default(),
+            peers: PeersConfig::local("notify", &["identity"], Duration::from_secs(5)),
+            mail: MailConfig {
+                smtp_url: SecretString::from("smtp://127.0.0.1:2525"),
+                from: "Ticketing <tickets@ticketing.localhost>".into(),
+                message_id_domain: "ticketing.localhost".into(),
+                timeout: Duration::from_secs(20),
+                poll_interval: Duration::from_secs(1),
+                lease: Duration::from_secs(120),
+                batch: 50,
+                concurrency: 8,
+                max_attempts: 12,
+            },
+            portal_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.sections().validate()?;
+        self.peers.validate()?;
+        self.peers.require(
+            &["identity"],
+            &self.discovery,
+            "notify verifies tokens against identity",
+        )?;
+        self.mail.sender()?;
+        let url = self.mail.smtp_url.expose_secret();
+        if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+            return Err(ConfigError::invalid(
+                "mail.smtp_url",
+                "must start with smtp:// or smtps://",
+            ));
+        }
+        if self.mail.message_id_domain.is_empty()
+            || self.mail.message_id_domain.contains(['<', '>', '@', ' '])
+        {
+            return Err(ConfigError::invalid(
+                "mail.message_id_domain",
+                "must be a domain name",
+            ));
+        }
+        if self.mail.batch < 1 || self.mail.concurrency < 1 || self.mail.max_attempts < 1 {
+            return Err(ConfigError::invalid(
+                "mail",
+                "batch, concurrency and max_attempts must be at least 1",
+            ));
+        }
+        if self.mail.poll_interval.is_zero() || self.mail.lease <= self.mail.timeout {
+            return Err(ConfigError::invalid(
+                "mail.lease",
+                "must be longer than mail.timeout, and poll_interval above zero",
+            ));
+        }
+        if !(self.portal_url.starts_with("http://") || self.portal_url.starts_with("https://")) {
+            return Err(ConfigError::invalid("portal_url", "must be an http(s) URL"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! Notify's rules, free of I/O: which messages may be switched off, in which language they go,
+//! how a mail's delivery moves, and how long a failed attempt waits.
+
+use std::time::Duration;
+
+use ticketing_proto::ticketing::notify::v1 as pb;
+use uuid::Uuid;
+
+ticketing_platform::stored_enum! {
+    /// What a message is about.
+    pub enum Kind {
+        Welcome = "welcome",
+        OrderConfirmed = "order_confirmed",
+        PaymentFailed = "payment_failed",
+        OrderExpired = "order_expired",
+        OrderRefunded = "order_refunded",
+        OrderCancelled = "order_cancelled",
+        EventCancelled = "event_cancelled",
+        EventUpdated = "event_updated",
+        EventReminder = "event_reminder",
+    }
+}
+
+impl Kind {
+    /// Messages about the recipient's own account, orders and tickets: they always go, whatever
+    /// the preferences say, because the recipient needs them (a receipt, a cancelled show).
+    pub fn is_transactional(self) -> bool {
+        !matches!(self, Kind::EventReminder)
+    }
+
+    /// The template's file name (without extension).
+    pub fn template(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn to_proto(self) -> pb::NotificationKind {
+        use pb::NotificationKind as P;
+        match self {
+            Kind::Welcome => P::Welcome,
+            Kind::OrderConfirmed => P::OrderConfirmed,
+            Kind::PaymentFailed => P::PaymentFailed,
+            Kind::OrderExpired => P::OrderExpired,
+            Kind::OrderRefunded => P::OrderRefunded,
+            Kind::OrderCancelled => P::OrderCancelled,
+            Kind::EventCancelled => P::EventCancelled,
+            Kind::EventUpdated => P::EventUpdated,
+            Kind::EventReminder => P::EventReminder,
+        }
+    }
+}
+
+ticketing_platform::stored_enum! {
+    /// Where a mail is in its delivery.
+    pub enum MailStatus {
+        /// Waiting for a sender, now or after a back-off.
+        Pending = "pending",
+        /// The SMTP server took it.
+        Sent = "sent",
+        /// Refused for good by the server, or out of attempts.
+        Failed = "failed",
+    }
+}
+
+impl MailStatus {
+    /// A pending mail is sent or fails for good, or stays pending after a failed attempt;
+    /// what is settled stays settled.
+    pub fn can_become(self, next: MailStatus) -> bool {
+        matches!((self, next), (MailStatus::Pending, _))
+    }
+}
+
+ticketing_platform::stored_enum! {
+    /// The languages messages are written in.
+    pub enum Locale {
+        En = "en",
+        De = "de",
+    }
+}
+
+/// What a user chose, as stored (the defaults until they choose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choices {
+    pub email: bool,
+    pub in_app: bool,
+    pub reminders: bool,
+    pub marketing: bool,
+    pub locale: Locale,
+}
+
+impl Default for Choices {
+    fn default() -> Self {
+        Self {
+            email: true,
+            in_app: true,
+            reminders: true,
+            marketing: false,
+            locale: Locale::En,
+        }
+    }
+}
+
+/// The channels a message travels by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    InApp,
+}
+
+impl Choices {
+    /// Whether a message of `kind` goes out by `channel` for someone who chose `self`.
+    pub fn allow(&self, kind: Kind, channel: Channel) -> bool {
+        if kind.is_transactional() {
+            return true;
+        }
+        let channel_on = match channel {
+            Channel::Email => self.email,
+            Channel::InApp => self.in_app,
+        };
+        let kind_on = match kind {
+            Kind::EventReminder => self.reminders,
+            _ => self.marketing,
+        };
+        channel_on && kind_on
+    }
+}
+
+/// How long to wait after failed attempt number `attempt` (1-based): 5 s, then five times
+/// longer each time, at most an hour.
+pub fn retry_after(attempt: i32) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(6);
+    Duration::from_secs(5 * 5u64.pow(exponent)).min(Duration::from_secs(3600))
+}
+
+/// The one key of a message about `fact` (an order, a refund, a user, an event) of `kind` to
+/// `recipient`: the same on every delivery of the event that caused it.
+pub fn dedupe_key(kind: Kind, fact: &str, recipient: &str) -> String {
+    format!("{kind}:{fact}:{}", recipient.to_ascii_lowercase())
+}
+
+/// A stable RFC 5322 Message-ID for the message with `dedupe_key`: a resent copy carries the
+/// same id, so mail clients show it once.
+pub fn message_id(dedupe_key: &str, domain: &str) -> String {
+    let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, dedupe_key.as_bytes());
+    format!("<{}@{domain}>", id.simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_messages_go_whatever_was_chosen() {
+        let nothing = Choices {
+            email: false,
+            in_app: false,
+            reminders: false,
+            marketing: false,
+            locale: Locale::De,
+        };
+        for kind in Kind::ALL {
+            for channel in [Channel::Email, Channel::InApp] {
+                assert_eq!(
+                    nothing.allow(*kind, channel),
+                    kind.is_transactional(),
+                    "{kind} by {channel:?}"
+                );
+            }
+        }
+        assert!(!Kind::EventReminder.is_transactional());
+        assert!(Kind::OrderConfirmed.is_transactional());
+    }
+
+    #[test]
+    fn a_reminder_needs_its_kind_and_its_channel_on() {
+        let mut choices = Choices::default();
+        assert!(choices.allow(Kind::EventReminder, Channel::Email));
+        choices.email = false;
+        assert!(!choices.allow(Kind::EventReminder, Channel::Email));
+        assert!(choices.allow(Kind::EventReminder, Channel::InApp));
+        choices.reminders = false;
+        assert!(!choices.allow(Kind::EventReminder, Channel::InApp));
+    }
+
+    #[test]
+    fn a_settled_mail_stays_settled() {
+        use MailStatus::*;
+        for from in MailStatus::ALL {
+            for to in MailStatus::ALL {
+                assert_eq!(from.can_become(*to), *from == Pending, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        let waits: Vec<u64> = (1..=8).map(|a| retry_after(a).as_secs()).collect();
+        assert_eq!(waits, [5, 25, 125, 625, 3125, 3600, 3600, 3600]);
+        assert_eq!(retry_after(0).as_secs(), 5);
+        assert_eq!(retry_after(i32::MAX).as_secs(), 3600);
+    }
+
+    #[test]
+    fn a_message_keeps_its_id_across_deliveries_and_differs_per_recipient() {
+        let a = dedupe_key(Kind::OrderConfirmed, "order-1", "Ann@Example.org");
+        assert_eq!(a, dedupe_key(Kind::OrderConfirmed, "order-1", "ann@example.org"));
+        assert_ne!(a, dedupe_key(Kind::OrderConfirmed, "order-1", "bob@example.org"));
+        assert_ne!(a, dedupe_key(Kind::OrderRefunded, "order-1", "ann@example.org"));
+        let id = message_id(&a, "ticketing.dev");
+        assert_eq!(id, message_id(&a, "ticketing.dev"));
+        assert!(id.starts_with('<') && id.ends_with("@ticketing.dev>"));
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(*kind));
+            assert_ne!(kind.to_proto(), pb::NotificationKind::Unspecified);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+// The notify database (see migrations/).
+
+diesel::table! {
+    known_events (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        title -> Text,
+        starts_at -> Timestamptz,
+        cancelled -> Bool,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    recipients (user_id) {
+        user_id -> Uuid,
+        email -> Text,
+        display_name -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    known_orders (id) {
+        id -> Uuid,
+        event_id -> Uuid,
+        buyer_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    holdings (ticket_id) {
+        ticket_id -> Uuid,
+        order_id -> Uuid,
+        event_id -> Uuid,
+        holder_id -> Uuid,
+        valid -> Bool,
+    }
+}
+
+diesel::table! {
+    preferences (user_id) {
+        user_id -> Uuid,
+        email_enabled -> Bool,
+        in_app_enabled -> Bool,
+        reminders_enabled -> Bool,
+        marketing_enabled -> Bool,
+        locale -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mails (id) {
+        id -> Uuid,
+        dedupe_key -> Text,
+        message_id -> Text,
+        user_id -> Nullable<Uuid>,
+        kind -> Text,
+        recipient -> Text,
+        subject -> Text,
+        raw -> Bytea,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Uuid,
+        dedupe_key -> Text,
+        user_id -> Uuid,
+        kind -> Text,
+        title -> Text,
+        body -> Text,
+        link -> Text,
+        created_at -> Timestamptz,
+        read_at -> Nullable<Timestamptz>,
+    }
+}
