@@ -485,6 +485,26 @@ async fn serve(
             });
         }
     };
+    // A form posted to a route that takes no body (an HTML form, a mail client's one-click
+    // unsubscribe, RFC 8058) sends its fields as parameters.
+    let is_form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form_query;
+    let (query, body) = if is_form && matches!(route.body, routes::Body::None) {
+        let fields = std::str::from_utf8(&body)
+            .map_err(|_| HttpError::bad_request(transcode::BadRequest::general("the form is not UTF-8")))?;
+        form_query = [query.unwrap_or(""), fields]
+            .iter()
+            .filter(|part| !part.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("&");
+        (Some(form_query.as_str()), bytes::Bytes::new())
+    } else {
+        (query, body)
+    };
     let mut message =
         transcode::request_message(route, bindings, query, &body).map_err(HttpError::bad_request)?;
     fill_idempotency_key(route, &mut message, headers);

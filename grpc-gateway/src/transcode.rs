@@ -27,7 +27,7 @@ impl BadRequest {
             message: message.into(),
         }
     }
-    fn general(message: impl Into<String>) -> Self {
+    pub fn general(message: impl Into<String>) -> Self {
         Self {
             field: None,
             message: message.into(),

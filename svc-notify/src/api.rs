@@ -20,15 +20,17 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::Locale,
+    domain::{Kind, Locale},
     live::Live,
     store::{self, NotificationRow, PreferencesRow},
+    unsubscribe::Unsubscribe,
 };
 
 pub struct NotifyApi {
     pub pool: PgPool,
     pub verifier: TokenVerifier,
     pub live: Live,
+    pub unsubscribe: Unsubscribe,
 }
 
 /// The most ids one MarkNotificationsRead names.
@@ -182,6 +184,29 @@ impl NotifyApi {
         Ok(preferences_proto(user, Some(&row)))
     }
 
+    /// The token is the credential: it names one user and one kind that may be switched off.
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::UnsubscribeRequest>,
+    ) -> ApiResult<pb::UnsubscribeResponse> {
+        let r = request.into_inner();
+        let (user, kind) = self
+            .unsubscribe
+            .verify(&r.token)
+            .filter(|(_, kind)| !kind.is_transactional())
+            .ok_or_else(|| ApiError::invalid("token", "is not an unsubscribe token this service issued"))?;
+        let mut conn = self.pool.get().await?;
+        let mut choices = store::choices(&mut conn, user).await?;
+        match kind {
+            Kind::EventReminder => choices.reminders = false,
+            _ => choices.marketing = false,
+        }
+        store::save_preferences(&mut conn, user, &choices).await?;
+        Ok(pb::UnsubscribeResponse {
+            kind: kind.to_proto().into(),
+        })
+    }
+
     async fn watch(&self, request: Request<pb::WatchNotificationsRequest>) -> ApiResult<WatchStream> {
         let user = self.caller(&request).await?;
         // Subscribe before reading where to start, so nothing falls between them.
@@ -252,6 +277,12 @@ impl NotifyService for NotifyApi {
         r: Request<pb::WatchNotificationsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         Ok(Response::new(self.watch(r).await?))
+    }
+    async fn unsubscribe(
+        &self,
+        r: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        Ok(Response::new(self.unsubscribe(r).await?))
     }
     async fn get_preferences(
         &self,

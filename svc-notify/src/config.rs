@@ -18,6 +18,7 @@ ticketing_platform::service_config! {
     pub struct Config {
         pub peers: PeersConfig,
         pub mail: MailConfig,
+        pub reminders: RemindersConfig,
         /// Where the web portal is, for the links in messages.
         pub portal_url: String,
     }
@@ -51,6 +52,34 @@ pub struct MailConfig {
     pub max_attempts: i32,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemindersConfig {
+    /// How long before an event's start its holders are reminded, in seconds
+    /// (`TICKETING_REMINDERS__OFFSETS=[86400,3600]`).
+    #[serde(with = "offsets_secs")]
+    pub offsets: Vec<Duration>,
+    /// How often due reminders are looked for.
+    #[serde(with = "duration_secs")]
+    pub interval: Duration,
+}
+
+mod offsets_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(offsets: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(offsets.iter().map(Duration::as_secs))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect())
+    }
+}
+
 impl MailConfig {
     pub fn sender(&self) -> Result<Mailbox, ConfigError> {
         self.from
@@ -78,6 +107,10 @@ impl Default for Config {
                 batch: 50,
                 concurrency: 8,
                 max_attempts: 12,
+            },
+            reminders: RemindersConfig {
+                offsets: vec![Duration::from_secs(86_400), Duration::from_secs(3_600)],
+                interval: Duration::from_secs(30),
             },
             portal_url: "http://127.0.0.1:8080".into(),
         }
@@ -119,6 +152,18 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "mail.lease",
                 "must be longer than mail.timeout, and poll_interval above zero",
+            ));
+        }
+        if self.reminders.interval.is_zero()
+            || self
+                .reminders
+                .offsets
+                .iter()
+                .any(|o| o.is_zero() || o.as_secs() > i32::MAX as u64)
+        {
+            return Err(ConfigError::invalid(
+                "reminders",
+                "the interval and every offset must be above zero (offsets at most 68 years)",
             ));
         }
         if !(self.portal_url.starts_with("http://") || self.portal_url.starts_with("https://")) {

@@ -70,6 +70,39 @@ impl MailStatus {
 }
 
 ticketing_platform::stored_enum! {
+    /// Where a reminder is.
+    pub enum ReminderStatus {
+        /// Waiting for its time.
+        Pending = "pending",
+        Sent = "sent",
+        /// Not sent: the event was cancelled, or the holder has no valid ticket left.
+        Skipped = "skipped",
+    }
+}
+
+impl ReminderStatus {
+    /// A reminder fires or is skipped once; a moved start makes a fired one pending again
+    /// (the new start deserves its own reminder).
+    pub fn can_become(self, next: ReminderStatus) -> bool {
+        use ReminderStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Sent | Skipped) | (Sent | Skipped | Pending, Pending)
+        )
+    }
+}
+
+/// When the reminder `offset` before `starts_at` is due, if that is still ahead of `now`.
+pub fn reminder_due(
+    starts_at: chrono::DateTime<chrono::Utc>,
+    offset: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let due = starts_at - chrono::Duration::from_std(offset).ok()?;
+    (due > now).then_some(due)
+}
+
+ticketing_platform::stored_enum! {
     /// The languages messages are written in.
     pub enum Locale {
         En = "en",
@@ -189,6 +222,27 @@ mod tests {
                 assert_eq!(from.can_become(*to), *from == Pending, "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn a_reminder_is_due_its_offset_before_the_start_and_only_ahead() {
+        let now = chrono::Utc::now();
+        let starts = now + chrono::Duration::hours(30);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            reminder_due(starts, day, now),
+            Some(starts - chrono::Duration::days(1))
+        );
+        assert_eq!(
+            reminder_due(now + chrono::Duration::hours(2), day, now),
+            None,
+            "already past"
+        );
+        assert_eq!(reminder_due(starts, Duration::MAX, now), None, "out of range");
+        use ReminderStatus::*;
+        assert!(Pending.can_become(Sent) && Pending.can_become(Skipped));
+        assert!(Sent.can_become(Pending), "a moved start");
+        assert!(!Sent.can_become(Skipped) && !Skipped.can_become(Sent));
     }
 
     #[test]

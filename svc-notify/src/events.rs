@@ -18,8 +18,10 @@ use uuid::Uuid;
 use crate::{
     domain::{self, Channel, Kind},
     mailer::{self, Inline},
+    reminders,
     store::{self, Holding, KnownEvent},
     templates::{EventFacts, Facts, OrderFacts, Templates, TicketFacts, money},
+    unsubscribe::Unsubscribe,
 };
 
 ticketing_platform::event_set! {
@@ -45,7 +47,8 @@ ticketing_platform::event_set! {
     }
 }
 
-/// Notify's consumer of [`Heard`].
+/// Notify's consumer of [`Heard`], and what renders and queues every message.
+#[derive(Clone)]
 pub struct Notifier {
     pub templates: Arc<Templates>,
     pub from: Mailbox,
@@ -53,18 +56,21 @@ pub struct Notifier {
     pub message_id_domain: String,
     /// Wakes the mail sender.
     pub wake: Arc<Notify>,
+    /// How long before an event's start its holders are reminded.
+    pub reminder_offsets: Vec<std::time::Duration>,
+    pub unsubscribe: Unsubscribe,
 }
 
 /// One message to send: about `fact`, of `kind`, to a user (in-app) and an address (e-mail).
-struct Message<'a> {
-    kind: Kind,
-    fact: &'a str,
-    user: Option<Uuid>,
-    email: &'a str,
-    facts: Facts,
+pub struct Message<'a> {
+    pub kind: Kind,
+    pub fact: &'a str,
+    pub user: Option<Uuid>,
+    pub email: &'a str,
+    pub facts: Facts,
     /// A portal path.
-    link: String,
-    inline: Vec<Inline>,
+    pub link: String,
+    pub inline: Vec<Inline>,
 }
 
 fn id(field: &str, raw: &str) -> anyhow::Result<Uuid> {
@@ -112,7 +118,9 @@ async fn address(conn: &mut AsyncPgConnection, user: Uuid, named: &str) -> anyho
 }
 
 impl Notifier {
-    async fn send(&self, conn: &mut AsyncPgConnection, mut message: Message<'_>) -> anyhow::Result<()> {
+    /// Renders `message` in the recipient's language and queues it by every channel their
+    /// choices allow, once per fact, kind and recipient.
+    pub async fn send(&self, conn: &mut AsyncPgConnection, mut message: Message<'_>) -> anyhow::Result<()> {
         let choices = match message.user {
             Some(user) => store::choices(conn, user).await?,
             None => Default::default(),
@@ -129,14 +137,33 @@ impl Notifier {
         if message.facts.name.is_empty() {
             message.facts.name = message.email.split('@').next().unwrap_or_default().to_string();
         }
-        let rendered = self
-            .templates
-            .render(message.kind, choices.locale, &message.facts, &message.link)?;
+        // What can be switched off carries the link that does it.
+        let unsubscribe = match message.user {
+            Some(user) if !message.kind.is_transactional() => Some(self.templates.portal(&format!(
+                "/v1/notifications:unsubscribe?token={}",
+                self.unsubscribe.token(user, message.kind)
+            ))),
+            _ => None,
+        };
+        let rendered = self.templates.render(
+            message.kind,
+            choices.locale,
+            &message.facts,
+            &message.link,
+            unsubscribe.as_deref().unwrap_or_default(),
+        )?;
         if !message.email.is_empty() && choices.allow(message.kind, Channel::Email) {
             let key = domain::dedupe_key(message.kind, message.fact, message.email);
             if !store::mail_exists(conn, &key).await? {
                 let message_id = domain::message_id(&key, &self.message_id_domain);
-                let raw = mailer::compose(&self.from, message.email, &message_id, &rendered, message.inline)?;
+                let raw = mailer::compose(
+                    &self.from,
+                    message.email,
+                    &message_id,
+                    &rendered,
+                    message.inline,
+                    unsubscribe.as_deref(),
+                )?;
                 store::queue_mail(
                     conn,
                     &store::NewMail {
@@ -289,6 +316,11 @@ impl Notifier {
         }
         store::record_holdings(conn, &held).await?;
         let event = store::event(conn, event_id).await?;
+        if let Some(event) = &event
+            && !held.is_empty()
+        {
+            reminders::schedule(conn, event, buyer, &self.reminder_offsets).await?;
+        }
         self.send(
             conn,
             Message {
@@ -365,6 +397,7 @@ impl Handler for Notifier {
                 store::remember_event(conn, &now).await?;
                 match before {
                     Some(before) if before.starts_at != now.starts_at && !now.cancelled => {
+                        reminders::reschedule(conn, &now, &self.reminder_offsets).await?;
                         let fact = format!("{}@{}", e.event_id, now.starts_at.timestamp());
                         self.tell_holders(conn, Kind::EventUpdated, &fact, &now, "").await
                     }
@@ -374,6 +407,7 @@ impl Handler for Notifier {
             Heard::EventCancelled(e) => {
                 let event_id = id("event_id", &e.event_id)?;
                 store::cancel_event(conn, event_id).await?;
+                store::skip_reminders(conn, event_id).await?;
                 let event = store::event(conn, event_id).await?.unwrap_or(KnownEvent {
                     id: event_id,
                     organization_id: id("organization_id", &e.organization_id)?,

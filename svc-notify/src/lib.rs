@@ -10,9 +10,11 @@ pub mod domain;
 pub mod events;
 pub mod live;
 pub mod mailer;
+pub mod reminders;
 pub mod schema;
 pub mod store;
 pub mod templates;
+pub mod unsubscribe;
 
 use std::{future::Future, sync::Arc};
 
@@ -43,6 +45,8 @@ pub struct Application {
     api: NotifyApi,
     consumer: Consumer<Notifier>,
     sender: Sender,
+    notifier: Notifier,
+    reminders_every: std::time::Duration,
     database: DatabaseConfig,
 }
 
@@ -57,24 +61,30 @@ impl Application {
         let base = Base::start("notify", config.sections(), &config.peers, MIGRATIONS).await?;
         let verifier = base.peers.identity_verifier()?;
         let wake = Arc::new(Notify::new());
+        let unsubscribe = unsubscribe::Unsubscribe::load_or_create(&base.pool).await?;
         let notifier = Notifier {
             templates: Arc::new(Templates::new(&config.portal_url)?),
             from: config.mail.sender()?,
             message_id_domain: config.mail.message_id_domain.clone(),
             wake: wake.clone(),
+            reminder_offsets: config.reminders.offsets.clone(),
+            unsubscribe: unsubscribe.clone(),
         };
-        let consumer = base.consumer(&config.messaging, CONSUMER, notifier);
+        let consumer = base.consumer(&config.messaging, CONSUMER, notifier.clone());
         let sender = Sender::new(base.pool.clone(), config.mail.clone(), wake)?;
         let api = NotifyApi {
             pool: base.pool.clone(),
             verifier,
             live: Live::new(),
+            unsubscribe,
         };
         Ok(Self {
             base,
             api,
             consumer,
             sender,
+            notifier,
+            reminders_every: config.reminders.interval,
             database: config.database,
         })
     }
@@ -85,8 +95,13 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (live, url) = (self.api.live.clone(), self.database.url.clone());
         let sender = self.sender;
+        let (pool, notifier) = (self.base.pool.clone(), self.notifier);
         let background = Background::new()
             .task("listening for in-app news", move |stop| live.run(url, stop))
+            .every("sending reminders", self.reminders_every, move || {
+                let (pool, notifier) = (pool.clone(), notifier.clone());
+                async move { reminders::send_due(&pool, &notifier).await.map(drop) }
+            })
             .consuming(self.consumer)
             // After the consumer, so the mails its last events queued still go out.
             .task("sending mail", move |stop| sender.run(stop));

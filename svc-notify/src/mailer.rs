@@ -10,7 +10,10 @@ use futures::StreamExt;
 use lettre::{
     Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
     address::Envelope,
-    message::{Attachment, Mailbox, Message, MultiPart, SinglePart, header::ContentType},
+    message::{
+        Attachment, Mailbox, Message, MultiPart, SinglePart,
+        header::{ContentType, HeaderName, HeaderValue},
+    },
 };
 use secrecy::ExposeSecret;
 use ticketing_platform::{background::Stop, db::PgPool};
@@ -29,13 +32,15 @@ pub struct Inline {
     pub png: Vec<u8>,
 }
 
-/// The whole RFC 5322 message: text and HTML alternatives, the HTML with its inline images.
+/// The whole RFC 5322 message: text and HTML alternatives, the HTML with its inline images;
+/// with `unsubscribe`, the one-click unsubscribe headers of RFC 8058.
 pub fn compose(
     from: &Mailbox,
     to: &str,
     message_id: &str,
     rendered: &Rendered,
     inline: Vec<Inline>,
+    unsubscribe: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
     let to: Mailbox = to.parse().with_context(|| format!("recipient {to:?}"))?;
     let mut related = MultiPart::related().singlepart(SinglePart::html(rendered.html.clone()));
@@ -44,7 +49,19 @@ pub fn compose(
             Attachment::new_inline(image.content_id).body(image.png, ContentType::parse("image/png")?),
         );
     }
-    let message = Message::builder()
+    let mut builder = Message::builder();
+    if let Some(link) = unsubscribe {
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{link}>"),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ));
+    }
+    let message = builder
         .from(from.clone())
         .to(to)
         .subject(rendered.subject.clone())

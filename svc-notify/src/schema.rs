@@ -83,3 +83,22 @@ diesel::table! {
         read_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    reminders (event_id, holder_id, offset_secs) {
+        event_id -> Uuid,
+        holder_id -> Uuid,
+        offset_secs -> Int4,
+        due_at -> Timestamptz,
+        status -> Text,
+        fired_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    signing_keys (name) {
+        name -> Text,
+        secret -> Bytea,
+        created_at -> Timestamptz,
+    }
+}

@@ -96,6 +96,7 @@ struct Labels {
     code: String,
     open: String,
     footer: String,
+    unsubscribe: String,
     date_format: String,
 }
 
@@ -138,8 +139,16 @@ impl Templates {
         format!("{}{path}", self.portal_url)
     }
 
-    /// `facts` as a message of `kind` in `locale`, linking to the portal's `link` path.
-    pub fn render(&self, kind: Kind, locale: Locale, facts: &Facts, link: &str) -> anyhow::Result<Rendered> {
+    /// `facts` as a message of `kind` in `locale`, linking to the portal's `link` path, and to
+    /// `unsubscribe_url` (when not empty) for switching such messages off.
+    pub fn render(
+        &self,
+        kind: Kind,
+        locale: Locale,
+        facts: &Facts,
+        link: &str,
+        unsubscribe_url: &str,
+    ) -> anyhow::Result<Rendered> {
         let labels = &self.labels[&locale];
         let starts = facts
             .event
@@ -161,6 +170,7 @@ impl Templates {
             reason => &facts.reason,
             full => facts.full,
             tickets => Value::from(Serde(&facts.tickets)),
+            unsubscribe_url => unsubscribe_url,
         };
         let name = format!("{locale}/{}.txt", kind.template());
         let mut captured = self
@@ -188,6 +198,7 @@ impl Templates {
                 tickets => Value::from(Serde(&facts.tickets)),
                 labels => Value::from(Serde(labels)),
                 link => &link,
+                unsubscribe_url => unsubscribe_url,
             })
             .context("rendering message.html")?;
         Ok(Rendered {
@@ -253,7 +264,13 @@ mod tests {
         for locale in Locale::ALL {
             for kind in Kind::ALL {
                 let rendered = templates
-                    .render(*kind, *locale, &sample(*kind), "/orders/0193-order")
+                    .render(
+                        *kind,
+                        *locale,
+                        &sample(*kind),
+                        "/orders/0193-order",
+                        "https://t.example/u?token=x",
+                    )
                     .unwrap_or_else(|e| panic!("{locale}/{kind}: {e:#}"));
                 assert!(!rendered.subject.is_empty() && !rendered.subject.contains('\n'));
                 assert!(rendered.text.contains("Ann <script>"), "{locale}/{kind}");

@@ -99,6 +99,10 @@ async fn a_checkout_mails_one_confirmation_whose_qr_codes_decode_to_tickets_that
     assert_eq!(confirmations.len(), 1, "one confirmation");
     let message = MessageParser::default().parse(&confirmations[0]).expect("a mail");
     assert!(message.message_id().is_some_and(|id| !id.is_empty()));
+    assert!(
+        message.header("List-Unsubscribe").is_none(),
+        "a receipt cannot be unsubscribed from"
+    );
     let text = message.body_text(0).expect("a text part").to_string();
     let mut decoded = Vec::new();
     for part in message.attachments() {
@@ -554,4 +558,206 @@ async fn watchers_on_two_replicas_see_a_notification_once_each() {
         .await
         .expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+/// Notify and a second replica on its database, reminding `before` the start of events 30 days
+/// ahead (as `sale(_, 30)` makes them): so the reminders fall due seconds after the sale.
+async fn with_reminders(
+    stack: &Stack,
+    smtp: &SmtpSink,
+    before: &[u64],
+) -> (Notify, tokio::sync::oneshot::Sender<()>) {
+    let wiring = Wiring {
+        identity: &stack.identity,
+        broker: &stack.broker,
+        redis_prefix: "notify-unused",
+    };
+    let thirty_days = 30 * 86_400;
+    let offsets: Vec<Duration> = before
+        .iter()
+        .map(|seconds_after| Duration::from_secs(thirty_days - seconds_after))
+        .collect();
+    let notify = services::notify(&wiring, &smtp.url(), |config| {
+        config.reminders.offsets = offsets;
+        config.reminders.interval = Duration::from_millis(100);
+    })
+    .await;
+    let replica = svc_notify::Application::build(svc_notify::config::Config {
+        server: services::test_server(),
+        ..notify.config.clone()
+    })
+    .await
+    .expect("replica");
+    let stop = services::run_until_dropped(|s| replica.run_until_stopped(s));
+    (notify, stop)
+}
+
+#[tokio::test]
+async fn reminders_fire_once_each_at_their_offsets_on_two_replicas_and_skip_the_refunded() {
+    let stack = stack().await;
+    let smtp = SmtpSink::start().await.expect("smtp");
+    let (notify, _replica) = with_reminders(&stack, &smtp, &[10, 14]).await;
+    let sale = stack.sale(10, 30).await;
+    let event = uuid::Uuid::parse_str(&sale.event_id).expect("id");
+    let (holder, kept) = stack.buyer().await;
+    let (refunded, gone) = stack.buyer().await;
+    let (kept_email, gone_email) = (email_of(&stack, &kept).await, email_of(&stack, &gone).await);
+    stack.checkout(&kept, &sale, &sale.seats[..1]).await;
+    let paid = stack.checkout(&gone, &sale, &sale.seats[1..2]).await;
+    stack
+        .orders()
+        .refund_order(authed(
+            &sale.organizer,
+            pb::RefundOrderRequest {
+                order_id: paid.id.clone(),
+                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("refund");
+    assert_eq!(mails(&smtp, &gone_email, "Refund", 1).await.len(), 1);
+    let mut conn = notify.pool.get().await.expect("notify db");
+    let scheduled = svc_notify::store::reminders_of(&mut conn, event)
+        .await
+        .expect("reminders");
+    assert_eq!(scheduled.len(), 4, "two per holder: {scheduled:?}");
+    assert!(
+        scheduled
+            .iter()
+            .all(|(_, _, s)| *s == svc_notify::domain::ReminderStatus::Pending)
+    );
+
+    let reminded = mails(&smtp, &kept_email, "Soon: Flash", 2).await;
+    assert_eq!(reminded.len(), 2, "both reminders");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        mails(&smtp, &kept_email, "Soon: Flash", 2).await.len(),
+        2,
+        "each once"
+    );
+    assert!(
+        mails(&smtp, &gone_email, "Soon", 0).await.is_empty(),
+        "a refunded buyer is not reminded"
+    );
+    let settled = svc_notify::store::reminders_of(&mut conn, event)
+        .await
+        .expect("reminders");
+    for (who, _, status) in settled {
+        let expected = if who == holder {
+            svc_notify::domain::ReminderStatus::Sent
+        } else {
+            assert_eq!(who, refunded);
+            svc_notify::domain::ReminderStatus::Skipped
+        };
+        assert_eq!(status, expected, "{who}");
+    }
+    // The reminder's one-click link (RFC 8058) switches reminders off, and only them.
+    let reminder = MessageParser::default().parse(&reminded[0]).expect("a mail");
+    assert_eq!(
+        reminder.header("List-Unsubscribe-Post").and_then(|h| h.as_text()),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let link = reminder
+        .header_raw("List-Unsubscribe")
+        .expect("an unsubscribe link")
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    let token = link.split("token=").nth(1).expect("a token").to_string();
+    let mut client = notify_client(&notify);
+    for bad in [
+        String::new(),
+        format!("{token}x"),
+        token.replacen("event_reminder", "order_confirmed", 1),
+    ] {
+        let refused = client
+            .unsubscribe(npb::UnsubscribeRequest {
+                token: bad,
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+    }
+    let done = client
+        .unsubscribe(npb::UnsubscribeRequest {
+            token: token.clone(),
+            one_click: "One-Click".into(),
+        })
+        .await
+        .expect("unsubscribed")
+        .into_inner();
+    assert_eq!(done.kind, npb::NotificationKind::EventReminder as i32);
+    let preferences = client
+        .get_preferences(authed(&kept, npb::GetPreferencesRequest {}))
+        .await
+        .expect("preferences")
+        .into_inner();
+    assert!(!preferences.reminders_enabled && preferences.email_enabled && preferences.in_app_enabled);
+
+    let in_app = notifications(&notify, &kept).await;
+    let reminders = in_app
+        .notifications
+        .iter()
+        .filter(|n| n.kind == npb::NotificationKind::EventReminder as i32)
+        .count();
+    assert_eq!(reminders, 2);
+}
+
+#[tokio::test]
+async fn a_moved_start_moves_the_reminders_and_tells_the_holders() {
+    let stack = stack().await;
+    let smtp = SmtpSink::start().await.expect("smtp");
+    let (notify, _replica) = with_reminders(&stack, &smtp, &[6]).await;
+    let sale = stack.sale(10, 30).await;
+    let (_, token) = stack.buyer().await;
+    let email = email_of(&stack, &token).await;
+    stack.checkout(&token, &sale, &sale.seats[..1]).await;
+    let mut catalog = CatalogServiceClient::new(stack.catalog.clone());
+    let event = catalog
+        .get_event(cat::GetEventRequest {
+            event_id: sale.event_id.clone(),
+        })
+        .await
+        .expect("event")
+        .into_inner();
+    let later = |t: Option<prost_types::Timestamp>| {
+        t.map(|t| prost_types::Timestamp {
+            seconds: t.seconds + 86_400,
+            nanos: t.nanos,
+        })
+    };
+    catalog
+        .update_event(authed(
+            &sale.organizer,
+            cat::UpdateEventRequest {
+                event: Some(cat::Event {
+                    id: sale.event_id.clone(),
+                    starts_at: later(event.starts_at),
+                    ends_at: later(event.ends_at),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["starts_at".into(), "ends_at".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("moved");
+    assert_eq!(mails(&smtp, &email, "New time for Flash", 1).await.len(), 1);
+    // Due 6 s after the sale before the move; a day later now.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        mails(&smtp, &email, "Soon", 0).await.is_empty(),
+        "not at the old time"
+    );
+    let mut conn = notify.pool.get().await.expect("notify db");
+    let event_id = uuid::Uuid::parse_str(&sale.event_id).expect("id");
+    let pending = svc_notify::store::reminders_of(&mut conn, event_id)
+        .await
+        .expect("reminders");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].2, svc_notify::domain::ReminderStatus::Pending);
 }

@@ -22,8 +22,8 @@ pub struct Stack {
     pub orders_proxy: TcpProxy,
     /// Every call made through [`Stack::call`]: method, path (without the query) and status.
     pub calls: Arc<Mutex<Vec<(Method, String, StatusCode)>>>,
-    /// Notify, mailing to an SMTP server of the test's own; kept running with the stack.
-    _notify: (Running<svc_notify::config::Config>, SmtpSink),
+    /// Notify, mailing to an SMTP server of the test's own.
+    pub notify: (Running<svc_notify::config::Config>, SmtpSink),
     _stop: oneshot::Sender<()>,
 }
 
@@ -87,7 +87,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut grpc_gateway::config::Config)) 
         http: reqwest::Client::new(),
         orders_proxy,
         calls: Arc::default(),
-        _notify: (notify, smtp),
+        notify: (notify, smtp),
         _stop: stop,
     }
 }

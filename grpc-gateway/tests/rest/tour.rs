@@ -492,7 +492,7 @@ async fn every_annotated_rpc_answers_through_rest() {
     delete(&s, &format!("{codes_path}/GONE"), Auth::Bearer(&organizer)).await;
 
     // Inventory: hold, look, release, watch.
-    let (_, buyer) = s.identity.user(&[Role::Customer]).await;
+    let (buyer_id, buyer) = s.identity.user(&[Role::Customer]).await;
     let holds = format!("{event_path}/holds");
     let released = s
         .post(
@@ -764,6 +764,47 @@ async fn every_annotated_rpc_answers_through_rest() {
     .await;
     assert_eq!(changed["remindersEnabled"], false, "{changed}");
     assert_eq!(changed["locale"], "de", "{changed}");
+    patch(
+        &s,
+        "/v1/notifications/preferences",
+        Auth::Bearer(&buyer),
+        json!({ "remindersEnabled": true }),
+    )
+    .await;
+    // A mail client's one-click unsubscribe (RFC 8058): a form POST, no credentials.
+    let signer = svc_notify::unsubscribe::Unsubscribe::load_or_create(&s.notify.0.pool)
+        .await
+        .expect("key");
+    let token = signer.token(buyer_id, svc_notify::domain::Kind::EventReminder);
+    let path = format!("/v1/notifications:unsubscribe?token={token}");
+    let one_click = s
+        .http
+        .post(format!("{}{path}", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .expect("unsubscribe");
+    assert_eq!(one_click.status(), StatusCode::OK);
+    s.calls.lock().unwrap_or_else(|p| p.into_inner()).push((
+        Method::POST,
+        "/v1/notifications:unsubscribe".into(),
+        one_click.status(),
+    ));
+    let after = s
+        .get("/v1/notifications/preferences", Auth::Bearer(&buyer))
+        .await
+        .ok();
+    assert_eq!(after["remindersEnabled"], false, "{after}");
+    let forged = s
+        .call(
+            Method::POST,
+            &format!("/v1/notifications:unsubscribe?token={token}x"),
+            Auth::None,
+            None,
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST, "{}", forged.json);
 
     assert_every_route_answered(&s);
 }
@@ -798,6 +839,6 @@ fn assert_every_route_answered(s: &Stack) {
         missing.is_empty(),
         "routes never answered through REST: {missing:#?}"
     );
-    // The six services have 73 routes today; the check must not have filtered them away.
-    assert!(checked >= 73, "only {checked} routes checked");
+    // The six services have 74 routes today; the check must not have filtered them away.
+    assert!(checked >= 74, "only {checked} routes checked");
 }
