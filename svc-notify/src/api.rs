@@ -14,14 +14,12 @@ use ticketing_platform::{
     time::to_timestamp,
 };
 use ticketing_proto::ticketing::notify::v1::{self as pb, notify_service_server::NotifyService};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Kind, Locale},
-    live::Live,
+    domain::{ConversationStatus, Kind, Locale},
+    live::{self, Live},
     store::{self, NotificationRow, PreferencesRow},
     unsubscribe::Unsubscribe,
 };
@@ -210,51 +208,25 @@ impl NotifyApi {
     async fn watch(&self, request: Request<pb::WatchNotificationsRequest>) -> ApiResult<WatchStream> {
         let user = self.caller(&request).await?;
         // Subscribe before reading where to start, so nothing falls between them.
-        let mut news = self.live.subscribe();
-        let mut after = {
+        let news = self.live.subscribe();
+        let start = {
             let mut conn = self.pool.get().await?;
             store::newest_notification(&mut conn, user).await?
         };
-        let (tx, rx) = mpsc::channel(64);
         let pool = self.pool.clone();
-        tokio::spawn(async move {
-            loop {
-                let wake = tokio::select! {
-                    news = news.recv() => news,
-                    () = tx.closed() => return,
-                };
-                match wake {
-                    Ok(who) if who != user && !who.is_nil() => continue,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                }
-                let rows = match pool.get().await {
-                    Ok(mut conn) => store::notifications_after(&mut conn, user, after).await,
-                    Err(e) => {
-                        let _ = tx.send(Err(ApiError::from(e).into())).await;
-                        return;
-                    }
-                };
-                let rows = match rows {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let _ = tx.send(Err(ApiError::from(e).into())).await;
-                        return;
-                    }
-                };
-                for row in rows {
-                    after = row.id;
-                    if tx.send(Ok(notification_proto(&row))).await.is_err() {
-                        return;
-                    }
-                }
+        Ok(Box::pin(live::follow(news, user, start, move |after| {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.get().await?;
+                let rows = store::notifications_after(&mut conn, user, after).await?;
+                Ok(rows.iter().map(|row| (row.id, notification_proto(row))).collect())
             }
-        });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        })))
     }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Notification, Status>> + Send>>;
+pub(crate) type ChatStream = Pin<Box<dyn Stream<Item = Result<pb::ChatMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl NotifyService for NotifyApi {
@@ -283,6 +255,66 @@ impl NotifyService for NotifyApi {
         r: Request<pb::UnsubscribeRequest>,
     ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
         Ok(Response::new(self.unsubscribe(r).await?))
+    }
+    type WatchConversationStream = ChatStream;
+
+    async fn open_conversation(
+        &self,
+        r: Request<pb::OpenConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        Ok(Response::new(NotifyApi::open_conversation(self, r).await?))
+    }
+    async fn list_conversations(
+        &self,
+        r: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        Ok(Response::new(NotifyApi::list_conversations(self, r).await?))
+    }
+    async fn get_conversation(
+        &self,
+        r: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        Ok(Response::new(NotifyApi::get_conversation(self, r).await?))
+    }
+    async fn post_message(
+        &self,
+        r: Request<pb::PostMessageRequest>,
+    ) -> Result<Response<pb::ChatMessage>, Status> {
+        Ok(Response::new(NotifyApi::post_message(self, r).await?))
+    }
+    async fn list_messages(
+        &self,
+        r: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        Ok(Response::new(NotifyApi::list_messages(self, r).await?))
+    }
+    async fn mark_conversation_read(
+        &self,
+        r: Request<pb::MarkConversationReadRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        Ok(Response::new(NotifyApi::mark_conversation_read(self, r).await?))
+    }
+    async fn close_conversation(
+        &self,
+        r: Request<pb::CloseConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let r = r.map(|m| m.conversation_id);
+        Ok(Response::new(
+            self.set_status(r, ConversationStatus::Closed).await?,
+        ))
+    }
+    async fn reopen_conversation(
+        &self,
+        r: Request<pb::ReopenConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let r = r.map(|m| m.conversation_id);
+        Ok(Response::new(self.set_status(r, ConversationStatus::Open).await?))
+    }
+    async fn watch_conversation(
+        &self,
+        r: Request<pb::WatchConversationRequest>,
+    ) -> Result<Response<ChatStream>, Status> {
+        Ok(Response::new(NotifyApi::watch_conversation(self, r).await?))
     }
     async fn get_preferences(
         &self,

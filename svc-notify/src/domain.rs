@@ -157,6 +157,69 @@ impl Choices {
     }
 }
 
+ticketing_platform::stored_enum! {
+    /// Whether a support conversation takes messages.
+    pub enum ConversationStatus {
+        Open = "open",
+        Closed = "closed",
+    }
+}
+
+impl ConversationStatus {
+    /// Either side may close a conversation and open it again.
+    pub fn can_become(self, next: ConversationStatus) -> bool {
+        self != next
+    }
+
+    pub fn to_proto(self) -> pb::ConversationStatus {
+        match self {
+            ConversationStatus::Open => pb::ConversationStatus::Open,
+            ConversationStatus::Closed => pb::ConversationStatus::Closed,
+        }
+    }
+}
+
+/// Which side of a conversation a caller speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Buyer,
+    /// A member of the answering organization, or an admin.
+    Staff,
+}
+
+/// Who may read and write a conversation of `buyer` answered by `organization` (the
+/// platform's admins when None): its buyer, the organization's members, admins; nobody else.
+pub fn side_of(
+    caller: Uuid,
+    is_admin: bool,
+    is_member_of: impl Fn(Uuid) -> bool,
+    buyer: Uuid,
+    organization: Option<Uuid>,
+) -> Option<Side> {
+    if caller == buyer {
+        Some(Side::Buyer)
+    } else if is_admin || organization.is_some_and(is_member_of) {
+        Some(Side::Staff)
+    } else {
+        None
+    }
+}
+
+/// A support message's or subject's text: trimmed, not empty, at most `max` characters.
+pub fn check_text(text: &str, max: usize) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.chars().count() > max {
+        return Err(format!("at most {max} characters"));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("must not hold control characters".into());
+    }
+    Ok(text.to_string())
+}
+
 /// How long to wait after failed attempt number `attempt` (1-based): 5 s, then five times
 /// longer each time, at most an hour.
 pub fn retry_after(attempt: i32) -> Duration {
@@ -243,6 +306,53 @@ mod tests {
         assert!(Pending.can_become(Sent) && Pending.can_become(Skipped));
         assert!(Sent.can_become(Pending), "a moved start");
         assert!(!Sent.can_become(Skipped) && !Skipped.can_become(Sent));
+    }
+
+    #[test]
+    fn only_the_buyer_the_organizations_members_and_admins_see_a_conversation() {
+        let (buyer, member, admin, stranger, staff_elsewhere) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let (org, other_org) = (Uuid::new_v4(), Uuid::new_v4());
+        let member_of = |who: Uuid| {
+            move |o: Uuid| (who == member && o == org) || (who == staff_elsewhere && o == other_org)
+        };
+        let side = |who: Uuid, admin_role: bool, answered_by: Option<Uuid>| {
+            side_of(who, admin_role, member_of(who), buyer, answered_by)
+        };
+        assert_eq!(side(buyer, false, Some(org)), Some(Side::Buyer));
+        assert_eq!(side(member, false, Some(org)), Some(Side::Staff));
+        assert_eq!(side(admin, true, Some(org)), Some(Side::Staff));
+        assert_eq!(side(stranger, false, Some(org)), None, "another buyer");
+        assert_eq!(
+            side(staff_elsewhere, false, Some(org)),
+            None,
+            "another organization's staff"
+        );
+        // The platform's own support: admins only.
+        assert_eq!(side(member, false, None), None);
+        assert_eq!(side(admin, true, None), Some(Side::Staff));
+        assert_eq!(
+            side(buyer, true, None),
+            Some(Side::Buyer),
+            "an admin's own question"
+        );
+    }
+
+    #[test]
+    fn support_text_is_trimmed_bounded_and_printable() {
+        assert_eq!(check_text("  hello \n", 10), Ok("hello".into()));
+        assert!(check_text("   ", 10).is_err());
+        assert!(check_text("ééééééééééé", 10).is_err(), "counted in characters");
+        assert!(check_text("a\u{7}b", 10).is_err());
+        assert_eq!(check_text("a\nb", 10), Ok("a\nb".into()));
+        use ConversationStatus::*;
+        assert!(Open.can_become(Closed) && Closed.can_become(Open));
+        assert!(!Open.can_become(Open) && !Closed.can_become(Closed));
     }
 
     #[test]

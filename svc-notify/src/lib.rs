@@ -13,6 +13,7 @@ pub mod mailer;
 pub mod reminders;
 pub mod schema;
 pub mod store;
+mod support;
 pub mod templates;
 pub mod unsubscribe;
 

@@ -102,3 +102,32 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    conversations (id) {
+        id -> Uuid,
+        buyer_id -> Uuid,
+        organization_id -> Nullable<Uuid>,
+        order_id -> Nullable<Uuid>,
+        subject -> Text,
+        status -> Text,
+        buyer_read_at -> Timestamptz,
+        staff_read_at -> Timestamptz,
+        created_at -> Timestamptz,
+        last_message_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    chat_messages (id) {
+        id -> Uuid,
+        conversation_id -> Uuid,
+        author_id -> Uuid,
+        from_staff -> Bool,
+        body -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(chat_messages -> conversations (conversation_id));
+diesel::allow_tables_to_appear_in_same_query!(conversations, chat_messages, known_orders, known_events);

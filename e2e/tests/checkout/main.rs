@@ -12,4 +12,5 @@ mod internal;
 mod metrics;
 mod notify;
 mod retries;
+mod support;
 mod tickets;
