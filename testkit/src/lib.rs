@@ -165,9 +165,10 @@ impl TestBroker {
         use lapin::{options::QueueDeclareOptions, types::FieldTable};
         let queue = self.config.queue(consumer);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let connection =
-                lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+        let connection =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+        let consumed = loop {
+            // A passive declare of a missing queue closes its channel: a channel per look.
             let channel = connection.create_channel().await?;
             let declared = channel
                 .queue_declare(
@@ -179,17 +180,19 @@ impl TestBroker {
                     FieldTable::default(),
                 )
                 .await;
-            if let Ok(q) = declared
-                && q.consumer_count() > 0
-            {
-                return Ok(());
+            let _ = channel.close(200, "done".into()).await;
+            if declared.is_ok_and(|q| q.consumer_count() > 0) {
+                break true;
             }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "no consumer on queue {queue} after 20 s"
-            );
+            if std::time::Instant::now() >= deadline {
+                break false;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        };
+        // Closed, not just dropped: a dropped connection stays open on the broker.
+        let _ = connection.close(200, "done".into()).await;
+        anyhow::ensure!(consumed, "no consumer on queue {queue} after 20 s");
+        Ok(())
     }
 
     /// Publishes `envelope` to the test's exchange as a producer's relay does (a redelivery,
@@ -215,6 +218,7 @@ impl TestBroker {
             )
             .await?
             .await?;
+        let _ = connection.close(200, "done".into()).await;
         Ok(())
     }
 
@@ -239,7 +243,9 @@ impl Drop for TestBroker {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
-            let result: Result<(), lapin::Error> = rt.block_on(async {
+            // A broker that no longer answers (out of file descriptors, say) must fail the
+            // clean-up, not hang the test that is ending.
+            let cleanup = async {
                 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
                 let connection =
                     lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
@@ -261,9 +267,15 @@ impl Drop for TestBroker {
                         .await?;
                 }
                 connection.close(200, "done".into()).await
-            });
-            if let Err(error) = result {
-                eprintln!("could not clean up test broker names: {error}");
+            };
+            let result: Result<Result<(), lapin::Error>, _> = rt
+                .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(30), cleanup).await });
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => eprintln!("could not clean up test broker names: {error}"),
+                Err(_) => {
+                    eprintln!("could not clean up test broker names: the broker did not answer in 30 s")
+                }
             }
         });
         let _ = handle.join();

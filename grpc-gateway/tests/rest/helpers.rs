@@ -14,7 +14,10 @@ use ticketing_e2e::{
 use ticketing_testkit::{SmtpSink, TcpProxy};
 use tokio::sync::oneshot;
 
+/// Fields drop in order: notify stops before the platform's broker names are deleted.
 pub struct Stack {
+    /// Notify, mailing to an SMTP server of the test's own.
+    pub notify: (Running<svc_notify::config::Config>, SmtpSink),
     pub platform: Platform,
     pub base: String,
     pub http: reqwest::Client,
@@ -22,8 +25,6 @@ pub struct Stack {
     pub orders_proxy: TcpProxy,
     /// Every call made through [`Stack::call`]: method, path (without the query) and status.
     pub calls: Arc<Mutex<Vec<(Method, String, StatusCode)>>>,
-    /// Notify, mailing to an SMTP server of the test's own.
-    pub notify: (Running<svc_notify::config::Config>, SmtpSink),
     _stop: oneshot::Sender<()>,
 }
 

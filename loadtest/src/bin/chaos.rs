@@ -57,17 +57,18 @@ const ORGANIZER: &str = "organizer@demo.ticketing.dev";
 const BUYER_PASSWORD: &str = "chaos passphrase 1";
 /// The most catalog allows: the per-customer limit must never be what ends a sale.
 const PER_CUSTOMER: i32 = 50;
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "identity",
     "catalog",
     "inventory",
     "orders",
     "payments",
+    "notify",
     "gateway",
 ];
-const DATABASES: [&str; 5] = ["identity", "catalog", "inventory", "orders", "payments"];
+const DATABASES: [&str; 6] = ["identity", "catalog", "inventory", "orders", "payments", "notify"];
 /// The services that consume events, each with a dead-letter queue `<name>.dead`.
-const CONSUMERS: [&str; 3] = ["inventory", "orders", "payments"];
+const CONSUMERS: [&str; 4] = ["inventory", "orders", "payments", "notify"];
 const FULL_FAULTS: &str = "kill:identity,kill:catalog,kill:inventory,kill:orders,kill:payments,\
                            kill:gateway,stop:inventory,stop:payments,broker,redis-flush,\
                            pg-terminate:orders,pg-terminate:inventory,cut:payments";
@@ -84,7 +85,7 @@ const AIM_HALF_RATE: Duration = Duration::from_secs(3);
 const AIM_STALL: Duration = Duration::from_secs(5);
 /// Rows shown per broken invariant.
 const SHOWN: usize = 10;
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "no place sold twice, and the ledger is the paid orders' seats",
     "nothing oversold",
     "every paid order has one valid ticket per line and one succeeded payment of its total",
@@ -93,6 +94,7 @@ const CHECKS: [&str; 8] = [
     "the availability buyers see matches the ledger, nothing held",
     "every outbox drained",
     "every dead-letter queue empty",
+    "every buyer of a paid order told: the confirmation with the tickets sent",
 ];
 
 struct Options {
@@ -1105,6 +1107,27 @@ async fn run_fault(ctx: &Arc<Ctx>, fault: &Fault) -> anyhow::Result<Outcome> {
     })
 }
 
+#[derive(QueryableByName)]
+struct Confirmation {
+    #[diesel(sql_type = Text)]
+    order_id: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+}
+
+/// Notify's confirmation mails: order id (the key is `order_confirmed:<order>:<address>`) to
+/// the mail's status.
+async fn confirmations(o: &Options) -> anyhow::Result<HashMap<String, String>> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = AsyncPgConnection::establish(&o.database_url("notify")).await?;
+    let rows: Vec<Confirmation> = diesel::sql_query(
+        "SELECT split_part(dedupe_key, ':', 2) AS order_id, status FROM mails WHERE kind = 'order_confirmed'",
+    )
+    .load(&mut conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.order_id, r.status)).collect())
+}
+
 async fn dead_letters(amqp: &str) -> anyhow::Result<Vec<(String, u32)>> {
     let connection = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
         .await
@@ -1262,6 +1285,8 @@ struct Snapshot {
     /// Per database, events still in its outbox.
     outbox: Vec<(String, Vec<Waiting>)>,
     dead_letters: Result<Vec<(String, u32)>, String>,
+    /// Order id to the status of its confirmation mail (notify's queue).
+    told: Result<HashMap<String, String>, String>,
 }
 
 async fn availability(ctx: &Ctx, event_id: &str) -> Result<Vec<Shown>, String> {
@@ -1398,6 +1423,7 @@ async fn snapshot(ctx: &Ctx, ids: &RunIds) -> anyhow::Result<Snapshot> {
     Ok(Snapshot {
         availability: availability(ctx, &event).await,
         dead_letters: dead_letters(&o.amqp).await.map_err(|e| format!("{e:#}")),
+        told: confirmations(o).await.map_err(|e| format!("{e:#}")),
         ledger,
         seats,
         quotas,
@@ -1706,8 +1732,32 @@ fn check(s: &Snapshot, dead_before: &[(String, u32)]) -> Vec<Found> {
         }
     }
 
+    // 9. Every buyer of a paid order told (a refunded order was paid first).
+    let mut told = Found::default();
+    match &s.told {
+        Err(error) => told.eventual.push(format!("notify's database: {error}")),
+        Ok(mails) => {
+            for order in &s.orders {
+                if !(is_paid(&order.status) || order.status == "refunded") {
+                    continue;
+                }
+                match mails.get(&order.id).map(String::as_str) {
+                    Some("sent") => {}
+                    Some(status) => told.eventual.push(format!(
+                        "order {} ({}): its confirmation is {status}",
+                        order.id, order.status
+                    )),
+                    None => told.eventual.push(format!(
+                        "order {} ({}): its buyer has no confirmation",
+                        order.id, order.status
+                    )),
+                }
+            }
+        }
+    }
+
     vec![
-        sold_once, oversold, whole, charges, unpaid, visible, drained, dead,
+        sold_once, oversold, whole, charges, unpaid, visible, drained, dead, told,
     ]
 }
 
