@@ -705,11 +705,19 @@ pub async fn settle_reminder(conn: &mut Conn, r: &DueReminder, status: ReminderS
         .map(drop)
 }
 
-/// The reminders of `event_id`, for tests and operators: holder, offset, status.
-pub async fn reminders_of(conn: &mut Conn, event_id: Uuid) -> QueryResult<Vec<(Uuid, i32, ReminderStatus)>> {
+/// The reminders of `event_id`, for tests and operators: holder, offset, status, due time.
+pub async fn reminders_of(
+    conn: &mut Conn,
+    event_id: Uuid,
+) -> QueryResult<Vec<(Uuid, i32, ReminderStatus, DateTime<Utc>)>> {
     reminders::table
         .filter(reminders::event_id.eq(event_id))
-        .select((reminders::holder_id, reminders::offset_secs, reminders::status))
+        .select((
+            reminders::holder_id,
+            reminders::offset_secs,
+            reminders::status,
+            reminders::due_at,
+        ))
         .order((reminders::holder_id, reminders::offset_secs))
         .load(conn)
         .await
