@@ -11,7 +11,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub log: LogConfig,
     /// The deployed services, by the name in their proto package; routes to a service without
-    /// an address answer 503 (notify and reports are not deployed yet).
+    /// an address answer 503 (reports, until it is deployed).
     pub peers: PeersConfig,
     pub limits: Limits,
     pub auth: AuthConfig,
@@ -113,7 +113,7 @@ impl Default for Config {
             log: LogConfig::default(),
             peers: PeersConfig::local(
                 "gateway",
-                &["identity", "catalog", "inventory", "orders", "payments"],
+                &["identity", "catalog", "inventory", "orders", "payments", "notify"],
                 Duration::from_secs(30),
             ),
             limits: Limits {
