@@ -291,19 +291,6 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_fact_is_an_error_not_a_blank() {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.add_template("t", "{{ event.nope }}").expect("template");
-        assert!(
-            env.get_template("t")
-                .expect("t")
-                .render(context! { event => context!{} })
-                .is_err()
-        );
-    }
-
-    #[test]
     fn money_is_written_with_its_minor_units() {
         assert_eq!(money(1250, "EUR"), "EUR 12.50");
         assert_eq!(money(5, "USD"), "USD 0.05");
