@@ -98,16 +98,19 @@ pub enum Scope {
     CheckIn,
     #[serde(rename = "reports:read")]
     ReportsRead,
+    #[serde(rename = "webhooks")]
+    Webhooks,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::EventsRead,
         Scope::EventsWrite,
         Scope::OrdersRead,
         Scope::OrdersWrite,
         Scope::CheckIn,
         Scope::ReportsRead,
+        Scope::Webhooks,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +121,7 @@ impl Scope {
             Scope::OrdersWrite => "orders:write",
             Scope::CheckIn => "checkin",
             Scope::ReportsRead => "reports:read",
+            Scope::Webhooks => "webhooks",
         }
     }
 

@@ -511,6 +511,17 @@ pub trait Handler: Send + Sync + 'static {
         event: &Self::Events,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// [`Handler::handle`] with the envelope the event came in (its id and time), for a handler
+    /// that records those too. Inside the same transaction.
+    fn handle_delivered(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &Self::Events,
+        _envelope: &Envelope,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.handle(conn, event)
+    }
+
     /// Whether the event can no longer have any effect, read before the handler's transaction
     /// (for state that never moves back, such as an order already paid): such an event is
     /// acknowledged without writing anything, as handling it would change nothing.
@@ -778,7 +789,7 @@ impl<H: Handler> Consumer<H> {
             if inserted == 0 {
                 return Ok(false);
             }
-            handler.handle(conn, &event).await?;
+            handler.handle_delivered(conn, &event, envelope).await?;
             Ok(true)
         })
         .await

@@ -66,6 +66,7 @@ pub(crate) fn scope_from_proto(raw: i32) -> Option<Scope> {
         pb::ApiKeyScope::OrdersWrite => Some(Scope::OrdersWrite),
         pb::ApiKeyScope::Checkin => Some(Scope::CheckIn),
         pb::ApiKeyScope::ReportsRead => Some(Scope::ReportsRead),
+        pb::ApiKeyScope::Webhooks => Some(Scope::Webhooks),
     }
 }
 
@@ -77,6 +78,7 @@ pub(crate) fn scope_to_proto(scope: Scope) -> i32 {
         Scope::OrdersWrite => pb::ApiKeyScope::OrdersWrite,
         Scope::CheckIn => pb::ApiKeyScope::Checkin,
         Scope::ReportsRead => pb::ApiKeyScope::ReportsRead,
+        Scope::Webhooks => pb::ApiKeyScope::Webhooks,
     }) as i32
 }
 

@@ -1,5 +1,5 @@
-//! The gRPC surface: validate, authenticate (every RPC is about the caller's own messages),
-//! call the store.
+//! The gRPC surface: validate, authenticate (every RPC is about the caller's own messages, or
+//! an organization's webhooks, or a conversation the caller is part of), call the store.
 
 use std::pin::Pin;
 
@@ -29,6 +29,10 @@ pub struct NotifyApi {
     pub verifier: TokenVerifier,
     pub live: Live,
     pub unsubscribe: Unsubscribe,
+    /// Whether webhook endpoints may be on loopback and private addresses.
+    pub webhooks_allow_private: bool,
+    /// Wakes the webhook sender.
+    pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The most ids one MarkNotificationsRead names.
@@ -315,6 +319,60 @@ impl NotifyService for NotifyApi {
         r: Request<pb::WatchConversationRequest>,
     ) -> Result<Response<ChatStream>, Status> {
         Ok(Response::new(NotifyApi::watch_conversation(self, r).await?))
+    }
+    async fn create_webhook_endpoint(
+        &self,
+        r: Request<pb::CreateWebhookEndpointRequest>,
+    ) -> Result<Response<pb::WebhookEndpointWithSecret>, Status> {
+        Ok(Response::new(NotifyApi::create_webhook_endpoint(self, r).await?))
+    }
+    async fn list_webhook_endpoints(
+        &self,
+        r: Request<pb::ListWebhookEndpointsRequest>,
+    ) -> Result<Response<pb::ListWebhookEndpointsResponse>, Status> {
+        Ok(Response::new(NotifyApi::list_webhook_endpoints(self, r).await?))
+    }
+    async fn get_webhook_endpoint(
+        &self,
+        r: Request<pb::GetWebhookEndpointRequest>,
+    ) -> Result<Response<pb::WebhookEndpoint>, Status> {
+        Ok(Response::new(NotifyApi::get_webhook_endpoint(self, r).await?))
+    }
+    async fn update_webhook_endpoint(
+        &self,
+        r: Request<pb::UpdateWebhookEndpointRequest>,
+    ) -> Result<Response<pb::WebhookEndpoint>, Status> {
+        Ok(Response::new(NotifyApi::update_webhook_endpoint(self, r).await?))
+    }
+    async fn delete_webhook_endpoint(
+        &self,
+        r: Request<pb::DeleteWebhookEndpointRequest>,
+    ) -> Result<Response<pb::DeleteWebhookEndpointResponse>, Status> {
+        Ok(Response::new(NotifyApi::delete_webhook_endpoint(self, r).await?))
+    }
+    async fn rotate_webhook_secret(
+        &self,
+        r: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::WebhookEndpointWithSecret>, Status> {
+        Ok(Response::new(NotifyApi::rotate_webhook_secret(self, r).await?))
+    }
+    async fn ping_webhook_endpoint(
+        &self,
+        r: Request<pb::PingWebhookEndpointRequest>,
+    ) -> Result<Response<pb::WebhookDelivery>, Status> {
+        Ok(Response::new(NotifyApi::ping_webhook_endpoint(self, r).await?))
+    }
+    async fn list_webhook_deliveries(
+        &self,
+        r: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        Ok(Response::new(NotifyApi::list_webhook_deliveries(self, r).await?))
+    }
+    async fn redeliver_webhook(
+        &self,
+        r: Request<pb::RedeliverWebhookRequest>,
+    ) -> Result<Response<pb::WebhookDelivery>, Status> {
+        Ok(Response::new(NotifyApi::redeliver_webhook(self, r).await?))
     }
     async fn get_preferences(
         &self,

@@ -19,6 +19,7 @@ ticketing_platform::service_config! {
         pub peers: PeersConfig,
         pub mail: MailConfig,
         pub reminders: RemindersConfig,
+        pub webhooks: WebhooksConfig,
         /// Where the web portal is, for the links in messages.
         pub portal_url: String,
     }
@@ -61,6 +62,28 @@ pub struct RemindersConfig {
     /// How often due reminders are looked for.
     #[serde(with = "duration_secs")]
     pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhooksConfig {
+    /// Endpoints may be on loopback, private and link-local addresses: for tests and closed
+    /// networks only, as anyone allowed to register an endpoint could then reach inside.
+    pub allow_private_targets: bool,
+    /// One delivery may take this long, connecting included.
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    /// How often the sender looks for due deliveries when nothing wakes it.
+    #[serde(with = "duration_secs")]
+    pub poll_interval: Duration,
+    /// A sender that took a delivery has this long to send it before another may.
+    #[serde(with = "duration_secs")]
+    pub lease: Duration,
+    /// Deliveries in flight at once, in all, and per endpoint (across replicas).
+    pub concurrency: usize,
+    pub max_in_flight_per_endpoint: i64,
+    /// The waits after each failed attempt, in seconds; after the last, a delivery fails.
+    #[serde(with = "offsets_secs")]
+    pub retry_schedule: Vec<Duration>,
 }
 
 mod offsets_secs {
@@ -111,6 +134,15 @@ impl Default for Config {
             reminders: RemindersConfig {
                 offsets: vec![Duration::from_secs(86_400), Duration::from_secs(3_600)],
                 interval: Duration::from_secs(30),
+            },
+            webhooks: WebhooksConfig {
+                allow_private_targets: false,
+                timeout: Duration::from_secs(10),
+                poll_interval: Duration::from_secs(1),
+                lease: Duration::from_secs(60),
+                concurrency: 32,
+                max_in_flight_per_endpoint: 4,
+                retry_schedule: crate::webhooks::RETRY_SCHEDULE.to_vec(),
             },
             portal_url: "http://127.0.0.1:8080".into(),
         }
@@ -164,6 +196,20 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "reminders",
                 "the interval and every offset must be above zero (offsets at most 68 years)",
+            ));
+        }
+        let hooks = &self.webhooks;
+        if hooks.concurrency < 1
+            || hooks.max_in_flight_per_endpoint < 1
+            || hooks.timeout.is_zero()
+            || hooks.poll_interval.is_zero()
+            || hooks.lease <= hooks.timeout
+            || hooks.retry_schedule.len() > 50
+        {
+            return Err(ConfigError::invalid(
+                "webhooks",
+                "concurrency, max_in_flight_per_endpoint, timeout and poll_interval must be above zero, \
+                 the lease longer than the timeout, and the retry schedule at most 50 waits",
             ));
         }
         if !(self.portal_url.starts_with("http://") || self.portal_url.starts_with("https://")) {

@@ -1,4 +1,5 @@
-//! What notify hears on the event backbone, and what it tells whom. It publishes nothing.
+//! What notify hears on the event backbone, and what it tells whom (buyers by mail and in-app,
+//! partners by webhook). It publishes nothing.
 //!
 //! Each event is handled in one transaction with its inbox row: the read models move, and the
 //! messages it causes are rendered and queued there (a mail row, an in-app row). A message's
@@ -10,7 +11,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use diesel_async::AsyncPgConnection;
 use lettre::message::Mailbox;
-use ticketing_platform::{messaging::Handler, qr, time::from_timestamp};
+use ticketing_platform::{
+    messaging::{Envelope, Handler},
+    qr,
+    time::from_timestamp,
+};
 use ticketing_proto::ticketing::{common::v1::Money, events::v1 as events};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -22,6 +27,7 @@ use crate::{
     store::{self, Holding, KnownEvent},
     templates::{EventFacts, Facts, OrderFacts, Templates, TicketFacts, money},
     unsubscribe::Unsubscribe,
+    webhooks,
 };
 
 ticketing_platform::event_set! {
@@ -44,6 +50,8 @@ ticketing_platform::event_set! {
         /// A refund's message; the refunded tickets' holders hear no more of the event.
         OrderRefunded(events::OrderRefunded),
         PaymentFailed(events::PaymentFailed),
+        /// For partners' webhooks only.
+        TicketCheckedIn(events::TicketCheckedIn),
     }
 }
 
@@ -59,6 +67,8 @@ pub struct Notifier {
     /// How long before an event's start its holders are reminded.
     pub reminder_offsets: Vec<std::time::Duration>,
     pub unsubscribe: Unsubscribe,
+    /// Wakes the webhook sender.
+    pub webhook_wake: Arc<Notify>,
 }
 
 /// One message to send: about `fact`, of `kind`, to a user (in-app) and an address (e-mail).
@@ -348,6 +358,20 @@ impl Notifier {
 impl Handler for Notifier {
     type Events = Heard;
 
+    /// Messages first, then partners' webhooks, in the one transaction.
+    async fn handle_delivered(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &Heard,
+        envelope: &Envelope,
+    ) -> anyhow::Result<()> {
+        self.handle(conn, event).await?;
+        if webhooks::enqueue(conn, event, envelope).await? {
+            self.webhook_wake.notify_one();
+        }
+        Ok(())
+    }
+
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &Heard) -> anyhow::Result<()> {
         match event {
             Heard::UserRegistered(user) => {
@@ -467,14 +491,25 @@ impl Handler for Notifier {
                 .await
             }
             Heard::OrderRefunded(r) => {
-                let tickets: Vec<Uuid> = r
+                let (order, event, holder) = (
+                    id("order_id", &r.order_id)?,
+                    id("event_id", &r.event_id)?,
+                    id("buyer_id", &r.buyer_id)?,
+                );
+                let refunded: Vec<Holding> = r
                     .lines
                     .iter()
                     .filter_map(|l| Uuid::parse_str(&l.ticket_id).ok())
+                    .map(|ticket_id| Holding {
+                        ticket_id,
+                        order_id: order,
+                        event_id: event,
+                        holder_id: holder,
+                    })
                     .collect();
-                store::void_holdings(conn, &tickets).await?;
+                store::void_holdings(conn, &refunded).await?;
                 if r.full {
-                    store::void_order_holdings(conn, id("order_id", &r.order_id)?).await?;
+                    store::void_order_holdings(conn, order).await?;
                 }
                 let facts = Facts {
                     amount: amount(r.amount.as_ref()),
@@ -495,6 +530,7 @@ impl Handler for Notifier {
                 )
                 .await
             }
+            Heard::TicketCheckedIn(_) => Ok(()),
             Heard::PaymentFailed(p) => {
                 let order = id("order_id", &p.order_id)?;
                 // order.created comes first from orders; if it is still on its way, this

@@ -2,7 +2,8 @@
 //! in-app, from domain events alone (it never reads another service's tables).
 //!
 //! [`Application::build`] connects, migrates and binds; [`Application::run_until_stopped`]
-//! serves, consumes the events, sends the mail queue and listens for in-app news.
+//! serves, consumes the events, sends the mail queue and the webhooks, and listens for in-app
+//! news.
 
 pub mod api;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod store;
 mod support;
 pub mod templates;
 pub mod unsubscribe;
+pub mod webhooks;
 
 use std::{future::Future, sync::Arc};
 
@@ -31,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::{
     api::NotifyApi, config::Config, events::Notifier, live::Live, mailer::Sender, templates::Templates,
+    webhooks::sender::Deliverer,
 };
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -46,6 +49,7 @@ pub struct Application {
     api: NotifyApi,
     consumer: Consumer<Notifier>,
     sender: Sender,
+    deliverer: Deliverer,
     notifier: Notifier,
     reminders_every: std::time::Duration,
     database: DatabaseConfig,
@@ -62,6 +66,7 @@ impl Application {
         let base = Base::start("notify", config.sections(), &config.peers, MIGRATIONS).await?;
         let verifier = base.peers.identity_verifier()?;
         let wake = Arc::new(Notify::new());
+        let webhook_wake = Arc::new(Notify::new());
         let unsubscribe = unsubscribe::Unsubscribe::load_or_create(&base.pool).await?;
         let notifier = Notifier {
             templates: Arc::new(Templates::new(&config.portal_url)?),
@@ -70,20 +75,25 @@ impl Application {
             wake: wake.clone(),
             reminder_offsets: config.reminders.offsets.clone(),
             unsubscribe: unsubscribe.clone(),
+            webhook_wake: webhook_wake.clone(),
         };
         let consumer = base.consumer(&config.messaging, CONSUMER, notifier.clone());
         let sender = Sender::new(base.pool.clone(), config.mail.clone(), wake)?;
+        let deliverer = Deliverer::new(base.pool.clone(), config.webhooks.clone(), webhook_wake.clone())?;
         let api = NotifyApi {
             pool: base.pool.clone(),
             verifier,
             live: Live::new(),
             unsubscribe,
+            webhooks_allow_private: config.webhooks.allow_private_targets,
+            webhook_wake,
         };
         Ok(Self {
             base,
             api,
             consumer,
             sender,
+            deliverer,
             notifier,
             reminders_every: config.reminders.interval,
             database: config.database,
@@ -95,7 +105,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (live, url) = (self.api.live.clone(), self.database.url.clone());
-        let sender = self.sender;
+        let (sender, deliverer) = (self.sender, self.deliverer);
         let (pool, notifier) = (self.base.pool.clone(), self.notifier);
         let background = Background::new()
             .task("listening for in-app news", move |stop| live.run(url, stop))
@@ -105,7 +115,8 @@ impl Application {
             })
             .consuming(self.consumer)
             // After the consumer, so the mails its last events queued still go out.
-            .task("sending mail", move |stop| sender.run(stop));
+            .task("sending mail", move |stop| sender.run(stop))
+            .task("delivering webhooks", move |stop| deliverer.run(stop));
         let verifier = self.api.verifier.clone();
         let service = NotifyServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         self.base

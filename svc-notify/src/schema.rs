@@ -131,3 +131,51 @@ diesel::table! {
 
 diesel::joinable!(chat_messages -> conversations (conversation_id));
 diesel::allow_tables_to_appear_in_same_query!(conversations, chat_messages, known_orders, known_events);
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        url -> Text,
+        event_types -> Array<Text>,
+        description -> Text,
+        secret -> Text,
+        previous_secret -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamptz>,
+        enabled -> Bool,
+        disabled_reason -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Uuid,
+        endpoint_id -> Uuid,
+        source_id -> Uuid,
+        event_type -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Int8,
+        delivery_id -> Uuid,
+        attempted_at -> Timestamptz,
+        status_code -> Nullable<Int4>,
+        duration_ms -> Int4,
+        response_body -> Text,
+        error -> Text,
+    }
+}
+
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::allow_tables_to_appear_in_same_query!(webhook_endpoints, webhook_deliveries, webhook_attempts);

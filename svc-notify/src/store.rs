@@ -1,5 +1,5 @@
 //! Every query of notify: its read models of events, people, orders and tickets; preferences;
-//! the mail queue; in-app notifications; reminders; support conversations.
+//! the mail queue; in-app notifications; reminders; support conversations; webhooks.
 
 use chrono::{DateTime, Utc};
 use diesel::{dsl::count_star, prelude::*, upsert::excluded};
@@ -14,9 +14,11 @@ use crate::{
 
 mod reminder_queries;
 mod support_queries;
+mod webhook_queries;
 
 pub use reminder_queries::*;
 pub use support_queries::*;
+pub use webhook_queries::*;
 
 type Conn = AsyncPgConnection;
 
@@ -200,9 +202,26 @@ pub async fn record_holdings(conn: &mut Conn, held: &[Holding]) -> QueryResult<(
         .map(drop)
 }
 
-/// The tickets no longer count (refunded): their holders hear no more about the event.
-pub async fn void_holdings(conn: &mut Conn, tickets: &[Uuid]) -> QueryResult<()> {
-    diesel::update(holdings::table.filter(holdings::ticket_id.eq_any(tickets)))
+/// The tickets no longer count (refunded): their holders hear no more about the event. A
+/// refund handled before its order.paid (two replicas consume side by side) leaves the tickets
+/// void, so the later order.paid cannot make them valid again.
+pub async fn void_holdings(conn: &mut Conn, refunded: &[Holding]) -> QueryResult<()> {
+    let rows: Vec<_> = refunded
+        .iter()
+        .map(|h| {
+            (
+                holdings::ticket_id.eq(h.ticket_id),
+                holdings::order_id.eq(h.order_id),
+                holdings::event_id.eq(h.event_id),
+                holdings::holder_id.eq(h.holder_id),
+                holdings::valid.eq(false),
+            )
+        })
+        .collect();
+    diesel::insert_into(holdings::table)
+        .values(rows)
+        .on_conflict(holdings::ticket_id)
+        .do_update()
         .set(holdings::valid.eq(false))
         .execute(conn)
         .await

@@ -5,10 +5,12 @@
 
 mod proxy;
 mod smtp;
+mod webhooks;
 
 pub use proxy::{ProxyMode, TcpProxy};
 pub use smtp::SmtpSink;
 pub use ticketing_proto::ticketing::events::v1::Envelope;
+pub use webhooks::{Received, WebhookReceiver, verify_independently};
 
 /// PostgreSQL server URL without a database (`TEST_DATABASE_URL`, default the local server).
 pub fn postgres_server_url() -> String {

@@ -353,6 +353,7 @@ async fn every_internal_rpc_refuses_every_credential_but_an_allowed_services() {
         ApiKeyScope::OrdersWrite,
         ApiKeyScope::Checkin,
         ApiKeyScope::ReportsRead,
+        ApiKeyScope::Webhooks,
     ];
     let api_key = s
         .identity

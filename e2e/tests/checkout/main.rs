@@ -14,3 +14,4 @@ mod notify;
 mod retries;
 mod support;
 mod tickets;
+mod webhooks;
