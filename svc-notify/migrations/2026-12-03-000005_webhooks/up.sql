@@ -34,6 +34,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
+-- Counting what an endpoint has in flight reads only the leased rows, never its whole backlog.
+CREATE INDEX webhook_deliveries_leased ON webhook_deliveries (endpoint_id) WHERE leased_until IS NOT NULL;
 
 CREATE TABLE webhook_attempts (
     id BIGSERIAL PRIMARY KEY,

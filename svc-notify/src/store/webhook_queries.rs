@@ -284,6 +284,7 @@ pub async fn claim_due_deliveries(
             let busy: i64 = webhook_deliveries::table
                 .filter(webhook_deliveries::endpoint_id.eq(endpoint.id))
                 .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending))
+                .filter(webhook_deliveries::leased_until.is_not_null())
                 .filter(webhook_deliveries::leased_until.gt(now))
                 .count()
                 .get_result(conn)
@@ -311,6 +312,10 @@ pub async fn claim_due_deliveries(
                     .set((
                         webhook_deliveries::attempts.eq(webhook_deliveries::attempts + 1),
                         webhook_deliveries::leased_until.eq(until),
+                        // Past the lease: the due index no longer finds it until the lease
+                        // ends (or its attempt is recorded), so claims never wade through
+                        // rows in flight.
+                        webhook_deliveries::next_attempt_at.eq(until),
                     ))
                     .returning(DeliveryRow::as_returning())
                     .get_results(conn)

@@ -21,6 +21,9 @@ use crate::{
 /// How much of an answer the log keeps.
 const LOGGED_BODY: usize = 1024;
 
+/// How often the queue's gauges are read.
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Deliverer {
     pool: PgPool,
     client: reqwest::Client,
@@ -55,6 +58,7 @@ impl Deliverer {
     pub async fn run(self, mut stop: Stop) {
         let this = Arc::new(self);
         let mut sending = JoinSet::new();
+        let mut gauges_at = Instant::now() - GAUGES_EVERY;
         while !stop.is_requested() {
             let free = this.permits.available_permits();
             let mut full_round = false;
@@ -78,7 +82,11 @@ impl Deliverer {
                         "webhooks: claiming deliveries failed"
                     ),
                 }
+            }
+            // The queue's depth counts its whole backlog: once a second, not every round.
+            if gauges_at.elapsed() >= GAUGES_EVERY {
                 refresh_gauges(&this.pool).await;
+                gauges_at = Instant::now();
             }
             if full_round {
                 continue;
@@ -86,8 +94,11 @@ impl Deliverer {
             tokio::select! {
                 () = this.wake.notified() => {}
                 () = tokio::time::sleep(this.config.poll_interval) => {}
-                // A delivery done frees room for its endpoint's next.
-                Some(_) = sending.join_next(), if !sending.is_empty() => {}
+                // A delivery done frees room for its endpoint's next; those done meanwhile are
+                // taken along, so one claim serves them all.
+                Some(_) = sending.join_next(), if !sending.is_empty() => {
+                    while sending.try_join_next().is_some() {}
+                }
                 () = stop.requested() => {}
             }
         }
