@@ -84,6 +84,9 @@ pub struct WebhooksConfig {
     /// The waits after each failed attempt, in seconds; after the last, a delivery fails.
     #[serde(with = "offsets_secs")]
     pub retry_schedule: Vec<Duration>,
+    /// How long settled deliveries (and their attempts) stay in the log.
+    #[serde(with = "duration_secs")]
+    pub retention: Duration,
 }
 
 mod offsets_secs {
@@ -143,6 +146,7 @@ impl Default for Config {
                 concurrency: 32,
                 max_in_flight_per_endpoint: 4,
                 retry_schedule: crate::webhooks::RETRY_SCHEDULE.to_vec(),
+                retention: Duration::from_secs(30 * 86_400),
             },
             portal_url: "http://127.0.0.1:8080".into(),
         }
@@ -205,11 +209,13 @@ impl Validate for Config {
             || hooks.poll_interval.is_zero()
             || hooks.lease <= hooks.timeout
             || hooks.retry_schedule.len() > 50
+            || hooks.retention < Duration::from_secs(3600)
         {
             return Err(ConfigError::invalid(
                 "webhooks",
                 "concurrency, max_in_flight_per_endpoint, timeout and poll_interval must be above zero, \
-                 the lease longer than the timeout, and the retry schedule at most 50 waits",
+                 the lease longer than the timeout, the retry schedule at most 50 waits, and the \
+                 retention at least an hour",
             ));
         }
         if !(self.portal_url.starts_with("http://") || self.portal_url.starts_with("https://")) {

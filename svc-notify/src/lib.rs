@@ -41,6 +41,9 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// The consumer (and queue) name of this service.
 pub const CONSUMER: &str = "notify";
 
+/// How often settled webhook deliveries past their retention are deleted.
+const WEBHOOK_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Largest request message accepted; notify's requests are small.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -52,6 +55,7 @@ pub struct Application {
     deliverer: Deliverer,
     notifier: Notifier,
     reminders_every: std::time::Duration,
+    webhook_retention: std::time::Duration,
     database: DatabaseConfig,
 }
 
@@ -96,6 +100,7 @@ impl Application {
             deliverer,
             notifier,
             reminders_every: config.reminders.interval,
+            webhook_retention: config.webhooks.retention,
             database: config.database,
         })
     }
@@ -107,11 +112,16 @@ impl Application {
         let (live, url) = (self.api.live.clone(), self.database.url.clone());
         let (sender, deliverer) = (self.sender, self.deliverer);
         let (pool, notifier) = (self.base.pool.clone(), self.notifier);
+        let (pool_for_pruning, retention) = (self.base.pool.clone(), self.webhook_retention);
         let background = Background::new()
             .task("listening for in-app news", move |stop| live.run(url, stop))
             .every("sending reminders", self.reminders_every, move || {
                 let (pool, notifier) = (pool.clone(), notifier.clone());
                 async move { reminders::send_due(&pool, &notifier).await.map(drop) }
+            })
+            .every("pruning the webhook log", WEBHOOK_PRUNE_EVERY, move || {
+                let pool = pool_for_pruning.clone();
+                async move { webhooks::prune(&pool, retention).await.map(drop) }
             })
             .consuming(self.consumer)
             // After the consumer, so the mails its last events queued still go out.

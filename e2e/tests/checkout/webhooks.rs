@@ -299,6 +299,20 @@ async fn a_failing_endpoint_gets_the_event_once_after_a_retry_and_redelivery_kee
         "{:?}",
         failed.attempts
     );
+
+    // The log keeps settled deliveries for the retention only, and pending ones however old.
+    let waiting = ping(&notify, &owner, &dead_id).await;
+    let pruned = svc_notify::webhooks::prune(&notify.pool, Duration::ZERO)
+        .await
+        .expect("pruned");
+    assert_eq!(pruned, 2, "the succeeded and the failed delivery");
+    assert!(deliveries(&notify, &owner, &flaky_id).await.is_empty());
+    let left: Vec<String> = deliveries(&notify, &owner, &dead_id)
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left, vec![waiting.id], "the pending one stays");
 }
 
 #[tokio::test]

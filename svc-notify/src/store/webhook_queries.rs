@@ -459,3 +459,21 @@ pub async fn delivery_queue(conn: &mut Conn) -> QueryResult<(i64, Option<DateTim
         .await?;
     Ok((depth, oldest))
 }
+
+/// Deletes up to `batch` settled deliveries created before `before`, with their attempts; how
+/// many. Pending ones stay, however old.
+pub async fn prune_deliveries(conn: &mut Conn, before: DateTime<Utc>, batch: i64) -> QueryResult<usize> {
+    let old: Vec<Uuid> = webhook_deliveries::table
+        .filter(webhook_deliveries::status.ne(DeliveryStatus::Pending))
+        .filter(webhook_deliveries::created_at.lt(before))
+        .select(webhook_deliveries::id)
+        .limit(batch)
+        .load(conn)
+        .await?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::id.eq_any(&old)))
+        .execute(conn)
+        .await
+}

@@ -180,6 +180,22 @@ pub async fn enqueue(
     Ok(queued > 0)
 }
 
+/// Deletes settled deliveries older than `retention` (pretix keeps its log 30 days), a batch at
+/// a time so no statement runs long; how many.
+pub async fn prune(pool: &ticketing_platform::db::PgPool, retention: Duration) -> anyhow::Result<usize> {
+    const BATCH: i64 = 1000;
+    let before = Utc::now() - chrono::Duration::from_std(retention)?;
+    let mut conn = pool.get().await?;
+    let mut pruned = 0;
+    loop {
+        let n = store::prune_deliveries(&mut conn, before, BATCH).await?;
+        pruned += n;
+        if (n as i64) < BATCH {
+            return Ok(pruned);
+        }
+    }
+}
+
 async fn organization_of(
     conn: &mut AsyncPgConnection,
     heard: &Heard,
