@@ -374,6 +374,22 @@ impl Stack {
     }
 
     /// hold -> order -> pay of `seats`, returning the paid order.
+    /// The organizer refunds `order_id` in full.
+    pub async fn refund_in_full(&self, sale: &Sale, order_id: &str) -> pb::Order {
+        self.orders()
+            .refund_order(authed(
+                &sale.organizer,
+                pb::RefundOrderRequest {
+                    order_id: order_id.into(),
+                    idempotency_key: Uuid::new_v4().to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("refund")
+            .into_inner()
+    }
+
     pub async fn checkout(&self, token: &str, sale: &Sale, seats: &[String]) -> pb::Order {
         let hold = self.hold(token, sale, seats, None).await.expect("hold");
         let order = self

@@ -241,18 +241,7 @@ async fn a_refund_heard_before_its_payment_leaves_the_tickets_void() {
     let sale = stack.sale(10, 30).await;
     let (_, token) = stack.buyer().await;
     let paid = stack.checkout(&token, &sale, &sale.seats[..1]).await;
-    stack
-        .orders()
-        .refund_order(authed(
-            &sale.organizer,
-            pb::RefundOrderRequest {
-                order_id: paid.id.clone(),
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("refund");
+    stack.refund_in_full(&sale, &paid.id).await;
     let paid_event = paid_tap.next(Duration::from_secs(10)).await.expect("order.paid");
     let refunded_event = refunded_tap
         .next(Duration::from_secs(10))
@@ -443,18 +432,7 @@ async fn a_cancelled_event_reaches_each_holder_once_and_not_the_refunded() {
         .expect("orders")
         .into_inner()
         .orders;
-    stack
-        .orders()
-        .refund_order(authed(
-            &sale.organizer,
-            pb::RefundOrderRequest {
-                order_id: orders[0].id.clone(),
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("refund");
+    stack.refund_in_full(&sale, &orders[0].id).await;
     assert_eq!(mails(&smtp, &refunded_email, "Refund", 1).await.len(), 1);
 
     CatalogServiceClient::new(stack.catalog.clone())
@@ -687,18 +665,7 @@ async fn reminders_fire_once_each_at_their_offsets_on_two_replicas_and_skip_the_
     let (kept_email, gone_email) = (email_of(&stack, &kept).await, email_of(&stack, &gone).await);
     stack.checkout(&kept, &sale, &sale.seats[..1]).await;
     let paid = stack.checkout(&gone, &sale, &sale.seats[1..2]).await;
-    stack
-        .orders()
-        .refund_order(authed(
-            &sale.organizer,
-            pb::RefundOrderRequest {
-                order_id: paid.id.clone(),
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("refund");
+    stack.refund_in_full(&sale, &paid.id).await;
     assert_eq!(mails(&smtp, &gone_email, "Refund", 1).await.len(), 1);
     // Two replicas consume side by side: the kept buyer's order.paid may come in last.
     assert_eq!(

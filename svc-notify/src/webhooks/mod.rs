@@ -166,15 +166,14 @@ pub async fn enqueue(
         return Ok(false);
     };
     data.insert("organization_id".into(), Value::String(organization.to_string()));
-    let (Ok(source), Some(at)) = (
-        Uuid::parse_str(&envelope.event_id),
-        envelope
-            .occurred_at
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))),
-    ) else {
-        anyhow::bail!("an envelope without a usable event id or time");
-    };
+    // The consumer already refused an envelope whose id is not a UUID; an event without a
+    // time is stamped now rather than held back.
+    let source = Uuid::parse_str(&envelope.event_id)?;
+    let at = envelope
+        .occurred_at
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .unwrap_or_else(Utc::now);
     let body = payload(&envelope.event_type, at, data);
     let queued = store::queue_deliveries(conn, organization, &envelope.event_type, source, &body).await?;
     Ok(queued > 0)
