@@ -44,6 +44,8 @@ domain_events! {
     PaymentFailed => "payment.failed" about "payment";
     PaymentRefunded => "payment.refunded" about "payment";
     TicketCheckedIn => "ticket.checked_in" about "ticket";
+    WaitlistOfferMade => "waitlist.offer_made" about "waitlist_entry";
+    WaitlistOfferEnded => "waitlist.offer_ended" about "waitlist_entry";
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use chrono::Utc;
 use futures::Stream;
 use ticketing_platform::{
     ApiError, ApiResult,
-    auth::TokenVerifier,
+    auth::{Principal, Scope, TokenVerifier},
     error::{Violations, parse_id},
+    pagination::{self, Cursor},
     server::to_the_end,
-    time::to_timestamp,
+    time::{to_timestamp, to_timestamp_opt},
 };
 use ticketing_proto::ticketing::inventory::v1::{self as pb, inventory_service_server::InventoryService};
 use tokio::sync::mpsc;
@@ -20,8 +21,9 @@ use uuid::Uuid;
 
 use crate::{
     config::HoldConfig,
-    inventory::{HoldRefused, HoldView, Inventory, Reclaim, Snapshot, Want},
-    store::{self, Configuration, EventRow, Item},
+    domain::WaitlistStatus,
+    inventory::{HoldRefused, HoldView, Inventory, Reclaim, Snapshot, WaitlistRefused, Want},
+    store::{self, Configuration, EventRow, Item, waitlist::EntryRow},
     watch::{self, Fanout},
 };
 
@@ -162,6 +164,45 @@ fn refused(refusal: HoldRefused, seat_ids: &[String]) -> ApiError {
     }
 }
 
+fn entry_proto(entry: &EntryRow, ahead: i64) -> pb::WaitlistEntry {
+    let offered = !matches!(entry.status, WaitlistStatus::Waiting | WaitlistStatus::Removed)
+        && entry.offer_expires_at.is_some();
+    pb::WaitlistEntry {
+        id: entry.entry_id.to_string(),
+        event_id: entry.event_id.to_string(),
+        tier_id: entry.tier_id.clone(),
+        quantity: entry.quantity,
+        status: entry.status.to_proto() as i32,
+        ahead,
+        offer_hold_id: if offered {
+            entry.entry_id.to_string()
+        } else {
+            String::new()
+        },
+        offer_expires_at: to_timestamp_opt(entry.offer_expires_at),
+        joined_at: Some(to_timestamp(entry.joined_at)),
+    }
+}
+
+fn waitlist_refused(refusal: WaitlistRefused) -> ApiError {
+    match refusal {
+        WaitlistRefused::PlacesAvailable { free } => ApiError::FailedPrecondition {
+            reason: "PLACES_AVAILABLE",
+            message: format!("{free} places of the tier are available: hold them instead"),
+            metadata: [("available".to_string(), free.to_string())].into(),
+        },
+        WaitlistRefused::Limit { limit } => ApiError::FailedPrecondition {
+            reason: "PER_CUSTOMER_LIMIT",
+            message: format!(
+                "at most {limit} places per customer for this event, waiting-list places included"
+            ),
+            metadata: [("limit".to_string(), limit.to_string())].into(),
+        },
+        WaitlistRefused::Closed => ApiError::precondition("SALES_CLOSED", "sales for this event are closed"),
+        WaitlistRefused::UnknownTier => ApiError::invalid("tier_id", "is not a tier on sale for this event"),
+    }
+}
+
 /// Inventory knows only published events: to a buyer, an unknown one is not on sale.
 fn not_on_sale(error: ApiError) -> ApiError {
     match error {
@@ -287,6 +328,148 @@ impl InventoryApi {
             return Err(ApiError::NotFound { resource: "hold" });
         }
         Ok(view)
+    }
+
+    async fn join_waitlist(&self, request: Request<pb::JoinWaitlistRequest>) -> ApiResult<pb::WaitlistEntry> {
+        let owner = self.buyer(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let event = v.id("event_id", &r.event_id);
+        check_place_id(&mut v, "tier_id", &r.tier_id);
+        let max = i32::try_from(MAX_SEATS_PER_HOLD).unwrap_or(50);
+        if !(1..=max).contains(&r.quantity) {
+            v.add("quantity", format!("must be 1 to {max}"));
+        }
+        let event = v.finish(event)?;
+        let inventory = self.inventory.clone();
+        // The entry and its place in line are written to the end whether or not the caller waits.
+        let entry = to_the_end(async move {
+            inventory
+                .join_waitlist(event, &r.tier_id, owner, r.quantity)
+                .await
+        })
+        .await
+        .map_err(not_on_sale)?
+        .map_err(waitlist_refused)?;
+        self.entry_with_place(entry).await
+    }
+
+    async fn entry_with_place(&self, entry: EntryRow) -> ApiResult<pb::WaitlistEntry> {
+        let ahead = if entry.status == WaitlistStatus::Waiting {
+            let mut conn = self.inventory.pool().get().await?;
+            store::waitlist::ahead_of(&mut conn, &entry).await?
+        } else {
+            0
+        };
+        Ok(entry_proto(&entry, ahead))
+    }
+
+    /// The caller's entry (admins see every entry); NOT_FOUND to anyone else.
+    async fn own_entry(&self, principal: &Principal, entry_id: &str) -> ApiResult<EntryRow> {
+        let id = parse_id("entry_id", entry_id)?;
+        let mut conn = self.inventory.pool().get().await?;
+        let entry = store::waitlist::find(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound {
+                resource: "waitlist entry",
+            })?;
+        if !principal.is_admin() && principal.user_id().ok() != Some(entry.owner_id) {
+            return Err(ApiError::NotFound {
+                resource: "waitlist entry",
+            });
+        }
+        Ok(entry)
+    }
+
+    async fn leave_waitlist(
+        &self,
+        request: Request<pb::LeaveWaitlistRequest>,
+    ) -> ApiResult<pb::WaitlistEntry> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let entry = self.own_entry(&principal, &request.get_ref().entry_id).await?;
+        let inventory = self.inventory.clone();
+        let left = to_the_end(async move { inventory.leave_waitlist(&entry).await }).await?;
+        Ok(entry_proto(&left, 0))
+    }
+
+    async fn list_waitlist_entries(
+        &self,
+        request: Request<pb::ListWaitlistEntriesRequest>,
+    ) -> ApiResult<pb::ListWaitlistEntriesResponse> {
+        let owner = self.buyer(&request).await?;
+        let r = request.into_inner();
+        let size = pagination::page_size(r.page_size)?.min(100);
+        let before = Cursor::decode(&r.page_token)?;
+        let rows = {
+            let mut conn = self.inventory.pool().get().await?;
+            store::waitlist::of_owner(&mut conn, owner, before.map(|c| c.id), size + 1).await?
+        };
+        let (rows, next_page_token) = pagination::finish_page(rows, size, |e| Cursor {
+            created_at: e.joined_at,
+            id: e.entry_id,
+        });
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            entries.push(self.entry_with_place(row).await?);
+        }
+        Ok(pb::ListWaitlistEntriesResponse {
+            entries,
+            next_page_token,
+        })
+    }
+
+    async fn waitlist_stats(
+        &self,
+        request: Request<pb::GetWaitlistStatsRequest>,
+    ) -> ApiResult<pb::WaitlistStats> {
+        let principal = self.verifier.authenticate(request.metadata()).await?;
+        let event = parse_id("event_id", &request.get_ref().event_id)?;
+        let row = self.event_row(event).await?.ok_or(ApiError::NotFound {
+            resource: "event on sale",
+        })?;
+        let staff = principal.is_admin()
+            || (principal.can_act_for(row.organization_id)
+                && principal.require_scope(Scope::EventsRead).is_ok());
+        if !staff {
+            return Err(ApiError::permission_denied(
+                "only the event's organization sees its waiting lists",
+            ));
+        }
+        let counts = {
+            let mut conn = self.inventory.pool().get().await?;
+            store::waitlist::stats(&mut conn, event).await?
+        };
+        let mut tiers: Vec<pb::TierWaitlist> = Vec::new();
+        for (tier, status, entries, places) in counts {
+            let at = match tiers.iter().position(|t| t.tier_id == tier) {
+                Some(at) => at,
+                None => {
+                    tiers.push(pb::TierWaitlist {
+                        tier_id: tier,
+                        ..Default::default()
+                    });
+                    tiers.len() - 1
+                }
+            };
+            let t = &mut tiers[at];
+            let n = i32::try_from(entries).unwrap_or(i32::MAX);
+            match status {
+                WaitlistStatus::Waiting => {
+                    t.waiting = n;
+                    t.places_wanted = i32::try_from(places).unwrap_or(i32::MAX);
+                }
+                WaitlistStatus::Offered => t.offered = n,
+                WaitlistStatus::Fulfilled => t.fulfilled = n,
+                WaitlistStatus::Lapsed => t.lapsed = n,
+                WaitlistStatus::Left => t.left = n,
+                WaitlistStatus::Removed => {}
+            }
+        }
+        tiers.sort_by(|a, b| a.tier_id.cmp(&b.tier_id));
+        Ok(pb::WaitlistStats {
+            event_id: event.to_string(),
+            tiers,
+        })
     }
 
     /// Only catalog gets here (the call graph's guard), for an event it publishes.
@@ -512,6 +695,30 @@ impl InventoryService for InventoryApi {
             resume,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+    async fn join_waitlist(
+        &self,
+        r: Request<pb::JoinWaitlistRequest>,
+    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+        Ok(Response::new(InventoryApi::join_waitlist(self, r).await?))
+    }
+    async fn leave_waitlist(
+        &self,
+        r: Request<pb::LeaveWaitlistRequest>,
+    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+        Ok(Response::new(InventoryApi::leave_waitlist(self, r).await?))
+    }
+    async fn list_waitlist_entries(
+        &self,
+        r: Request<pb::ListWaitlistEntriesRequest>,
+    ) -> Result<Response<pb::ListWaitlistEntriesResponse>, Status> {
+        Ok(Response::new(InventoryApi::list_waitlist_entries(self, r).await?))
+    }
+    async fn get_waitlist_stats(
+        &self,
+        r: Request<pb::GetWaitlistStatsRequest>,
+    ) -> Result<Response<pb::WaitlistStats>, Status> {
+        Ok(Response::new(self.waitlist_stats(r).await?))
     }
     async fn configure_event(
         &self,

@@ -17,7 +17,16 @@ ticketing_platform::service_config! {
         pub redis: RedisConfig,
         pub peers: PeersConfig,
         pub holds: HoldConfig,
+        pub waitlist: WaitlistConfig,
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitlistConfig {
+    /// How long places offered to the head of a waiting list are held for them before they
+    /// pass to the next in line.
+    #[serde(with = "duration_secs")]
+    pub offer_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +82,9 @@ impl Default for Config {
                 sweep_interval: Duration::from_secs(1),
                 heartbeat_interval: Duration::from_secs(15),
             },
+            waitlist: WaitlistConfig {
+                offer_ttl: Duration::from_secs(1800),
+            },
         }
     }
 }
@@ -99,6 +111,10 @@ impl Validate for Config {
                 "holds",
                 "sweep_interval and heartbeat_interval must be above zero",
             ));
+        }
+        let offer_ttl = self.waitlist.offer_ttl;
+        if offer_ttl < Duration::from_secs(1) || offer_ttl > Duration::from_secs(86_400) {
+            return Err(ConfigError::invalid("waitlist.offer_ttl", "must be 1 s to 24 h"));
         }
         Ok(())
     }

@@ -38,6 +38,48 @@ impl HoldStatus {
     }
 }
 
+ticketing_platform::stored_enum! {
+    /// Where a waiting-list entry is.
+    pub enum WaitlistStatus {
+        Waiting = "waiting",
+        /// Places are held for the buyer (the hold whose id is the entry's).
+        Offered = "offered",
+        Fulfilled = "fulfilled",
+        /// The offer ran out or was released; its places passed on.
+        Lapsed = "lapsed",
+        Left = "left",
+        /// Off the list without an offer: sales closed, or the per-customer limit.
+        Removed = "removed",
+    }
+}
+
+impl WaitlistStatus {
+    /// An entry waits, is offered once, and ends; an offer ends bought, lapsed or given up.
+    pub fn can_become(self, next: WaitlistStatus) -> bool {
+        use WaitlistStatus::*;
+        matches!(
+            (self, next),
+            (Waiting, Offered | Left | Removed) | (Offered, Fulfilled | Lapsed | Left)
+        )
+    }
+
+    pub fn is_live(self) -> bool {
+        matches!(self, WaitlistStatus::Waiting | WaitlistStatus::Offered)
+    }
+
+    pub fn to_proto(self) -> pb::WaitlistStatus {
+        use WaitlistStatus::*;
+        match self {
+            Waiting => pb::WaitlistStatus::Waiting,
+            Offered => pb::WaitlistStatus::Offered,
+            Fulfilled => pb::WaitlistStatus::Fulfilled,
+            Lapsed => pb::WaitlistStatus::Lapsed,
+            Left => pb::WaitlistStatus::Left,
+            Removed => pb::WaitlistStatus::Removed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +111,30 @@ mod tests {
         for status in HoldStatus::ALL {
             assert_eq!(HoldStatus::parse(status.as_str()), Some(*status));
             assert_ne!(status.to_proto(), pb::HoldStatus::Unspecified);
+        }
+    }
+
+    #[test]
+    fn a_waitlist_entry_is_offered_once_and_ends() {
+        use WaitlistStatus::*;
+        let allowed = [
+            (Waiting, Offered),
+            (Waiting, Left),
+            (Waiting, Removed),
+            (Offered, Fulfilled),
+            (Offered, Lapsed),
+            (Offered, Left),
+        ];
+        for from in WaitlistStatus::ALL {
+            for to in WaitlistStatus::ALL {
+                assert_eq!(
+                    from.can_become(*to),
+                    allowed.contains(&(*from, *to)),
+                    "{from} -> {to}"
+                );
+            }
+            assert_eq!(WaitlistStatus::parse(from.as_str()), Some(*from));
+            assert_ne!(from.to_proto(), pb::WaitlistStatus::Unspecified);
         }
     }
 }

@@ -14,19 +14,21 @@ use std::{
 
 use chrono::{DateTime, TimeZone, Utc};
 use diesel_async::AsyncConnection;
-use ticketing_platform::{ApiError, ApiResult, cache::Cache, db::PgPool};
+use ticketing_platform::{ApiError, ApiResult, cache::Cache, db::PgPool, messaging::OutboxSignal};
 use uuid::Uuid;
 
 use crate::{
-    domain::HoldStatus,
+    domain::{HoldStatus, WaitlistStatus},
     lua::Scripts,
     store::{self, CommitRefused, Configuration, EventState, Item},
 };
 
 mod reconcile;
 mod recovery;
+mod waitlist;
 
 pub use reconcile::{Drift, Reconciler};
+pub use waitlist::WaitlistRefused;
 
 /// A hold as Redis has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +109,10 @@ pub struct Inventory {
     record_grace: Duration,
     /// Loads of one event take turns (events share a gate by their id's hash).
     load_gates: Arc<[tokio::sync::Mutex<()>; LOAD_GATES]>,
+    /// How long places offered to the head of a waiting list are held for them.
+    offer_ttl: Duration,
+    /// Wakes the outbox relay after an offer was recorded.
+    outbox: OutboxSignal,
 }
 
 /// Seats per staging script: a few milliseconds of Redis each, and within what Lua's `unpack`
@@ -127,7 +133,16 @@ impl Inventory {
             scripts: Arc::new(Scripts::new()),
             record_grace: Duration::from_secs(600),
             load_gates: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            offer_ttl: Duration::from_secs(1800),
+            outbox: OutboxSignal::default(),
         }
+    }
+
+    /// Waiting-list offers last `offer_ttl`; recording one wakes `outbox`.
+    pub fn with_waitlist(mut self, offer_ttl: Duration, outbox: OutboxSignal) -> Self {
+        self.offer_ttl = offer_ttl;
+        self.outbox = outbox;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -244,6 +259,45 @@ impl Inventory {
             args.push(state.bought.len().to_string());
             for (owner, places) in &state.bought {
                 args.extend([format!("{owner}:sold"), places.to_string()]);
+            }
+            args.extend([
+                self.offer_ttl.as_millis().to_string(),
+                self.record_grace.as_millis().to_string(),
+            ]);
+            // Entries in line, and announced offers still running (made again if Redis lost
+            // their hold); an offer past its deadline is only settled.
+            let now = Utc::now();
+            let waiting: Vec<_> = state
+                .waitlist
+                .iter()
+                .filter(|e| e.status == WaitlistStatus::Waiting)
+                .collect();
+            args.push(waiting.len().to_string());
+            for e in waiting {
+                args.extend([
+                    e.entry_id.to_string(),
+                    e.tier_id.clone(),
+                    e.quantity.to_string(),
+                    e.owner_id.to_string(),
+                    e.position.to_string(),
+                ]);
+            }
+            let offers: Vec<_> = state
+                .waitlist
+                .iter()
+                .filter(|e| e.status == WaitlistStatus::Offered)
+                .filter_map(|e| e.offer_expires_at.filter(|at| *at > now).map(|at| (e, at)))
+                .collect();
+            args.push(offers.len().to_string());
+            for (e, expires) in offers {
+                args.extend([
+                    e.entry_id.to_string(),
+                    e.tier_id.clone(),
+                    e.quantity.to_string(),
+                    e.owner_id.to_string(),
+                    expires.timestamp_millis().to_string(),
+                    e.offer_seat_ids.join(","),
+                ]);
             }
             let result = self.invoke(&self.scripts.load, e.event_id, &args).await?;
             let outcome = first(&result);
@@ -790,7 +844,8 @@ impl Inventory {
             let entry = tiers.entry(tier.to_string()).or_default();
             match kind {
                 "total" => entry.total = n,
-                "held" => entry.held = n,
+                // Places kept for a waiting list are taken for everyone else.
+                "held" | "owed" => entry.held += n,
                 "sold" => entry.sold = n,
                 _ => {}
             }

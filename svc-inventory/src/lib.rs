@@ -3,8 +3,9 @@
 //! Holds live in Redis (atomic Lua scripts, all-or-nothing, with a TTL); sales are recorded in
 //! PostgreSQL, whose unique sold-seat ledger and quota CHECK make a second sale impossible.
 //! [`Application::build`] binds, connects and migrates; [`Application::run_until_stopped`]
-//! serves, sweeps expired holds, consumes order events, settles half-done commits, reconciles
-//! Redis with the ledger and fans live availability out to watchers.
+//! serves, sweeps expired holds, consumes order events, settles half-done commits, offers
+//! returned places to waiting lists (publishing the offers), reconciles Redis with the ledger
+//! and fans live availability out to watchers.
 
 pub mod api;
 pub mod config;
@@ -24,6 +25,7 @@ use secrecy::ExposeSecret;
 use ticketing_platform::{
     background::Background,
     cache::Cache,
+    messaging::Relay,
     server::{Base, Probe, Served},
 };
 use ticketing_proto::ticketing::inventory::v1::inventory_service_server::InventoryServiceServer;
@@ -43,6 +45,7 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub struct Application {
     base: Base,
     api: InventoryApi,
+    relay: Relay,
     redis: Cache,
     redis_url: String,
     config: Config,
@@ -60,7 +63,9 @@ impl Application {
         let (pool, peers) = (base.pool.clone(), &base.peers);
         let cache = Cache::connect(&config.redis).context("configuring redis")?;
         let verifier = peers.identity_verifier()?;
-        let inventory = Inventory::new(pool.clone(), cache.clone());
+        let relay = base.relay(&config.messaging, "inventory");
+        let inventory = Inventory::new(pool.clone(), cache.clone())
+            .with_waitlist(config.waitlist.offer_ttl, relay.signal());
         let fanout = {
             let inventory = inventory.clone();
             Fanout::new(move |event| inventory.channel_of(event))
@@ -74,6 +79,7 @@ impl Application {
         Ok(Self {
             base,
             api,
+            relay,
             redis: cache,
             redis_url: config.redis.url.expose_secret().to_string(),
             config,
@@ -96,7 +102,7 @@ impl Application {
             "inventory",
             events::OrderReturns(inventory.clone()),
         );
-        let (sweeping, recovering) = (inventory.clone(), inventory.clone());
+        let (sweeping, recovering, offering) = (inventory.clone(), inventory.clone(), inventory.clone());
         let reconciler = Reconciler::new(inventory);
         let background = Background::new()
             .every("sweeping expired holds", every, move || {
@@ -111,6 +117,10 @@ impl Application {
                     async move { inventory.recover_all(after).await.map(drop) }
                 },
             )
+            .every("offering places to waiting lists", every, move || {
+                let inventory = offering.clone();
+                async move { inventory.drive_waitlists().await.map(drop) }
+            })
             .every(
                 "reconciling redis with the ledger",
                 self.config.holds.reconcile_interval,
@@ -123,7 +133,9 @@ impl Application {
             .cancellable(
                 "fanning out seat changes",
                 self.api.fanout.clone().run(self.redis_url.clone()),
-            );
+            )
+            // Last: asked to stop, it publishes what the other tasks wrote.
+            .relaying(self.relay);
         let verifier = self.api.verifier.clone();
         let service = InventoryServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         self.base

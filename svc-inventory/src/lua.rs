@@ -5,8 +5,10 @@
 //! position), `kind` (tier -> seat|ga), `free:<t>` (the tier's seats neither held nor sold, scored
 //! by position, so best-available is the lowest scores), `tiers`, `count` (`<tier>:total|held|sold`),
 //! `held` (seat -> hold id), `sold` (set of seats), `exp` (hold id -> expiry ms), `committing`,
-//! `cust` (`<owner>` -> places held, `<owner>:sold` -> places bought) and the pub/sub channel
-//! `updates`. Holds are keyed globally, `<prefix>:hold:<id>`, with their event's prefix in the
+//! `cust` (`<owner>` -> places held, `<owner>:sold` -> places bought), the waiting lists
+//! (`wq:<t>` entry -> position, `wqe` entry -> "tier,qty,owner", `count`
+//! `<t>:owed` and `owed:<t>` for places kept for a line, `offered` entry -> expiry | LIMIT for
+//! offers the service has yet to record) and the pub/sub channel `updates`. Holds are keyed globally, `<prefix>:hold:<id>`, with their event's prefix in the
 //! field `ep`, so a hold id alone finds its event without a second key to keep. `<prefix>:active`
 //! lists events with unexpired holds for the sweeper; the event's `meta.active` mirrors its
 //! membership, so a hold adds the event only when it is not there yet. Scripts use a single Redis
@@ -49,7 +51,8 @@ const RETURN_SOLD: &str = include_str!("../lua/return_sold.lua");
 const SWEEP: &str = include_str!("../lua/sweep.lua");
 
 /// A consistent picture for GetAvailability and watchers, after sweeping due holds.
-/// Returns {loaded, seq, closed, counts (flat), held seats, sold seats, all seats | {}}.
+/// Returns {loaded, seq, closed, counts (flat), held seats (with those kept for waiting lists),
+/// sold seats, all seats | {}, seats kept for waiting lists}.
 const SNAPSHOT: &str = include_str!("../lua/snapshot.lua");
 
 /// Writes part of an event's seat map under a load's own keys, where no hold sees it: a large map
@@ -62,13 +65,33 @@ const STAGE: &str = include_str!("../lua/stage.lua");
 /// seat map a load staged, then writes counts, sold seats and bought places in bulk.
 /// ARGV: prefixes, load id, force, version, limit, closed, seats staged, n seat tiers,
 /// (tier, total, sold).., n quotas, (tier, capacity, sold).., n sold seats, seats.., n owners,
-/// (`<owner>:sold`, places)..
+/// (`<owner>:sold`, places).., offer ttl ms, offer record keep ms, n waiting entries, (entry,
+/// tier, quantity, owner, position).., n announced offers, (entry, tier, quantity, owner,
+/// expiry ms, seats joined by commas)..
 /// Returns {OK} | {ALREADY} (loaded and not forced) | {NEWER} (a newer version is loaded) |
 /// {RESTAGE} (the staged map is incomplete, e.g. Redis was flushed meanwhile).
 const LOAD: &str = include_str!("../lua/load.lua");
 
-/// Stops sales: no new holds. ARGV: prefixes.
+/// Stops sales: no new holds, and waiting lines end. ARGV: prefixes.
 const CLOSE: &str = include_str!("../lua/close.lua");
+
+/// Puts a waiting-list entry in its tier's line and sets every free place of the tier aside
+/// for the line. ARGV: prefixes, entry, tier, quantity, owner, position, `new` | `repair`
+/// (a repair skips the checks made when the entry joined), offer ttl ms, offer record keep ms.
+/// Only a sold-out tier is joined: any free place answers AVAILABLE.
+/// Returns {OK} | {ALREADY} | {NOT_LOADED} | {CLOSED} | {UNKNOWN_TIER} | {AVAILABLE, free} |
+/// {LIMIT, already, limit}.
+const JOIN: &str = include_str!("../lua/join.lua");
+
+/// Takes an entry out of its line (the next may be served, or a line left empty frees what it
+/// was owed). ARGV: prefixes, entry. Returns {OK} | {GONE} (not in line).
+const LEAVE: &str = include_str!("../lua/leave.lua");
+
+/// After a sweep: {loaded, offered (flat entry, expiry | LIMIT), entries in line} | {'0'}.
+const WAITLIST_STATE: &str = include_str!("../lua/waitlist_state.lua");
+
+/// Forgets an offer once recorded. ARGV: prefixes, entry, the value recorded.
+const RECORDED: &str = include_str!("../lua/recorded.lua");
 
 /// Every script, compiled once (redis-rs sends EVALSHA and falls back to EVAL after a flush).
 pub struct Scripts {
@@ -83,6 +106,10 @@ pub struct Scripts {
     pub stage: redis::Script,
     pub load: redis::Script,
     pub close: redis::Script,
+    pub join: redis::Script,
+    pub leave: redis::Script,
+    pub waitlist_state: redis::Script,
+    pub recorded: redis::Script,
 }
 
 impl Scripts {
@@ -100,6 +127,10 @@ impl Scripts {
             stage: with_prelude(STAGE),
             load: with_prelude(LOAD),
             close: with_prelude(CLOSE),
+            join: with_prelude(JOIN),
+            leave: with_prelude(LEAVE),
+            waitlist_state: with_prelude(WAITLIST_STATE),
+            recorded: with_prelude(RECORDED),
         }
     }
 }

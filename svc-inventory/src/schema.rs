@@ -71,6 +71,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    waitlist_entries (entry_id) {
+        entry_id -> Uuid,
+        event_id -> Uuid,
+        tier_id -> Text,
+        owner_id -> Uuid,
+        quantity -> Int4,
+        position -> Int8,
+        status -> Text,
+        offer_expires_at -> Nullable<Timestamptz>,
+        offer_seat_ids -> Array<Text>,
+        joined_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     inventory_events,
     inventory_seats,
@@ -79,6 +95,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     commits,
     commit_items,
     order_fates,
+    waitlist_entries,
 );
 
 diesel::joinable!(commit_items -> commits (order_id));

@@ -11,6 +11,8 @@ use crate::schema::{
     commit_items, commits, inventory_events, inventory_quotas, inventory_seats, order_fates, sold_seats,
 };
 
+pub mod waitlist;
+
 type Conn = AsyncPgConnection;
 
 /// Rows per INSERT, well under PostgreSQL's 65,535 bind parameters.
@@ -55,6 +57,8 @@ pub struct EventState {
     pub sold: Vec<String>,
     /// (owner, places bought and not returned)
     pub bought: Vec<(Uuid, i64)>,
+    /// Live waiting-list entries, in line order.
+    pub waitlist: Vec<waitlist::EntryRow>,
 }
 
 /// One sold item of a commit.
@@ -219,12 +223,28 @@ pub async fn load_state(conn: &mut Conn, event_id: Uuid) -> ApiResult<Option<Eve
         .map(|(owner, n)| (owner, n.unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect();
+    // An offer bought is not made again, even when its hold's record is gone.
+    let mut waitlist = waitlist::live_of_event(conn, event_id).await?;
+    let offered: Vec<Uuid> = waitlist
+        .iter()
+        .filter(|e| e.status == crate::domain::WaitlistStatus::Offered)
+        .map(|e| e.entry_id)
+        .collect();
+    let committed_offers: std::collections::HashSet<Uuid> = commits::table
+        .filter(commits::hold_id.eq_any(&offered))
+        .select(commits::hold_id)
+        .load::<Uuid>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    waitlist.retain(|e| !committed_offers.contains(&e.entry_id));
     Ok(Some(EventState {
         event,
         seats,
         quotas,
         sold,
         bought,
+        waitlist,
     }))
 }
 

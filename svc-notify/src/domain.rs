@@ -18,12 +18,14 @@ ticketing_platform::stored_enum! {
         EventCancelled = "event_cancelled",
         EventUpdated = "event_updated",
         EventReminder = "event_reminder",
+        WaitlistOffer = "waitlist_offer",
     }
 }
 
 impl Kind {
-    /// Messages about the recipient's own account, orders and tickets: they always go, whatever
-    /// the preferences say, because the recipient needs them (a receipt, a cancelled show).
+    /// Messages about the recipient's own account, orders, tickets and waiting-list offers: they
+    /// always go, whatever the preferences say, because the recipient needs them (a receipt, a
+    /// cancelled show, places held for them only until a deadline).
     pub fn is_transactional(self) -> bool {
         !matches!(self, Kind::EventReminder)
     }
@@ -45,6 +47,7 @@ impl Kind {
             Kind::EventCancelled => P::EventCancelled,
             Kind::EventUpdated => P::EventUpdated,
             Kind::EventReminder => P::EventReminder,
+            Kind::WaitlistOffer => P::WaitlistOffer,
         }
     }
 }
@@ -264,6 +267,7 @@ mod tests {
         }
         assert!(!Kind::EventReminder.is_transactional());
         assert!(Kind::OrderConfirmed.is_transactional());
+        assert!(Kind::WaitlistOffer.is_transactional());
     }
 
     #[test]

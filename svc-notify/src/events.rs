@@ -25,7 +25,7 @@ use crate::{
     mailer::{self, Inline},
     reminders,
     store::{self, Holding, KnownEvent},
-    templates::{EventFacts, Facts, OrderFacts, Templates, TicketFacts, money},
+    templates::{EventFacts, Facts, OfferFacts, OrderFacts, Templates, TicketFacts, money},
     unsubscribe::Unsubscribe,
     webhooks,
 };
@@ -52,6 +52,9 @@ ticketing_platform::event_set! {
         PaymentFailed(events::PaymentFailed),
         /// For partners' webhooks only.
         TicketCheckedIn(events::TicketCheckedIn),
+        /// The first in line hears that places are held for them, and until when; partners
+        /// hear nothing of it (a buyer's own offer).
+        WaitlistOfferMade(events::WaitlistOfferMade),
     }
 }
 
@@ -353,6 +356,47 @@ impl Notifier {
         )
         .await
     }
+
+    /// Places came back for a waiting buyer and are held for them: one message per offer.
+    async fn waitlist_offer(
+        &self,
+        conn: &mut AsyncPgConnection,
+        offer: &events::WaitlistOfferMade,
+    ) -> anyhow::Result<()> {
+        let (hold, buyer) = (id("hold_id", &offer.hold_id)?, id("buyer_id", &offer.buyer_id)?);
+        // Inventory knows no address: the one the buyer registered with.
+        let email = address(conn, buyer, "").await?;
+        let event = store::event(conn, id("event_id", &offer.event_id)?).await?;
+        let expires_at = offer
+            .expires_at
+            .as_ref()
+            .map(|at| from_timestamp("expires_at", at))
+            .transpose()?;
+        // The hold is the offer's own (one per waiting-list entry), so a redelivered or copied
+        // event finds the message queued already.
+        let fact = hold.to_string();
+        self.send(
+            conn,
+            Message {
+                kind: Kind::WaitlistOffer,
+                fact: &fact,
+                user: Some(buyer),
+                email: &email,
+                facts: Facts {
+                    event: event_facts(event.as_ref()),
+                    offer: OfferFacts {
+                        quantity: offer.quantity,
+                        seats: offer.seat_ids.clone(),
+                        expires_at,
+                    },
+                    ..Default::default()
+                },
+                link: format!("/checkout?hold={hold}"),
+                inline: Vec::new(),
+            },
+        )
+        .await
+    }
 }
 
 impl Handler for Notifier {
@@ -531,6 +575,7 @@ impl Handler for Notifier {
                 .await
             }
             Heard::TicketCheckedIn(_) => Ok(()),
+            Heard::WaitlistOfferMade(offer) => self.waitlist_offer(conn, offer).await,
             Heard::PaymentFailed(p) => {
                 let order = id("order_id", &p.order_id)?;
                 // order.created comes first from orders; if it is still on its way, this

@@ -30,6 +30,7 @@ const FILES: &[(&str, &str)] = embedded![
     "en/event_cancelled.txt",
     "en/event_updated.txt",
     "en/event_reminder.txt",
+    "en/waitlist_offer.txt",
     "de/labels.json",
     "de/welcome.txt",
     "de/order_confirmed.txt",
@@ -40,6 +41,7 @@ const FILES: &[(&str, &str)] = embedded![
     "de/event_cancelled.txt",
     "de/event_updated.txt",
     "de/event_reminder.txt",
+    "de/waitlist_offer.txt",
 ];
 
 /// What a message says, in no language yet.
@@ -55,6 +57,7 @@ pub struct Facts {
     /// A refund covered the whole order.
     pub full: bool,
     pub tickets: Vec<TicketFacts>,
+    pub offer: OfferFacts,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -68,6 +71,16 @@ pub struct EventFacts {
 pub struct OrderFacts {
     pub id: String,
     pub total: String,
+}
+
+/// Places held for a buyer from a waiting list, theirs to buy until the offer expires.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OfferFacts {
+    pub quantity: i32,
+    /// The held seats' ids; empty for general admission.
+    pub seats: Vec<String>,
+    #[serde(skip)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -150,11 +163,11 @@ impl Templates {
         unsubscribe_url: &str,
     ) -> anyhow::Result<Rendered> {
         let labels = &self.labels[&locale];
-        let starts = facts
-            .event
-            .starts_at
-            .map(|at| at.format(&labels.date_format).to_string())
-            .unwrap_or_default();
+        let date = |at: Option<DateTime<Utc>>| {
+            at.map(|at| at.format(&labels.date_format).to_string())
+                .unwrap_or_default()
+        };
+        let starts = date(facts.event.starts_at);
         let link = if link.is_empty() {
             String::new()
         } else {
@@ -170,6 +183,12 @@ impl Templates {
             reason => &facts.reason,
             full => facts.full,
             tickets => Value::from(Serde(&facts.tickets)),
+            offer => context! {
+                quantity => facts.offer.quantity,
+                seats => Value::from(Serde(&facts.offer.seats)),
+                expires => date(facts.offer.expires_at),
+            },
+            link => &link,
             unsubscribe_url => unsubscribe_url,
         };
         let name = format!("{locale}/{}.txt", kind.template());
@@ -252,6 +271,13 @@ mod tests {
                 secret: "tk.secret".into(),
                 content_id: "ticket-1@ticketing".into(),
             }],
+            offer: OfferFacts {
+                quantity: 2,
+                seats: vec!["A-1".into(), "A-2".into()],
+                expires_at: DateTime::parse_from_rfc3339("2027-02-01T18:00:00Z")
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc)),
+            },
         }
     }
 
@@ -287,6 +313,46 @@ mod tests {
                     let _ = std::fs::write(dir.join(format!("{kind}.html")), &rendered.html);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_offer_names_its_places_its_deadline_and_where_to_buy_them() {
+        let templates = Templates::new("http://localhost:8080").expect("templates");
+        let link = "/checkout?hold=0193-hold";
+        for (locale, deadline, one_place) in [
+            (Locale::En, "Monday, 1 February 2027, 18:00 UTC", "1 place is"),
+            (Locale::De, "01.02.2027, 18:00 UTC", "1 Platz bis"),
+        ] {
+            let seated = templates
+                .render(
+                    Kind::WaitlistOffer,
+                    locale,
+                    &sample(Kind::WaitlistOffer),
+                    link,
+                    "",
+                )
+                .expect("rendered");
+            for part in [
+                "A-1, A-2",
+                deadline,
+                "http://localhost:8080/checkout?hold=0193-hold",
+            ] {
+                assert!(seated.text.contains(part), "{locale}: {part} in {}", seated.text);
+            }
+            // The button (minijinja escapes the slashes in HTML).
+            assert!(seated.html.contains("checkout?hold=0193-hold"), "{locale}");
+            // General admission, one place: no seats named, the singular.
+            let mut facts = sample(Kind::WaitlistOffer);
+            facts.offer.quantity = 1;
+            facts.offer.seats.clear();
+            facts.tickets.clear();
+            let floor = templates
+                .render(Kind::WaitlistOffer, locale, &facts, link, "")
+                .expect("rendered");
+            assert!(!floor.text.contains("A-1"), "{locale}: {}", floor.text);
+            assert!(floor.text.contains(deadline), "{locale}: {}", floor.text);
+            assert!(floor.text.contains(one_place), "{locale}: {}", floor.text);
         }
     }
 

@@ -5,13 +5,18 @@ use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use ticketing_e2e::services::{self, Running, Wiring};
-use ticketing_proto::ticketing::{
-    catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
-    identity::v1 as idpb,
-    notify::v1::{self as npb, notify_service_client::NotifyServiceClient},
-    orders::v1 as pb,
+use ticketing_proto::{
+    DomainEvent,
+    ticketing::{
+        catalog::v1::{self as cat, catalog_service_client::CatalogServiceClient},
+        events::v1 as events,
+        identity::v1 as idpb,
+        inventory::v1 as inv,
+        notify::v1::{self as npb, notify_service_client::NotifyServiceClient},
+        orders::v1 as pb,
+    },
 };
-use ticketing_testkit::SmtpSink;
+use ticketing_testkit::{Envelope, SmtpSink};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -404,6 +409,141 @@ async fn a_decline_a_cancellation_and_a_refund_each_reach_the_buyer() {
     ] {
         assert!(kinds.contains(&(kind as i32)), "{kind:?} in {kinds:?}");
     }
+}
+
+/// `message` as a producer's outbox relay publishes it, under a new event id.
+fn envelope<M: DomainEvent>(producer: &str, aggregate_id: &str, message: &M) -> Envelope {
+    Envelope {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        event_type: M::TYPE.into(),
+        occurred_at: Some(ts(chrono::Utc::now())),
+        aggregate_type: M::AGGREGATE.into(),
+        aggregate_id: aggregate_id.into(),
+        aggregate_sequence: 1,
+        producer: producer.into(),
+        payload: prost::Message::encode_to_vec(message),
+    }
+}
+
+/// Inventory's event is played here as its relay would publish it.
+#[tokio::test]
+async fn a_waitlist_offer_reaches_its_buyer_once_with_the_way_to_check_out_and_no_partner() {
+    let stack = stack().await;
+    let smtp = SmtpSink::start().await.expect("smtp");
+    let wiring = Wiring {
+        identity: &stack.identity,
+        broker: &stack.broker,
+        redis_prefix: "notify-unused",
+    };
+    let notify = services::notify(&wiring, &smtp.url(), |config| {
+        config.webhooks.allow_private_targets = true;
+    })
+    .await;
+    let sale = stack.sale(10, 30).await;
+    // The organization listens to every type it may: the offer must not be among them.
+    let endpoint = notify_client(&notify)
+        .create_webhook_endpoint(authed(
+            &sale.organizer,
+            npb::CreateWebhookEndpointRequest {
+                organization_id: sale.org.to_string(),
+                url: "http://127.0.0.1:9/hooks".into(),
+                event_types: vec![],
+                description: "partner".into(),
+            },
+        ))
+        .await
+        .expect("endpoint")
+        .into_inner()
+        .endpoint
+        .expect("endpoint");
+    let (buyer, token) = stack.buyer().await;
+    let email = email_of(&stack, &token).await;
+    // The offer names no address: notify mails the one user.registered left. It names the
+    // event as catalog published it.
+    assert_eq!(mails(&smtp, &email, "Welcome", 1).await.len(), 1);
+    let event_id = uuid::Uuid::parse_str(&sale.event_id).expect("id");
+    stack
+        .eventually("notify knows the event", || {
+            let pool = notify.pool.clone();
+            async move {
+                let Ok(mut conn) = pool.get().await else {
+                    return false;
+                };
+                matches!(svc_notify::store::event(&mut conn, event_id).await, Ok(Some(_)))
+            }
+        })
+        .await;
+
+    let entry = uuid::Uuid::new_v4().to_string();
+    let offer = events::WaitlistOfferMade {
+        entry_id: entry.clone(),
+        hold_id: entry.clone(),
+        event_id: sale.event_id.clone(),
+        tier_id: "vip".into(),
+        buyer_id: buyer.to_string(),
+        quantity: 2,
+        seat_ids: sale.seats[..2].to_vec(),
+        expires_at: Some(ts(chrono::Utc::now() + chrono::Duration::minutes(30))),
+    };
+    let made = envelope("inventory", &entry, &offer);
+    stack.broker.publish(&made).await.expect("offer");
+    let subject = "Places for Flash are held for you";
+    let offered = mails(&smtp, &email, subject, 1).await;
+    assert_eq!(offered.len(), 1, "the offer's mail");
+    let message = MessageParser::default().parse(&offered[0]).expect("a mail");
+    assert!(
+        message.header("List-Unsubscribe").is_none(),
+        "an offer cannot be unsubscribed from"
+    );
+    let text = message.body_text(0).expect("a text part").to_string();
+    let link = format!("/checkout?hold={entry}");
+    assert!(text.contains(&link), "{text}");
+    assert!(text.contains(&sale.seats[1]), "the held seats are named: {text}");
+    let offers = |listed: &npb::ListNotificationsResponse| -> Vec<npb::Notification> {
+        listed
+            .notifications
+            .iter()
+            .filter(|n| n.kind == npb::NotificationKind::WaitlistOffer as i32)
+            .cloned()
+            .collect()
+    };
+    let in_app = offers(&notifications(&notify, &token).await);
+    assert_eq!(in_app.len(), 1, "in-app too");
+    assert_eq!(in_app[0].link, link);
+    assert_eq!(in_app[0].title, subject);
+
+    // The same delivery again (the inbox), and the same offer under a new event id (the key).
+    stack.broker.publish(&made).await.expect("redeliver");
+    let mut copy = made.clone();
+    copy.event_id = uuid::Uuid::new_v4().to_string();
+    stack.broker.publish(&copy).await.expect("copy");
+    // Something after them, so their turn has come once it is handled.
+    let (_, later) = stack.buyer().await;
+    let later_email = email_of(&stack, &later).await;
+    assert_eq!(mails(&smtp, &later_email, "Welcome", 1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mails(&smtp, &email, subject, 1).await.len(), 1, "still one");
+    assert_eq!(
+        offers(&notifications(&notify, &token).await).len(),
+        1,
+        "still one in-app"
+    );
+    let partner = notify_client(&notify)
+        .list_webhook_deliveries(authed(
+            &sale.organizer,
+            npb::ListWebhookDeliveriesRequest {
+                endpoint_id: endpoint.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("deliveries")
+        .into_inner()
+        .deliveries;
+    assert!(
+        partner.iter().all(|d| d.event_type != made.event_type),
+        "a buyer's offer is not a partner's: {partner:?}"
+    );
 }
 
 #[tokio::test]
@@ -802,4 +942,98 @@ async fn a_moved_start_moves_the_reminders_and_tells_the_holders() {
         "due a day later, as the start"
     );
     assert!(mails(&smtp, &email, "Soon", 0).await.is_empty());
+}
+
+/// The whole loop on the real services: a cancelled order's places go to the first in line,
+/// who is told by mail and in-app and checks out with the offer's hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_order_s_places_go_to_the_waiting_list_whose_buyer_checks_out_with_the_offer() {
+    let stack = stack().await;
+    let smtp = SmtpSink::start().await.expect("smtp");
+    let notify = with_notify(&stack, &smtp).await;
+    let sale = stack.sale(2, 30).await;
+    let (_, first) = stack.buyer().await;
+    let (_, waiter) = stack.buyer().await;
+    let (_, outsider) = stack.buyer().await;
+    let email = email_of(&stack, &waiter).await;
+
+    let hold = stack.hold_floor(&first, &sale, 2).await;
+    let order = stack
+        .create_order(&first, &hold.id, &uuid::Uuid::new_v4().to_string(), "")
+        .await
+        .expect("order");
+    let entry = stack
+        .inventory()
+        .join_waitlist(authed(
+            &waiter,
+            inv::JoinWaitlistRequest {
+                event_id: sale.event_id.clone(),
+                tier_id: sale.floor_tier.clone(),
+                quantity: 2,
+            },
+        ))
+        .await
+        .expect("joined")
+        .into_inner();
+    stack
+        .orders()
+        .cancel_order(authed(
+            &first,
+            pb::CancelOrderRequest {
+                order_id: order.id.clone(),
+                reason: "plans changed".into(),
+            },
+        ))
+        .await
+        .expect("cancelled");
+
+    // Inventory hears the cancellation and offers both places to the waiter, nobody else.
+    let offered = mails(&smtp, &email, "Places for Flash are held for you", 1).await;
+    let text = MessageParser::default()
+        .parse(&offered[0])
+        .and_then(|m| m.body_text(0).map(|t| t.to_string()))
+        .expect("text");
+    assert!(text.contains(&format!("/checkout?hold={}", entry.id)), "{text}");
+    let kinds: Vec<i32> = notifications(&notify, &waiter)
+        .await
+        .notifications
+        .iter()
+        .map(|n| n.kind)
+        .collect();
+    assert!(
+        kinds.contains(&(npb::NotificationKind::WaitlistOffer as i32)),
+        "{kinds:?}"
+    );
+    let refused = stack
+        .inventory()
+        .hold_quantity(authed(
+            &outsider,
+            inv::HoldQuantityRequest {
+                event_id: sale.event_id.clone(),
+                tier_id: sale.floor_tier.clone(),
+                quantity: 1,
+                ttl: None,
+            },
+        ))
+        .await
+        .expect_err("offered to the waiter");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    // The offer is the waiter's hold: an order from it is paid like any other.
+    let bought = stack
+        .create_order(&waiter, &entry.id, &uuid::Uuid::new_v4().to_string(), "")
+        .await
+        .expect("order from the offer");
+    let paid = stack.pay(&waiter, &bought.id, CARD_OK).await.expect("paid");
+    assert_eq!(paid.status, pb::OrderStatus::Paid as i32);
+    stack
+        .eventually("the entry is fulfilled", || async {
+            stack
+                .inventory()
+                .list_waitlist_entries(authed(&waiter, inv::ListWaitlistEntriesRequest::default()))
+                .await
+                .map(|r| r.into_inner().entries[0].status == inv::WaitlistStatus::Fulfilled as i32)
+                .unwrap_or(false)
+        })
+        .await;
 }

@@ -125,7 +125,9 @@ impl Inventory {
                 shown.insert(tier.to_string(), value.parse().unwrap_or(0));
             }
         }
-        let held: HashSet<String> = list(4).into_iter().collect();
+        // Seats kept for a waiting list are shown held but belong to no commit.
+        let owed: HashSet<String> = list(7).into_iter().collect();
+        let held: HashSet<String> = list(4).into_iter().filter(|s| !owed.contains(s)).collect();
         let shown_sold: HashSet<String> = list(5).into_iter().collect();
         let (ledger_seats, quotas) = {
             let mut conn = self.pool.get().await?;

@@ -31,7 +31,7 @@ pub struct Stack {
     /// Replicas started later, on the same database and Redis.
     replicas: Vec<oneshot::Sender<()>>,
     running: Running<Config>,
-    _broker: TestBroker,
+    broker: TestBroker,
 }
 
 pub async fn stack() -> Stack {
@@ -64,7 +64,7 @@ pub async fn stack_with(adjust: impl FnOnce(&mut Config)) -> Stack {
         redis,
         replicas: Vec::new(),
         running,
-        _broker: broker,
+        broker,
     }
 }
 
@@ -83,6 +83,11 @@ impl Stack {
         self.replicas
             .push(services::run_until_dropped(|s| app.run_until_stopped(s)));
         connect(addr).await
+    }
+
+    /// The events this stack's services publish under `binding` (e.g. `waitlist.*`).
+    pub async fn tap(&self, binding: &str) -> ticketing_testkit::EventTap {
+        self.broker.tap(binding).await.expect("broker tap")
     }
 
     pub async fn user(&self, roles: &[Role]) -> (Uuid, String) {

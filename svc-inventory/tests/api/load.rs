@@ -201,8 +201,10 @@ async fn a_swap_of_an_incomplete_staged_map_changes_nothing() {
         let mut invocation = scripts.load.prepare_invoke();
         invocation.arg(&event_prefix).arg(&prefix.prefix).arg(load);
         // force, version, limit, closed, 5 seats staged, one tier of 5 (none sold), no quotas,
-        // sold seats or owners.
-        for a in ["1", "1", "10", "0", "5", "1", "standard", "5", "0", "0", "0", "0"] {
+        // sold seats or owners; offers of 30 min kept 10 min more, nobody waiting, no offers.
+        for a in [
+            "1", "1", "10", "0", "5", "1", "standard", "5", "0", "0", "0", "0", "1800000", "600000", "0", "0",
+        ] {
             invocation.arg(a);
         }
         invocation

@@ -7,4 +7,5 @@ mod holds;
 mod invariants;
 mod load;
 mod revival;
+mod waitlist;
 mod watch;

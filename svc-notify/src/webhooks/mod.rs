@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::{events::Heard, store};
 
-/// The event types an endpoint can listen to.
+/// The event types an endpoint can listen to: those of the organization's sales. A buyer's own
+/// (`user.registered`, `waitlist.offer_made`) are never a partner's.
 pub const EVENT_TYPES: &[&str] = &[
     "event.published",
     "event.updated",
@@ -95,7 +96,8 @@ fn ids<const N: usize>(pairs: [(&str, &str); N]) -> Map<String, Value> {
 /// The event's ids for partners and the event (of the catalog) it is about.
 fn facts_of(heard: &Heard) -> (Map<String, Value>, &str) {
     match heard {
-        Heard::UserRegistered(_) => (Map::new(), ""),
+        // Not in EVENT_TYPES: never sent.
+        Heard::UserRegistered(_) | Heard::WaitlistOfferMade(_) => (Map::new(), ""),
         Heard::EventPublished(e) => (ids([("event_id", &e.event_id)]), &e.event_id),
         Heard::EventUpdated(e) => (ids([("event_id", &e.event_id)]), &e.event_id),
         Heard::EventCancelled(e) => (ids([("event_id", &e.event_id)]), &e.event_id),
@@ -228,6 +230,18 @@ mod tests {
         assert_eq!(next_wait(&RETRY_SCHEDULE, 0), None);
         let total: Duration = RETRY_SCHEDULE.iter().sum();
         assert!((2 * 86_400..4 * 86_400).contains(&total.as_secs()), "{total:?}");
+    }
+
+    #[test]
+    fn partners_hear_only_heard_events_and_never_a_buyer_s_own() {
+        use ticketing_platform::messaging::EventSet;
+        use ticketing_proto::{DomainEvent, ticketing::events::v1 as events};
+        for t in EVENT_TYPES {
+            assert!(Heard::TYPES.contains(t), "{t} is heard");
+        }
+        for own in [events::UserRegistered::TYPE, events::WaitlistOfferMade::TYPE] {
+            assert!(!EVENT_TYPES.contains(&own), "{own}");
+        }
     }
 
     #[test]
