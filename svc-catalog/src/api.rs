@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::{
     charts::*,
     domain::{self, Status as EventStatus},
-    events::lifecycle_event,
+    events::{lifecycle_event, published_event},
     store::{self, After, EventFilter, EventRow, TierRow, VenueRow},
     wire::*,
 };
@@ -121,7 +121,12 @@ impl CatalogApi {
 
     /// Hands the event's current seats and quotas to inventory (idempotent on the version, which
     /// is the time of the event's last change).
-    pub(crate) async fn sync_inventory(&self, event: &EventRow, chart: &pb::SeatingChart) -> ApiResult<()> {
+    /// Returns the tiers, each with the places it puts on sale.
+    pub(crate) async fn sync_inventory(
+        &self,
+        event: &EventRow,
+        chart: &pb::SeatingChart,
+    ) -> ApiResult<Vec<(store::TierRow, i64)>> {
         let tiers = {
             let mut conn = self.pool.get().await?;
             store::tiers_of(&mut conn, event.id).await?
@@ -137,7 +142,21 @@ impl CatalogApi {
             })
             .collect();
         let (seats, quotas) = domain::inventory_assignments(chart, &keyed);
+        let mut places: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for (_, tier) in &seats {
+            *places.entry(tier.clone()).or_default() += 1;
+        }
+        for (tier, _, capacity) in &quotas {
+            *places.entry(tier.clone()).or_default() += i64::from(*capacity);
+        }
         let limit = tiers.iter().map(|t| t.per_order_limit).max().unwrap_or(10);
+        let on_sale: Vec<(store::TierRow, i64)> = tiers
+            .into_iter()
+            .map(|t| {
+                let n = places.get(&t.id.to_string()).copied().unwrap_or(0);
+                (t, n)
+            })
+            .collect();
         let request = inv::ConfigureEventRequest {
             event_id: event.id.to_string(),
             version: event.updated_at.timestamp_micros().max(1),
@@ -167,7 +186,7 @@ impl CatalogApi {
                 ),
                 _ => internal_peer_error("inventory", status),
             })?;
-        Ok(())
+        Ok(on_sale)
     }
 
     pub(crate) async fn close_inventory(&self, event: Uuid) -> ApiResult<()> {
@@ -605,11 +624,12 @@ impl CatalogApi {
                 "the event has already ended",
             ));
         }
-        let chart = decode_chart(&self.venue(row.venue_id).await?.chart)?;
+        let venue = self.venue(row.venue_id).await?;
+        let chart = decode_chart(&venue.chart)?;
         // Inventory first: once published, the event must be sellable.
-        self.sync_inventory(&row, &chart).await?;
+        let on_sale = self.sync_inventory(&row, &chart).await?;
         let mut conn = self.pool.get().await?;
-        let announce = lifecycle_event(&row, EventStatus::Published, false, "");
+        let announce = published_event(&row, &venue.timezone, &on_sale);
         if store::transition(
             &mut conn,
             id,

@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
             starts_at: Some(prost_types::Timestamp::from(
                 std::time::SystemTime::now() + Duration::from_secs(30 * 86_400),
             )),
+            ..Default::default()
         }
         .encode_to_vec(),
     )];

@@ -65,6 +65,41 @@ async fn publishing_makes_the_event_sellable_and_only_allowed_transitions_happen
         (body.title.as_str(), body.organization_id),
         ("Symphony", f.org.to_string())
     );
+    // What readers need without asking catalog: the venue's zone, and each tier with its
+    // price and the places it sells (as its quota says).
+    assert_eq!(body.time_zone, "Europe/Berlin");
+    let mut tiers: Vec<(String, String, String, i64, i64)> = body
+        .tiers
+        .iter()
+        .map(|t| {
+            (
+                t.tier_id.clone(),
+                t.name.clone(),
+                t.category_code.clone(),
+                t.price.as_ref().map(|p| p.amount_minor).unwrap_or_default(),
+                t.capacity,
+            )
+        })
+        .collect();
+    tiers.sort();
+    let mut expected = vec![
+        (
+            vip.id.clone(),
+            vip.name.clone(),
+            "VIP".to_string(),
+            vip.price.as_ref().map(|p| p.amount_minor).unwrap_or_default(),
+            i64::from(vip.quota),
+        ),
+        (
+            floor.id.clone(),
+            floor.name.clone(),
+            String::new(),
+            4000,
+            i64::from(floor.quota),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(tiers, expected);
     // The second publish changed nothing, so it announced nothing.
     lifecycle
         .quiet_for(Duration::from_millis(800))
